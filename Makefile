@@ -1,0 +1,24 @@
+# `make test` / `make bench` on a fresh machine with Python 3.10+: a local .venv, then the command.
+PYTHON ?= python3
+VENV ?= .venv
+# The CPU build installs in seconds where it lies on local disk; override for a CUDA machine,
+# e.g. `make test TORCH_SPEC=torch` (or TORCH_SPEC= to keep an installed torch).
+TORCH_SPEC ?= torch==2.13.0
+PIP := $(VENV)/bin/pip
+
+$(VENV)/bin/python:
+	$(PYTHON) -m venv $(VENV)
+
+$(VENV)/.installed: setup.py $(VENV)/bin/python
+	$(if $(TORCH_SPEC),$(PIP) install -q "$(TORCH_SPEC)")
+	$(PIP) install -q -e ".[dev,train,bench]"
+	touch $@
+
+.PHONY: install test test-thorough
+install: $(VENV)/.installed
+
+test: $(VENV)/.installed
+	$(VENV)/bin/python -m pytest
+
+test-thorough: $(VENV)/.installed
+	HYPOTHESIS_PROFILE=thorough $(VENV)/bin/python -m pytest

@@ -1,0 +1,8 @@
+"""Fused ListMLE / p-ListMLE losses: Triton kernels for CUDA, a vectorised PyTorch path elsewhere."""
+
+from .function import ListMLEFunction
+from .functional import listmle_loss
+from .modules import ListMLELoss, PListMLELoss
+
+__all__ = ["listmle_loss", "ListMLELoss", "PListMLELoss", "ListMLEFunction"]
+__version__ = "0.1.0"

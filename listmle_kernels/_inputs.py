@@ -1,0 +1,171 @@
+"""Argument checking: every user-facing mistake becomes a ValueError/TypeError naming the argument.
+
+`parse_inputs` turns the public arguments into one `ListMLEInputs` that both backends consume, so
+the backends never see an option they have to re-interpret.
+"""
+
+import os
+from dataclasses import dataclass
+from typing import Optional
+
+import torch
+
+WEIGHTS_NONE, WEIGHTS_PLISTMLE, WEIGHTS_TENSOR = 0, 1, 2
+REDUCTIONS = ("mean", "sum", "none")
+TIES = ("stable", "random")
+BACKENDS = ("auto", "triton", "torch")
+
+
+@dataclass
+class ListMLEInputs:
+    scores: torch.Tensor                 # (B, L) floating
+    mask: Optional[torch.Tensor]         # (B, L) bool, or None
+    lengths: Optional[torch.Tensor]      # (B,) integer, or None (never both with mask)
+    labels: Optional[torch.Tensor]       # (B, L); only kept when sorting by labels
+    weight_kind: int                     # WEIGHTS_NONE / WEIGHTS_PLISTMLE / WEIGHTS_TENSOR
+    weights: Optional[torch.Tensor]      # (B, L) raw per-rank weights for WEIGHTS_TENSOR
+    random_ties: bool
+    reduction: str
+    backend: str                         # "triton" or "torch", resolved
+
+    @property
+    def sort_by_labels(self) -> bool:
+        return self.labels is not None
+
+    def row_scale(self) -> float:
+        """Factor folded into the saved gradient: the derivative of the reduction."""
+        return 1.0 / self.scores.shape[0] if self.reduction == "mean" else 1.0
+
+
+def real_count(scores, mask, lengths) -> torch.Tensor:
+    """(B,) number of real documents per row."""
+    if mask is not None:
+        return mask.sum(1)
+    if lengths is not None:
+        return lengths.long()
+    return torch.full((scores.shape[0],), scores.shape[1], dtype=torch.long, device=scores.device)
+
+
+def real_mask(scores, mask, lengths) -> torch.Tensor:
+    """(B, L) bool, True at real documents."""
+    if mask is not None:
+        return mask
+    positions = torch.arange(scores.shape[1], device=scores.device)
+    return positions[None, :] < real_count(scores, mask, lengths)[:, None]
+
+
+def _check_like_scores(name, tensor, scores):
+    if not isinstance(tensor, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(tensor).__name__}")
+    if tensor.shape != scores.shape:
+        raise ValueError(f"{name} must have the shape of scores {tuple(scores.shape)}, got {tuple(tensor.shape)}")
+    if tensor.device != scores.device:
+        raise ValueError(f"{name} is on {tensor.device} but scores are on {scores.device}")
+
+
+def _check_real(name, tensor):
+    if tensor.is_complex():
+        raise TypeError(f"{name} must hold real numbers, got dtype {tensor.dtype}")
+
+
+def triton_unavailable_reason(device: torch.device) -> Optional[str]:
+    """Why the Triton backend cannot run on `device`, or None when it can."""
+    try:
+        import triton  # noqa: F401
+    except ImportError as err:
+        return f"triton is not installed ({err}); pip install triton, or use backend='torch'"
+    if device.type == "cuda":
+        return None
+    if os.environ.get("TRITON_INTERPRET") == "1" and device.type == "cpu":
+        return None
+    return (f"the Triton kernels need CUDA tensors (scores are on {device}); set TRITON_INTERPRET=1 "
+            "to run them on CPU tensors through the Triton interpreter, or use backend='torch'")
+
+
+def parse_inputs(scores, labels, mask, lengths, lambda_weight, respect_input_order, ties,
+                 reduction, validate, backend) -> ListMLEInputs:
+    if not isinstance(scores, torch.Tensor):
+        raise TypeError(f"scores must be a torch.Tensor, got {type(scores).__name__}")
+    if scores.dim() != 2:
+        raise ValueError(f"scores must be 2-D (batch, list_length), got shape {tuple(scores.shape)}")
+    if not scores.is_floating_point():
+        raise TypeError(f"scores must be floating point, got dtype {scores.dtype}")
+    if reduction not in REDUCTIONS:
+        raise ValueError(f"reduction must be one of {REDUCTIONS}, got {reduction!r}")
+    if ties not in TIES:
+        raise ValueError(f"ties must be one of {TIES}, got {ties!r}")
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+    batch, length = scores.shape
+
+    if mask is not None and lengths is not None:
+        raise ValueError("give either mask or lengths, not both")
+    if mask is not None:
+        _check_like_scores("mask", mask, scores)
+        if mask.dtype != torch.bool:
+            raise TypeError(f"mask must be a bool tensor (True = real document), got dtype {mask.dtype}")
+    if lengths is not None:
+        if not isinstance(lengths, torch.Tensor):
+            raise TypeError(f"lengths must be a torch.Tensor, got {type(lengths).__name__}")
+        if lengths.shape != (batch,):
+            raise ValueError(f"lengths must have shape ({batch},), got {tuple(lengths.shape)}")
+        if lengths.is_floating_point() or lengths.is_complex() or lengths.dtype == torch.bool:
+            raise TypeError(f"lengths must be an integer tensor, got dtype {lengths.dtype}")
+        if lengths.device != scores.device:
+            raise ValueError(f"lengths is on {lengths.device} but scores are on {scores.device}")
+        if validate and batch and bool(((lengths < 0) | (lengths > length)).any()):
+            bad = lengths[(lengths < 0) | (lengths > length)][0].item()
+            raise ValueError(f"lengths must lie in [0, {length}] (the list length), got {bad}")
+
+    if labels is not None:
+        _check_like_scores("labels", labels, scores)
+        _check_real("labels", labels)
+    if not respect_input_order:
+        if labels is None:
+            raise ValueError("respect_input_order=False sorts by labels, but labels is None")
+        if validate and labels.is_floating_point():
+            nan = torch.isnan(labels)
+            if mask is not None:
+                nan &= mask
+            elif lengths is not None:
+                nan &= real_mask(scores, None, lengths)
+            if bool(nan.any()):
+                raise ValueError("labels contain NaN at a real document; NaN has no rank order")
+
+    weights = None
+    if lambda_weight is None:
+        weight_kind = WEIGHTS_NONE
+    elif isinstance(lambda_weight, str):
+        if lambda_weight != "plistmle":
+            raise ValueError(f"lambda_weight must be None, 'plistmle', a (B, L) tensor or a callable; "
+                             f"got the string {lambda_weight!r}")
+        weight_kind = WEIGHTS_PLISTMLE
+    else:
+        if callable(lambda_weight) and not isinstance(lambda_weight, torch.Tensor):
+            # ranks 0..n-1 of each row are the real ones: the mask sentence-transformers passes
+            rank_mask = real_mask(scores, None, real_count(scores, mask, lengths))
+            weights = lambda_weight(rank_mask)
+            name = "lambda_weight(rank_mask)"
+        elif isinstance(lambda_weight, torch.Tensor):
+            weights, name = lambda_weight, "lambda_weight"
+        else:
+            raise TypeError(f"lambda_weight must be None, 'plistmle', a tensor or a callable, "
+                            f"got {type(lambda_weight).__name__}")
+        _check_like_scores(name, weights, scores)
+        if not weights.is_floating_point():
+            raise TypeError(f"{name} must be floating point, got dtype {weights.dtype}")
+        weights = weights.detach()
+        weight_kind = WEIGHTS_TENSOR
+
+    if backend == "auto":
+        backend = "triton" if scores.is_cuda and triton_unavailable_reason(scores.device) is None else "torch"
+    elif backend == "triton":
+        reason = triton_unavailable_reason(scores.device)
+        if reason is not None:
+            raise ValueError(f"backend='triton' cannot run: {reason}")
+
+    return ListMLEInputs(scores=scores, mask=mask, lengths=lengths,
+                         labels=None if respect_input_order else labels,
+                         weight_kind=weight_kind, weights=weights,
+                         random_ties=(ties == "random" and not respect_input_order),
+                         reduction=reduction, backend=backend)

@@ -1,0 +1,37 @@
+"""`listmle_loss`: the functional API."""
+
+from .function import ListMLEFunction
+
+
+def listmle_loss(scores, labels=None, *, mask=None, lengths=None, lambda_weight=None,
+                 respect_input_order=True, ties="stable", generator=None, reduction="mean",
+                 validate=True, backend="auto"):
+    """ListMLE (Plackett-Luce negative log-likelihood of the target ranking) over a batch of lists.
+
+    Per row, over its real documents in target order pi:
+        loss = -sum_r w_r * (s[pi(r)] - log sum_{t >= r} exp s[pi(t)])
+    exact (max-shifted, no epsilon inside the log); 0 for a row with no real document.
+
+    Args:
+        scores: (B, L) float16/bfloat16/float32/float64 model scores, CPU or CUDA, any strides.
+        labels: (B, L) relevance of any real dtype; needed when respect_input_order=False.
+            Sorting compares labels as float32.
+        mask: (B, L) bool, True = real document; holes anywhere. Not together with lengths.
+        lengths: (B,) integer; the first lengths[b] entries of row b are real.
+        lambda_weight: None (ListMLE, w = 1); "plistmle" (p-ListMLE, sentence-transformers 6.x:
+            raw w = 2^(n - rank) - 1 for rank = 1..n); a (B, L) tensor of per-rank weights (column r
+            weighs the r-th document of the target order); or a callable(rank_mask) -> (B, L) weights,
+            rank_mask[b, r] = r < n_b. Lambda weights are normalised per row: w / (sum(w) + 1e-10).
+        respect_input_order: True: the input order of the real documents is the target ranking
+            (labels ignored). False: sort by labels, descending.
+        ties: when sorting, "stable" keeps input order among equal labels; "random" shuffles them.
+        generator: torch.Generator that seeds "random" ties (default: torch's global generator).
+        reduction: "mean" (sum of row losses / B, as sentence-transformers), "sum" or "none" (B,).
+        validate: check values too (NaN labels, lengths range); may cost a host sync on CUDA.
+        backend: "auto" (Triton for CUDA tensors, PyTorch otherwise), "triton" or "torch".
+
+    Returns the loss in float32 (float64 for float64 scores); the gradient has the scores' dtype
+    and is 0 at padding. NaN/inf scores propagate into the loss as in torch.
+    """
+    return ListMLEFunction.apply(scores, labels, mask, lengths, lambda_weight, respect_input_order,
+                                 ties, generator, reduction, validate, backend)

@@ -1,0 +1,272 @@
+"""The Triton backend: one fused kernel computes per-row ListMLE losses and their gradient.
+
+Layout: a program owns ROWS rows (ROWS > 1 packs short lists into one program) and walks each row
+in chunks of BLOCK "slots"; slot r is the r-th document of the target order:
+
+  * input order:          slot r = position r, padding leaves holes (rank = real docs before it);
+  * sort in kernel:       one block: pack (label key, tie bits, position) into int64, tl.sort it;
+  * order given:          rows too long to sort in one block get their order from one torch argsort.
+
+Math (see torch_listmle.py for the same formulas in PyTorch): with the suffix log-sum-exp
+lse_r = log sum_{t >= r} exp s_t over real slots,
+
+    loss_row = -sum_r w_r (s_r - lse_r),   grad_j = -w_j + exp(s_j + P_j),
+    P_j = log sum_{r <= j} w_r exp(-lse_r).
+
+Both sums are (max, scaled-sum) scans: lse is a reverse scan, P a forward one. A row longer than
+one block takes two passes: pass 1 reduces each chunk to its (max, sum) total, a reverse scan over
+the chunk totals gives every chunk the carry of everything to its right, pass 2 finishes each
+chunk with that carry and a running prefix carry for P. Deterministic: no atomics.
+"""
+
+import torch
+import triton
+import triton.language as tl
+
+from ._inputs import WEIGHTS_TENSOR, ListMLEInputs, real_mask
+from .target_order import target_order
+
+MAX_BLOCK = 4096        # slots per chunk; longer rows are scanned in chunks
+SORT_MAX_BLOCK = 4096   # longest row sorted by labels inside the kernel
+ROW_TILE = 2048         # short rows are packed ROWS to a program, about this many slots each
+
+REAL_ALL, REAL_MASK, REAL_LENGTHS = 0, 1, 2
+ORDER_INPUT, ORDER_SORT, ORDER_GIVEN = 0, 1, 2
+
+
+@triton.jit
+def _lse_combine(m1, s1, m2, s2):
+    """Merge two log-sum-exp partials (max, sum of exp(x - max)).
+
+    Symmetric (Triton's reverse scans need commutative combines) and guarded: two empty
+    partials (-inf, 0) merge to (-inf, 0), not to NaN from exp(-inf - -inf).
+    """
+    m = tl.maximum(m1, m2)
+    m_safe = tl.where(m == float("-inf"), 0.0, m)
+    return m, s1 * tl.exp(m1 - m_safe) + s2 * tl.exp(m2 - m_safe)
+
+
+@triton.jit
+def _lse_total(x):
+    """(max, sum of exp(x - max)) of each row of x; (-inf, 0) for an all -inf row."""
+    m = tl.max(x, axis=1)
+    m_safe = tl.where(m == float("-inf"), 0.0, m)
+    return m, tl.sum(tl.exp(x - m_safe[:, None]), axis=1)
+
+
+@triton.jit
+def _load_chunk(start, rows64, row_ok, cols, L,
+                scores_ptr, stride_sb, stride_sl, mask_ptr, stride_mb, stride_ml, lengths_ptr,
+                order_ptr, stride_ob, stride_ol,
+                REAL: tl.constexpr, ORDER: tl.constexpr):
+    """Slots start + cols of ROWS rows: (score or -inf, is real, position) for input or given order."""
+    slot = start + cols
+    inside = row_ok[:, None] & (slot < L)[None, :]
+    if ORDER == 2:
+        pos = tl.load(order_ptr + rows64[:, None] * stride_ob + slot[None, :] * stride_ol,
+                      mask=inside, other=0).to(tl.int32)
+        pos = tl.where(inside, pos, L)  # slots past the row end own no position
+    else:
+        pos = slot[None, :] + tl.zeros_like(rows64)[:, None].to(tl.int32)
+    if REAL == 1:
+        real = inside & (tl.load(mask_ptr + rows64[:, None] * stride_mb + pos * stride_ml,
+                                 mask=inside, other=0) != 0)
+    elif REAL == 2:
+        length = tl.load(lengths_ptr + rows64, mask=row_ok, other=0)
+        real = inside & (pos < length[:, None])
+    else:
+        real = inside
+    s = tl.load(scores_ptr + rows64[:, None] * stride_sb + pos * stride_sl, mask=real,
+                other=float("-inf"))
+    return s, real, pos
+
+
+@triton.jit
+def _sorted_by_labels(rows64, row_ok, cols, L, seed, labels_ptr, stride_yb, stride_yl,
+                      mask_ptr, stride_mb, stride_ml, lengths_ptr,
+                      REAL: tl.constexpr, RANDOM_TIES: tl.constexpr, BLOCK: tl.constexpr,
+                      INDEX_BITS: tl.constexpr):
+    """Positions of the row in target order (labels descending) and the number of real documents."""
+    inside = row_ok[:, None] & (cols < L)[None, :]
+    offsets = rows64[:, None] * stride_yb + cols[None, :] * stride_yl
+    if REAL == 1:
+        real = inside & (tl.load(mask_ptr + rows64[:, None] * stride_mb + cols[None, :] * stride_ml,
+                                 mask=inside, other=0) != 0)
+    elif REAL == 2:
+        length = tl.load(lengths_ptr + rows64, mask=row_ok, other=0)
+        real = inside & (cols[None, :] < length[:, None])
+    else:
+        real = inside
+    label = tl.load(labels_ptr + offsets, mask=real, other=0).to(tl.float32)
+    label = tl.where(label == 0, 0.0, label)  # -0.0 ties with 0.0
+    bits = label.to(tl.int32, bitcast=True)
+    key = bits ^ ((bits >> 31) & 0x7FFFFFFF)  # order-preserving: flip negative floats' magnitude bits
+    key = tl.where(real, key, -2147483648)    # padding sorts last
+    low = (BLOCK - 1 - cols[None, :]).to(tl.int64) + tl.zeros_like(key).to(tl.int64)
+    if RANDOM_TIES:
+        rand = tl.randint(seed, (rows64[:, None] * L + cols[None, :]).to(tl.uint32))
+        low = low | ((rand >> INDEX_BITS).to(tl.int64) << INDEX_BITS)
+    packed = tl.sort((key.to(tl.int64) << 32) | low, dim=1, descending=True)
+    pos = (BLOCK - 1 - (packed & (BLOCK - 1))).to(tl.int32)
+    return pos, tl.sum(real.to(tl.int32), axis=1)
+
+
+@triton.jit
+def _listmle_kernel(
+    scores_ptr, stride_sb, stride_sl,
+    labels_ptr, stride_yb, stride_yl,
+    mask_ptr, stride_mb, stride_ml,
+    lengths_ptr,
+    order_ptr, stride_ob, stride_ol,
+    weights_ptr, stride_wb, stride_wl,
+    loss_ptr, grad_ptr, stride_gb, stride_gl,
+    B, L, row_scale, seed,
+    REAL: tl.constexpr, ORDER: tl.constexpr, WEIGHTS: tl.constexpr, RANDOM_TIES: tl.constexpr,
+    STORE_GRAD: tl.constexpr, ROWS: tl.constexpr, BLOCK: tl.constexpr, CHUNKS: tl.constexpr,
+    INDEX_BITS: tl.constexpr,
+):
+    acc = loss_ptr.dtype.element_ty  # float32, or float64 for float64 scores
+    rows = tl.program_id(0) * ROWS + tl.arange(0, ROWS)
+    row_ok = rows < B
+    rows64 = rows.to(tl.int64)
+    cols = tl.arange(0, BLOCK)
+    chunk_ids = tl.arange(0, CHUNKS)
+    num_chunks = tl.cdiv(L, BLOCK)
+
+    # Pass 1 (rows longer than one block): count real documents, sum custom weights, and keep
+    # each chunk's (max, sum) total; then a reverse scan gives every chunk its suffix carry.
+    n = tl.zeros([ROWS], dtype=tl.int32)
+    weight_sum = tl.zeros([ROWS], dtype=acc)
+    if CHUNKS > 1:
+        total_m = tl.full([ROWS, CHUNKS], float("-inf"), dtype=acc)
+        total_s = tl.zeros([ROWS, CHUNKS], dtype=acc)
+        for k in range(0, num_chunks):
+            s, real, pos = _load_chunk(k * BLOCK, rows64, row_ok, cols, L, scores_ptr, stride_sb,
+                                       stride_sl, mask_ptr, stride_mb, stride_ml, lengths_ptr,
+                                       order_ptr, stride_ob, stride_ol, REAL, ORDER)
+            if WEIGHTS == 2:
+                rank = n[:, None] + tl.cumsum(real.to(tl.int32), axis=1) - 1
+                w = tl.load(weights_ptr + rows64[:, None] * stride_wb + rank * stride_wl, mask=real,
+                            other=0).to(acc)
+                weight_sum += tl.sum(w, axis=1)
+            m_k, s_k = _lse_total(s.to(acc))
+            here = chunk_ids[None, :] == k
+            total_m = tl.where(here, m_k[:, None], total_m)
+            total_s = tl.where(here, s_k[:, None], total_s)
+            n += tl.sum(real.to(tl.int32), axis=1)
+        suffix_m, suffix_s = tl.associative_scan((total_m, total_s), 1, _lse_combine, reverse=True)
+
+    # Pass 2: per chunk, suffix lse (local reverse scan + carry), loss, and the forward scan for P.
+    loss = tl.zeros([ROWS], dtype=acc)
+    prefix_m = tl.full([ROWS], float("-inf"), dtype=acc)
+    prefix_s = tl.zeros([ROWS], dtype=acc)
+    rank_base = tl.zeros([ROWS], dtype=tl.int32)
+    for k in range(0, num_chunks):
+        if ORDER == 1:  # one block: sort, then read scores in target order
+            pos, n = _sorted_by_labels(rows64, row_ok, cols, L, seed, labels_ptr, stride_yb, stride_yl,
+                                       mask_ptr, stride_mb, stride_ml, lengths_ptr, REAL, RANDOM_TIES,
+                                       BLOCK, INDEX_BITS)
+            real = cols[None, :] < n[:, None]
+            s = tl.load(scores_ptr + rows64[:, None] * stride_sb + pos * stride_sl, mask=real,
+                        other=float("-inf"))
+        else:
+            s, real, pos = _load_chunk(k * BLOCK, rows64, row_ok, cols, L, scores_ptr, stride_sb,
+                                       stride_sl, mask_ptr, stride_mb, stride_ml, lengths_ptr,
+                                       order_ptr, stride_ob, stride_ol, REAL, ORDER)
+            if CHUNKS == 1:
+                n = tl.sum(real.to(tl.int32), axis=1)
+        s = s.to(acc)
+        rank = rank_base[:, None] + tl.cumsum(real.to(tl.int32), axis=1) - 1
+        rank_base += tl.sum(real.to(tl.int32), axis=1)
+
+        if WEIGHTS == 0:
+            w = real.to(acc)
+        elif WEIGHTS == 1:
+            # p-ListMLE (2^(n-1-r) - 1) / sum, times 2^-n so it cannot overflow:
+            # (2^-(r+1) - 2^-n) / (1 - (n+1) 2^-n); zero for n <= 1.
+            tail = tl.exp2(-n.to(acc))
+            total = 1.0 - (n.to(acc) + 1.0) * tail
+            w = (tl.exp2(-(rank + 1).to(acc)) - tail[:, None]) / tl.where(total > 0, total, 1.0)[:, None]
+            w = tl.where(real & (total > 0)[:, None], w, 0.0)
+        else:
+            w = tl.load(weights_ptr + rows64[:, None] * stride_wb + rank * stride_wl, mask=real,
+                        other=0).to(acc)
+            if CHUNKS == 1:
+                weight_sum = tl.sum(w, axis=1)
+            w = w / (weight_sum[:, None] + 1e-10)
+
+        # Suffix lse of every slot: this chunk's reverse scan merged with the chunks to its right.
+        lse_m, lse_s = tl.associative_scan((s, real.to(acc)), 1, _lse_combine, reverse=True)
+        if CHUNKS > 1:
+            right = chunk_ids[None, :] == k + 1
+            carry_m = tl.max(tl.where(right, suffix_m, float("-inf")), axis=1)
+            carry_s = tl.sum(tl.where(right, suffix_s, 0.0), axis=1)
+            lse_m, lse_s = _lse_combine(lse_m, lse_s, carry_m[:, None], carry_s[:, None])
+        lse = lse_m + tl.log(lse_s)
+        loss += tl.sum(tl.where(real, w * (s - lse), 0.0), axis=1)
+
+        if STORE_GRAD:
+            # P_j = log sum_{r <= j} w_r exp(-lse_r): forward scan merged with the chunks to the left.
+            a = tl.where(real & (w > 0), tl.log(w) - lse, float("-inf"))
+            p_m, p_s = tl.associative_scan((a, (a > float("-inf")).to(acc)), 1, _lse_combine)
+            p_m, p_s = _lse_combine(p_m, p_s, prefix_m[:, None], prefix_s[:, None])
+            a_m, a_s = _lse_total(a)
+            prefix_m, prefix_s = _lse_combine(prefix_m, prefix_s, a_m, a_s)
+            grad = tl.where(real, tl.exp(s + p_m + tl.log(p_s)) - w, 0.0) * row_scale
+            written = row_ok[:, None] & (pos < L)
+            tl.store(grad_ptr + rows64[:, None] * stride_gb + pos * stride_gl,
+                     grad.to(grad_ptr.dtype.element_ty), mask=written)
+
+    tl.store(loss_ptr + rows64, -loss, mask=row_ok)
+
+
+def _strides(tensor):
+    return (tensor, tensor.stride(0), tensor.stride(1)) if tensor is not None else None
+
+
+def triton_listmle(inputs: ListMLEInputs, seed: int, need_grad: bool):
+    """Launch the kernel: per-row losses (B,) and the gradient (scaled by the reduction) or None."""
+    scores = inputs.scores.detach()
+    batch, length = scores.shape
+    acc = torch.float64 if scores.dtype == torch.float64 else torch.float32
+    row_loss = torch.empty(batch, dtype=acc, device=scores.device)
+    if batch == 0 or length == 0:
+        return row_loss.zero_(), (torch.zeros_like(scores) if need_grad else None)
+
+    order = None
+    if inputs.sort_by_labels and length > SORT_MAX_BLOCK:
+        # Too long to sort in one block: one argsort pre-pass, same keys as the kernel's.
+        order = target_order(inputs.labels, real_mask(scores, inputs.mask, inputs.lengths),
+                             inputs.random_ties, seed)
+    sort_in_kernel = inputs.sort_by_labels and order is None
+
+    block = triton.next_power_of_2(length)
+    block = min(block, SORT_MAX_BLOCK if sort_in_kernel else MAX_BLOCK)
+    chunks = triton.next_power_of_2(triton.cdiv(length, block))
+    rows = max(1, min(ROW_TILE // block, triton.next_power_of_2(batch))) if chunks == 1 else 1
+
+    grad = torch.empty((batch, length), dtype=scores.dtype, device=scores.device) if need_grad else None
+    dummy = (row_loss, 0, 0)
+    labels = inputs.labels
+    if labels is not None and labels.dtype == torch.bool:
+        labels = labels.view(torch.uint8)
+    mask = inputs.mask.view(torch.uint8) if inputs.mask is not None else None
+    weights = inputs.weights if inputs.weight_kind == WEIGHTS_TENSOR else None
+    real_kind = REAL_MASK if mask is not None else REAL_LENGTHS if inputs.lengths is not None else REAL_ALL
+    order_kind = ORDER_SORT if sort_in_kernel else ORDER_GIVEN if order is not None else ORDER_INPUT
+
+    _listmle_kernel[(triton.cdiv(batch, rows),)](
+        *_strides(scores),
+        *(_strides(labels) if sort_in_kernel else dummy),
+        *(_strides(mask) or dummy),
+        inputs.lengths if inputs.lengths is not None else row_loss,
+        *(_strides(order) or dummy),
+        *(_strides(weights) or dummy),
+        row_loss, *(_strides(grad) or dummy),
+        batch, length, inputs.row_scale(), seed,
+        REAL=real_kind, ORDER=order_kind, WEIGHTS=inputs.weight_kind,
+        RANDOM_TIES=inputs.random_ties, STORE_GRAD=need_grad, ROWS=rows, BLOCK=block, CHUNKS=chunks,
+        INDEX_BITS=block.bit_length() - 1,
+        num_warps=max(1, min(16, rows * block // 256)),
+    )
+    return row_loss, grad

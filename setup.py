@@ -1,0 +1,21 @@
+from setuptools import find_packages, setup
+
+setup(
+    name="listmle-kernels",
+    version="0.1.0",
+    description="Fused Triton ListMLE / p-ListMLE learning-to-rank losses for PyTorch",
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    license="Apache-2.0",
+    python_requires=">=3.10",
+    packages=find_packages(include=["listmle_kernels", "listmle_kernels.*", "reference"]),
+    install_requires=[
+        "torch>=2.4",
+        "triton>=3.0; platform_system == 'Linux'",
+    ],
+    extras_require={
+        "dev": ["pytest", "pytest-benchmark", "hypothesis"],
+        "train": ["transformers", "datasets", "tqdm", "tokenizers"],
+        "bench": ["matplotlib"],
+    },
+)

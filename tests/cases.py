@@ -1,0 +1,57 @@
+"""Shared test helpers: random ListMLE problems, the backends under test, tolerances per dtype."""
+
+import torch
+from hypothesis import strategies as st
+
+DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+BACKENDS = ("torch", "triton")
+DTYPES = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
+
+# Loss and gradient tolerances against the float64 reference computed from the same (rounded) scores.
+# The loss is always accumulated in float32 (float64), so it is as exact as float32 for every dtype;
+# the gradient is rounded to the scores' dtype.
+LOSS_TOL = {torch.float64: 1e-10, torch.float32: 2e-5, torch.float16: 2e-5, torch.bfloat16: 2e-5}
+GRAD_TOL = {torch.float64: 1e-10, torch.float32: 2e-5, torch.float16: 2e-3, torch.bfloat16: 1.6e-2}
+
+
+def assert_close(actual, expected, dtype, tol_table, scale=1.0):
+    tol = tol_table[dtype]
+    torch.testing.assert_close(actual.double(), expected.double(), rtol=tol, atol=tol * scale)
+
+
+@st.composite
+def listmle_problems(draw, max_batch=6, max_length=40, dtypes=DTYPES):
+    """A random problem: tensors plus the keyword arguments of listmle_loss (backend excluded)."""
+    batch = draw(st.integers(1, max_batch))
+    length = draw(st.integers(1, max_length))
+    dtype = draw(st.sampled_from(dtypes))
+    seed = draw(st.integers(0, 2 ** 31 - 1))
+    gen = torch.Generator().manual_seed(seed)
+    scale = draw(st.sampled_from([0.1, 1.0, 5.0]))
+    scores = (torch.randn(batch, length, generator=gen) * scale).to(dtype)
+    label_kind = draw(st.sampled_from(["binary", "graded", "float"]))
+    if label_kind == "float":
+        labels = torch.randn(batch, length, generator=gen)
+    else:
+        labels = torch.randint(0, 2 if label_kind == "binary" else 5, (batch, length), generator=gen)
+    kwargs = {}
+    padding = draw(st.sampled_from(["none", "mask", "lengths"]))
+    if padding == "mask":
+        kwargs["mask"] = torch.rand(batch, length, generator=gen) < draw(st.sampled_from([0.3, 0.7, 1.0]))
+    elif padding == "lengths":
+        kwargs["lengths"] = torch.randint(0, length + 1, (batch,), generator=gen)
+    weight = draw(st.sampled_from(["none", "plistmle", "tensor", "callable"]))
+    if weight == "plistmle":
+        kwargs["lambda_weight"] = "plistmle"
+    elif weight == "tensor":
+        kwargs["lambda_weight"] = torch.rand(batch, length, generator=gen, dtype=torch.float64)
+    elif weight == "callable":
+        kwargs["lambda_weight"] = lambda rank_mask: 1.0 / (1.0 + torch.cumsum(rank_mask.double(), 1))
+    kwargs["respect_input_order"] = draw(st.booleans())
+    kwargs["reduction"] = draw(st.sampled_from(["mean", "sum", "none"]))
+    return scores, labels, kwargs
+
+
+def to_device(scores, labels, kwargs, device=DEVICE):
+    moved = {k: (v.to(device) if isinstance(v, torch.Tensor) else v) for k, v in kwargs.items()}
+    return scores.to(device), labels.to(device), moved
