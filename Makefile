@@ -18,7 +18,7 @@ $(VENV)/.installed: setup.py $(VENV)/bin/python
 install: $(VENV)/.installed
 
 test: $(VENV)/.installed
-	$(VENV)/bin/python -m pytest
+	$(VENV)/bin/python -m pytest -n auto
 
 test-thorough: $(VENV)/.installed
-	HYPOTHESIS_PROFILE=thorough $(VENV)/bin/python -m pytest
+	HYPOTHESIS_PROFILE=thorough $(VENV)/bin/python -m pytest -n auto

@@ -14,7 +14,7 @@ setup(
         "triton>=3.0; platform_system == 'Linux'",
     ],
     extras_require={
-        "dev": ["pytest", "pytest-benchmark", "hypothesis"],
+        "dev": ["pytest", "pytest-benchmark", "pytest-xdist", "hypothesis"],
         "train": ["transformers", "datasets", "tqdm", "tokenizers"],
         "bench": ["matplotlib"],
     },

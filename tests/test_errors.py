@@ -1,0 +1,66 @@
+"""Bad input: a clear ValueError/TypeError naming the argument, before any kernel runs."""
+
+import pytest
+import torch
+
+from listmle_kernels import listmle_loss
+from listmle_kernels._inputs import triton_unavailable_reason
+
+S = torch.zeros(2, 3)
+
+
+@pytest.mark.parametrize("args, kwargs, error, match", [
+    ((torch.zeros(3),), {}, ValueError, r"scores must be 2-D.*\(3,\)"),
+    ((torch.zeros(2, 3, dtype=torch.long),), {}, TypeError, r"scores must be floating.*int64"),
+    (([[0.0]],), {}, TypeError, r"scores must be a torch.Tensor"),
+    ((S, torch.zeros(2, 4)), {}, ValueError, r"labels must have the shape of scores \(2, 3\).*\(2, 4\)"),
+    ((S, torch.zeros(2, 3, dtype=torch.complex64)), {}, TypeError, r"labels must hold real numbers"),
+    ((S,), dict(mask=torch.ones(3, 2, dtype=torch.bool)), ValueError, r"mask must have the shape"),
+    ((S,), dict(mask=torch.ones(2, 3)), TypeError, r"mask must be a bool tensor.*float32"),
+    ((S,), dict(mask=torch.ones(2, 3, dtype=torch.bool), lengths=torch.tensor([1, 2])), ValueError,
+     r"either mask or lengths"),
+    ((S,), dict(lengths=torch.tensor([1, 4])), ValueError, r"lengths must lie in \[0, 3\].*got 4"),
+    ((S,), dict(lengths=torch.tensor([-1, 0])), ValueError, r"lengths must lie in \[0, 3\].*got -1"),
+    ((S,), dict(lengths=torch.tensor([1.0, 2.0])), TypeError, r"lengths must be an integer tensor"),
+    ((S,), dict(lengths=torch.tensor([1, 2, 3])), ValueError, r"lengths must have shape \(2,\)"),
+    ((S,), dict(respect_input_order=False), ValueError, r"sorts by labels, but labels is None"),
+    ((S, torch.tensor([[0.0, float("nan"), 1.0], [0.0, 0.0, 0.0]])), dict(respect_input_order=False),
+     ValueError, r"labels contain NaN"),
+    ((S,), dict(lambda_weight="ndcg"), ValueError, r"lambda_weight must be None, 'plistmle'.*'ndcg'"),
+    ((S,), dict(lambda_weight=3), TypeError, r"lambda_weight must be None, 'plistmle', a tensor or a callable"),
+    ((S,), dict(lambda_weight=torch.ones(2, 2)), ValueError, r"lambda_weight must have the shape of scores"),
+    ((S,), dict(lambda_weight=torch.ones(2, 3, dtype=torch.long)), TypeError, r"lambda_weight must be floating"),
+    ((S,), dict(lambda_weight=lambda m: torch.ones(1, 3)), ValueError,
+     r"lambda_weight\(rank_mask\) must have the shape of scores"),
+    ((S,), dict(ties="shuffle"), ValueError, r"ties must be one of \('stable', 'random'\), got 'shuffle'"),
+    ((S,), dict(reduction="avg"), ValueError, r"reduction must be one of .*'avg'"),
+    ((S,), dict(backend="cuda"), ValueError, r"backend must be one of .*'cuda'"),
+])
+def test_bad_input_names_the_argument(args, kwargs, error, match):
+    with pytest.raises(error, match=match):
+        listmle_loss(*args, **kwargs)
+
+
+def test_nan_labels_at_padding_are_fine():
+    labels = torch.tensor([[0.0, float("nan"), 1.0]])
+    loss = listmle_loss(torch.zeros(1, 3), labels, lengths=torch.tensor([1]), respect_input_order=False)
+    assert loss == 0
+
+
+def test_triton_needs_cuda_or_the_interpreter(monkeypatch):
+    monkeypatch.delenv("TRITON_INTERPRET", raising=False)
+    reason = triton_unavailable_reason(torch.device("cpu"))
+    assert "CUDA tensors" in reason and "TRITON_INTERPRET=1" in reason
+    with pytest.raises(ValueError, match=r"backend='triton' cannot run: .*CUDA tensors"):
+        listmle_loss(S, backend="triton")
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs two devices (CPU and CUDA)")
+def test_tensors_on_different_devices():
+    with pytest.raises(ValueError, match=r"labels is on cpu but scores are on cuda"):
+        listmle_loss(S.cuda(), torch.zeros(2, 3), respect_input_order=False)
+
+
+def test_tensors_on_different_devices_meta():
+    with pytest.raises(ValueError, match=r"mask is on meta but scores are on cpu"):
+        listmle_loss(S, mask=torch.ones(2, 3, dtype=torch.bool, device="meta"))

@@ -1,0 +1,198 @@
+"""Invariants of the loss that hold whatever the implementation: checked on both backends."""
+
+import itertools
+import math
+
+import pytest
+import torch
+from hypothesis import given
+from hypothesis import strategies as st
+
+from listmle_kernels import listmle_loss
+from reference import listmle_reference
+
+from cases import BACKENDS, DEVICE
+
+pytestmark = pytest.mark.parametrize("backend", BACKENDS)
+
+
+def loss_and_grad(scores, labels=None, **kwargs):
+    scores = scores.detach().clone().requires_grad_(True)
+    loss = listmle_loss(scores, labels, **kwargs)
+    (grad,) = torch.autograd.grad(loss.sum(), scores)
+    return loss.detach(), grad
+
+
+def randn(*shape, seed, dtype=torch.float32):
+    return torch.randn(*shape, generator=torch.Generator().manual_seed(seed), dtype=dtype).to(DEVICE)
+
+
+@given(seed=st.integers(0, 10 ** 6), batch=st.integers(1, 5), length=st.integers(1, 24),
+       weight=st.sampled_from([None, "plistmle"]), sort=st.booleans())
+def test_shift_invariance(backend, seed, batch, length, weight, sort):
+    scores = randn(batch, length, seed=seed, dtype=torch.float64)
+    labels = randn(batch, length, seed=seed + 1)
+    shift = randn(batch, 1, seed=seed + 2, dtype=torch.float64) * 100
+    kwargs = dict(lambda_weight=weight, respect_input_order=not sort, reduction="none", backend=backend)
+    loss, grad = loss_and_grad(scores, labels, **kwargs)
+    shifted_loss, shifted_grad = loss_and_grad(scores + shift, labels, **kwargs)
+    torch.testing.assert_close(shifted_loss, loss, rtol=1e-9, atol=1e-9)
+    torch.testing.assert_close(shifted_grad, grad, rtol=1e-9, atol=1e-9)
+
+
+@given(seed=st.integers(0, 10 ** 6), batch=st.integers(1, 4), length=st.integers(1, 16),
+       extra=st.integers(1, 20), weight=st.sampled_from([None, "plistmle"]), sort=st.booleans(),
+       dtype=st.sampled_from([torch.float32, torch.bfloat16]))
+def test_padding_invariance(backend, seed, batch, length, extra, weight, sort, dtype):
+    """Padding of any width, at any positions, changes neither the loss nor the real gradients."""
+    scores = randn(batch, length, seed=seed).to(dtype)
+    labels = torch.randint(0, 3, (batch, length), generator=torch.Generator().manual_seed(seed)).to(DEVICE)
+    kwargs = dict(lambda_weight=weight, respect_input_order=not sort, reduction="none", backend=backend)
+    loss, grad = loss_and_grad(scores, labels, **kwargs)
+
+    width = length + extra
+    gen = torch.Generator().manual_seed(seed + 1)
+    slots = torch.stack([torch.randperm(width, generator=gen)[:length].sort().values for _ in range(batch)]).to(DEVICE)
+    mask = torch.zeros(batch, width, dtype=torch.bool, device=DEVICE).scatter_(1, slots, True)
+    padded_scores = (randn(batch, width, seed=seed + 2) * 30).to(dtype).scatter(1, slots, scores)
+    padded_labels = torch.randint(-5, 9, (batch, width), generator=gen).to(DEVICE).scatter(1, slots, labels)
+    padded_loss, padded_grad = loss_and_grad(padded_scores, padded_labels, mask=mask, **kwargs)
+
+    assert torch.equal(padded_loss, loss) or torch.allclose(padded_loss, loss, rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(padded_grad.gather(1, slots), grad)
+    assert (padded_grad[~mask] == 0).all()
+
+
+@given(seed=st.integers(0, 10 ** 6), batch=st.integers(1, 4), length=st.integers(1, 20),
+       weight=st.sampled_from([None, "plistmle"]))
+def test_permutation_invariance_with_distinct_labels(backend, seed, batch, length, weight):
+    scores = randn(batch, length, seed=seed, dtype=torch.float64)
+    labels = torch.stack([torch.randperm(length, generator=torch.Generator().manual_seed(seed + b))
+                          for b in range(batch)]).to(DEVICE).float()
+    perm = torch.randperm(length, generator=torch.Generator().manual_seed(seed + 99)).to(DEVICE)
+    kwargs = dict(lambda_weight=weight, respect_input_order=False, reduction="none", backend=backend)
+    loss, grad = loss_and_grad(scores, labels, **kwargs)
+    perm_loss, perm_grad = loss_and_grad(scores[:, perm], labels[:, perm], **kwargs)
+    torch.testing.assert_close(perm_loss, loss)
+    torch.testing.assert_close(perm_grad, grad[:, perm])
+
+
+def tie_consistent_losses(scores, labels):
+    """Reference loss of every target order that sorts labels descending (small rows only)."""
+    n = scores.shape[0]
+    losses = []
+    for perm in itertools.permutations(range(n)):
+        ordered = labels[list(perm)]
+        if all(ordered[i] >= ordered[i + 1] for i in range(n - 1)):
+            losses.append(listmle_reference(scores[list(perm)][None], reduction="sum").item())
+    return losses
+
+
+@given(seed=st.integers(0, 10 ** 6), length=st.integers(2, 5))
+def test_random_ties_pick_a_valid_order_reproducibly(backend, seed, length):
+    scores = randn(1, length, seed=seed, dtype=torch.float64)
+    labels = torch.randint(0, 2, (1, length), generator=torch.Generator().manual_seed(seed)).to(DEVICE)
+    kwargs = dict(respect_input_order=False, ties="random", reduction="sum", backend=backend)
+    loss, grad = loss_and_grad(scores, labels, generator=torch.Generator().manual_seed(seed), **kwargs)
+    again, again_grad = loss_and_grad(scores, labels, generator=torch.Generator().manual_seed(seed), **kwargs)
+    assert torch.equal(loss, again) and torch.equal(grad, again_grad)
+    valid = tie_consistent_losses(scores[0].cpu(), labels[0].cpu())
+    assert min(abs(loss.item() - v) for v in valid) < 1e-9
+
+
+def test_random_ties_differ_between_seeds(backend):
+    scores = randn(1, 6, seed=0)
+    labels = torch.zeros(1, 6, device=DEVICE)
+    losses = {listmle_loss(scores, labels, respect_input_order=False, ties="random", backend=backend,
+                           generator=torch.Generator().manual_seed(seed)).item() for seed in range(12)}
+    assert len(losses) > 3
+
+
+def test_stable_ties_keep_input_order(backend):
+    scores = randn(3, 7, seed=1, dtype=torch.float64)
+    labels = torch.tensor([[1, 0, 1, 0, 2, 0, 1]] * 3, device=DEVICE)
+    order = torch.tensor([4, 0, 2, 6, 1, 3, 5], device=DEVICE)
+    sorted_loss = listmle_loss(scores, labels, respect_input_order=False, backend=backend)
+    torch.testing.assert_close(sorted_loss, listmle_loss(scores[:, order], backend=backend))
+
+
+def test_huge_scores_stay_finite(backend):
+    scores = torch.tensor([[1e4, -1e4, 0.0, 1e4], [-1e4, -1e4, -1e4, -1e4]], device=DEVICE)
+    for weight in (None, "plistmle"):
+        loss, grad = loss_and_grad(scores, lambda_weight=weight, reduction="none", backend=backend)
+        ref = listmle_reference(scores.double(), lambda_weight=weight, reduction="none")
+        assert torch.isfinite(loss).all() and torch.isfinite(grad).all()
+        torch.testing.assert_close(loss.double(), ref, rtol=1e-6, atol=1e-3)
+
+
+def test_no_epsilon_inside_the_log(backend):
+    """sentence-transformers <= 5.x gave 0.7645 here (1e-10 added inside the log)."""
+    loss = listmle_loss(torch.tensor([[-20.0, -20.0]], device=DEVICE), backend=backend)
+    assert abs(loss.item() - math.log(2)) < 1e-6
+
+
+def test_plistmle_weights_for_three_documents(backend):
+    """n = 3: raw weights (3, 1, 0), normalised to (3/4, 1/4, 0)."""
+    s = torch.tensor([[0.5, -1.0, 2.0]], dtype=torch.float64, device=DEVICE)
+    lse = [math.log(sum(math.exp(v) for v in s[0, r:].tolist())) for r in range(3)]
+    expected = -(0.75 * (0.5 - lse[0]) + 0.25 * (-1.0 - lse[1]))
+    assert abs(listmle_loss(s, lambda_weight="plistmle", backend=backend).item() - expected) < 1e-12
+
+
+def test_plistmle_long_rows_do_not_overflow(backend):
+    scores = randn(2, 300, seed=3, dtype=torch.float64)
+    loss, grad = loss_and_grad(scores, lambda_weight="plistmle", reduction="none", backend=backend)
+    ref = listmle_reference(scores, lambda_weight="plistmle", reduction="none")
+    torch.testing.assert_close(loss, ref)
+    assert torch.isfinite(grad).all()
+
+
+def test_rows_without_documents(backend):
+    scores = randn(3, 5, seed=4)
+    lengths = torch.tensor([0, 5, 0], device=DEVICE)
+    loss, grad = loss_and_grad(scores, lengths=lengths, reduction="none", backend=backend)
+    assert loss[0] == 0 and loss[2] == 0 and loss[1] > 0
+    assert (grad[0] == 0).all() and (grad[2] == 0).all()
+    loss, grad = loss_and_grad(scores, mask=torch.zeros(3, 5, dtype=torch.bool, device=DEVICE), backend=backend)
+    assert loss == 0 and (grad == 0).all()
+
+
+def test_deterministic(backend):
+    scores = randn(9, 33, seed=5)
+    labels = randn(9, 33, seed=6).round()
+    runs = [loss_and_grad(scores, labels, respect_input_order=False, lambda_weight="plistmle", backend=backend)
+            for _ in range(2)]
+    assert torch.equal(runs[0][0], runs[1][0]) and torch.equal(runs[0][1], runs[1][1])
+
+
+def test_non_contiguous_inputs(backend):
+    base = randn(12, 10, seed=7)
+    scores = base.t()[:, ::2]              # (10, 6), strided both ways
+    labels = randn(6, 10, seed=8).t()
+    mask = (randn(10, 6, seed=9) > -0.5).t().contiguous().t()
+    weights = randn(6, 10, seed=10).abs().t()
+    kwargs = dict(mask=mask, lambda_weight=weights, respect_input_order=False, reduction="none", backend=backend)
+    loss, grad = loss_and_grad(scores, labels, **kwargs)
+    kwargs.update(mask=mask.contiguous(), lambda_weight=weights.contiguous())
+    ref_loss, ref_grad = loss_and_grad(scores.contiguous(), labels.contiguous(), **kwargs)
+    torch.testing.assert_close(loss, ref_loss)
+    torch.testing.assert_close(grad, ref_grad)
+
+
+def test_label_dtypes(backend):
+    scores = randn(4, 9, seed=11)
+    labels = torch.randint(0, 3, (4, 9), generator=torch.Generator().manual_seed(1)).to(DEVICE)
+    expected = listmle_loss(scores, labels.float(), respect_input_order=False, backend=backend)
+    for dtype in (torch.int64, torch.int32, torch.uint8, torch.float16, torch.bfloat16, torch.float64):
+        got = listmle_loss(scores, labels.to(dtype), respect_input_order=False, backend=backend)
+        assert torch.equal(got, expected), dtype
+    binary = labels > 0
+    torch.testing.assert_close(listmle_loss(scores, binary, respect_input_order=False, backend=backend),
+                               listmle_loss(scores, binary.float(), respect_input_order=False, backend=backend))
+
+
+def test_negative_zero_ties_with_zero(backend):
+    scores = randn(1, 3, seed=12)
+    labels = torch.tensor([[0.0, -0.0, 0.0]], device=DEVICE)
+    torch.testing.assert_close(listmle_loss(scores, labels, respect_input_order=False, backend=backend),
+                               listmle_loss(scores, backend=backend))
