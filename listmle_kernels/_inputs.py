@@ -25,16 +25,11 @@ class ListMLEInputs:
     weight_kind: int                     # WEIGHTS_NONE / WEIGHTS_PLISTMLE / WEIGHTS_TENSOR
     weights: Optional[torch.Tensor]      # (B, L) raw per-rank weights for WEIGHTS_TENSOR
     random_ties: bool
-    reduction: str
-    backend: str                         # "triton" or "torch", resolved
+    backend: str = "torch"               # "triton" or "torch", resolved
 
     @property
     def sort_by_labels(self) -> bool:
         return self.labels is not None
-
-    def row_scale(self) -> float:
-        """Factor folded into the saved gradient: the derivative of the reduction."""
-        return 1.0 / self.scores.shape[0] if self.reduction == "mean" else 1.0
 
 
 def real_count(scores, mask, lengths) -> torch.Tensor:
@@ -66,6 +61,11 @@ def _check_like_scores(name, tensor, scores):
 def _check_real(name, tensor):
     if tensor.is_complex():
         raise TypeError(f"{name} must hold real numbers, got dtype {tensor.dtype}")
+
+
+def compiling() -> bool:
+    """True while torch.compile traces: value checks need data, so they are skipped there."""
+    return torch.compiler.is_compiling()
 
 
 def triton_unavailable_reason(device: torch.device) -> Optional[str]:
@@ -113,7 +113,7 @@ def parse_inputs(scores, labels, mask, lengths, lambda_weight, respect_input_ord
             raise TypeError(f"lengths must be an integer tensor, got dtype {lengths.dtype}")
         if lengths.device != scores.device:
             raise ValueError(f"lengths is on {lengths.device} but scores are on {scores.device}")
-        if validate and batch and bool(((lengths < 0) | (lengths > length)).any()):
+        if validate and batch and not compiling() and bool(((lengths < 0) | (lengths > length)).any()):
             bad = lengths[(lengths < 0) | (lengths > length)][0].item()
             raise ValueError(f"lengths must lie in [0, {length}] (the list length), got {bad}")
 
@@ -123,7 +123,7 @@ def parse_inputs(scores, labels, mask, lengths, lambda_weight, respect_input_ord
     if not respect_input_order:
         if labels is None:
             raise ValueError("respect_input_order=False sorts by labels, but labels is None")
-        if validate and labels.is_floating_point():
+        if validate and not compiling() and labels.is_floating_point():
             nan = torch.isnan(labels)
             if mask is not None:
                 nan &= mask
@@ -167,5 +167,4 @@ def parse_inputs(scores, labels, mask, lengths, lambda_weight, respect_input_ord
     return ListMLEInputs(scores=scores, mask=mask, lengths=lengths,
                          labels=None if respect_input_order else labels,
                          weight_kind=weight_kind, weights=weights,
-                         random_ties=(ties == "random" and not respect_input_order),
-                         reduction=reduction, backend=backend)
+                         random_ties=(ties == "random" and not respect_input_order), backend=backend)

@@ -1,19 +1,37 @@
-"""`ListMLEFunction`: the autograd Function both APIs go through.
+"""`ListMLEFunction`: the loss as a `torch.autograd.Function`, for use inside other trainers.
 
-Forward computes the per-row losses and the gradient in one pass (the reduction's scale folded in)
-and saves the gradient; backward only multiplies it by grad_output.
+Forward computes the per-row losses and the gradient in one pass, with the reduction's scale folded
+in, and saves the gradient; backward only multiplies it by grad_output.
 """
 
 import torch
 
 from ._inputs import parse_inputs
-from .torch_listmle import torch_listmle
+from .ops import listmle_rows
 
 
-def draw_seed(generator, device) -> int:
+def draw_seed(generator) -> int:
     """One 31-bit seed for the random tie order, from `generator` (or torch's default generator)."""
-    gen_device = generator.device if generator is not None else torch.device("cpu")
-    return int(torch.randint(0, 2 ** 31 - 1, (), generator=generator, device=gen_device))
+    device = generator.device if generator is not None else torch.device("cpu")
+    return int(torch.randint(0, 2 ** 31 - 1, (), generator=generator, device=device))
+
+
+def run_listmle_rows(scores, labels, mask, lengths, lambda_weight, respect_input_order, ties, generator,
+                     reduction, validate, backend, row_scale, need_grad):
+    """Check the arguments, then call the operator: (per-row losses, gradient of sum(row_scale * loss))."""
+    inputs = parse_inputs(scores, labels, mask, lengths, lambda_weight, respect_input_order, ties,
+                          reduction, validate, backend)
+    seed = draw_seed(generator) if inputs.random_ties else 0
+    return listmle_rows(scores, inputs.labels, inputs.mask, inputs.lengths, inputs.weights,
+                        inputs.weight_kind, inputs.random_ties, seed, row_scale,
+                        need_grad, inputs.backend)
+
+
+def reduce_rows(row_loss, reduction):
+    if reduction == "none":
+        return row_loss
+    total = row_loss.sum()
+    return total / row_loss.shape[0] if reduction == "mean" else total
 
 
 class ListMLEFunction(torch.autograd.Function):
@@ -30,22 +48,13 @@ class ListMLEFunction(torch.autograd.Function):
     @staticmethod
     def forward(ctx, scores, labels, mask, lengths, lambda_weight, respect_input_order, ties,
                 generator, reduction, validate, backend):
-        inputs = parse_inputs(scores, labels, mask, lengths, lambda_weight, respect_input_order,
-                              ties, reduction, validate, backend)
-        seed = draw_seed(generator, scores.device) if inputs.random_ties else 0
-        need_grad = ctx.needs_input_grad[0]
-        if inputs.backend == "triton":
-            from .triton_listmle import triton_listmle  # imports triton only when used
-            row_loss, grad = triton_listmle(inputs, seed, need_grad)
-        else:
-            row_loss, grad = torch_listmle(inputs, seed, need_grad)
+        mean_scale = 1.0 / scores.shape[0] if reduction == "mean" and scores.shape[0] else 1.0
+        row_loss, grad = run_listmle_rows(scores, labels, mask, lengths, lambda_weight, respect_input_order,
+                                          ties, generator, reduction, validate, backend, mean_scale,
+                                          ctx.needs_input_grad[0])
         ctx.reduction = reduction
-        if need_grad:
-            ctx.save_for_backward(grad)
-        if reduction == "none":
-            return row_loss
-        total = row_loss.sum()
-        return total / scores.shape[0] if reduction == "mean" else total
+        ctx.save_for_backward(grad)
+        return reduce_rows(row_loss, reduction)
 
     @staticmethod
     def backward(ctx, grad_output):
@@ -53,5 +62,4 @@ class ListMLEFunction(torch.autograd.Function):
         scale = grad_output.to(grad.dtype)
         if ctx.reduction == "none":
             scale = scale[:, None]
-        # Out of place: the saved gradient stays valid for a second backward (retain_graph, gradcheck).
         return (grad * scale,) + (None,) * 10

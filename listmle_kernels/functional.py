@@ -1,6 +1,8 @@
 """`listmle_loss`: the functional API."""
 
-from .function import ListMLEFunction
+import torch
+
+from .function import reduce_rows, run_listmle_rows
 
 
 def listmle_loss(scores, labels=None, *, mask=None, lengths=None, lambda_weight=None,
@@ -31,7 +33,10 @@ def listmle_loss(scores, labels=None, *, mask=None, lengths=None, lambda_weight=
         backend: "auto" (Triton for CUDA tensors, PyTorch otherwise), "triton" or "torch".
 
     Returns the loss in float32 (float64 for float64 scores); the gradient has the scores' dtype
-    and is 0 at padding. NaN/inf scores propagate into the loss as in torch.
+    and is 0 at padding. NaN/inf scores propagate into the loss as in torch. Inside torch.compile
+    the value checks of `validate` are skipped (they need data); the kernel is one graph node.
     """
-    return ListMLEFunction.apply(scores, labels, mask, lengths, lambda_weight, respect_input_order,
-                                 ties, generator, reduction, validate, backend)
+    need_grad = isinstance(scores, torch.Tensor) and scores.requires_grad and torch.is_grad_enabled()
+    row_loss, _ = run_listmle_rows(scores, labels, mask, lengths, lambda_weight, respect_input_order, ties,
+                                   generator, reduction, validate, backend, 1.0, need_grad)
+    return reduce_rows(row_loss, reduction)

@@ -13,11 +13,8 @@ Both sums are log-cumsum-exps, so nothing overflows (s_j - lse_r <= 0 for r <= j
 import torch
 
 from ._inputs import WEIGHTS_NONE, WEIGHTS_PLISTMLE, ListMLEInputs, real_mask
+from .ops import accumulator_dtype
 from .target_order import target_order
-
-
-def accumulator_dtype(dtype: torch.dtype) -> torch.dtype:
-    return torch.float64 if dtype == torch.float64 else torch.float32
 
 
 def _rank_weights(inputs: ListMLEInputs, real, rank, acc):
@@ -35,8 +32,8 @@ def _rank_weights(inputs: ListMLEInputs, real, rank, acc):
     return w / (w.sum(1, keepdim=True) + 1e-10)
 
 
-def torch_listmle(inputs: ListMLEInputs, seed: int, need_grad: bool):
-    """Per-row losses (B,) in float32/float64 and the gradient (scaled by the reduction) or None."""
+def torch_listmle(inputs: ListMLEInputs, seed: int, row_scale: float, need_grad: bool):
+    """Per-row losses (B,) in float32/float64 and the gradient of sum(row_scale * loss), or None."""
     scores = inputs.scores.detach()
     acc = accumulator_dtype(scores.dtype)
     s = scores.to(acc)
@@ -56,7 +53,7 @@ def torch_listmle(inputs: ListMLEInputs, seed: int, need_grad: bool):
 
     log_terms = torch.where(real & (w > 0), torch.log(w) - suffix_lse, neg_inf)
     grad = torch.where(real, torch.exp(s + torch.logcumsumexp(log_terms, 1)) - w, 0)
-    grad = (grad * inputs.row_scale()).to(scores.dtype)
+    grad = (grad * row_scale).to(scores.dtype)
     if order is not None:
         grad = torch.empty_like(grad).scatter_(1, order, grad)
     return row_loss, grad

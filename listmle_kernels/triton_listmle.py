@@ -24,6 +24,7 @@ import triton
 import triton.language as tl
 
 from ._inputs import WEIGHTS_TENSOR, ListMLEInputs, real_mask
+from .ops import accumulator_dtype
 from .target_order import target_order
 
 MAX_BLOCK = 4096        # slots per chunk; longer rows are scanned in chunks
@@ -224,12 +225,11 @@ def _strides(tensor):
     return (tensor, tensor.stride(0), tensor.stride(1)) if tensor is not None else None
 
 
-def triton_listmle(inputs: ListMLEInputs, seed: int, need_grad: bool):
-    """Launch the kernel: per-row losses (B,) and the gradient (scaled by the reduction) or None."""
+def triton_listmle(inputs: ListMLEInputs, seed: int, row_scale: float, need_grad: bool):
+    """Launch the kernel: per-row losses (B,) and the gradient of sum(row_scale * loss), or None."""
     scores = inputs.scores.detach()
     batch, length = scores.shape
-    acc = torch.float64 if scores.dtype == torch.float64 else torch.float32
-    row_loss = torch.empty(batch, dtype=acc, device=scores.device)
+    row_loss = torch.empty(batch, dtype=accumulator_dtype(scores.dtype), device=scores.device)
     if batch == 0 or length == 0:
         return row_loss.zero_(), (torch.zeros_like(scores) if need_grad else None)
 
@@ -263,7 +263,7 @@ def triton_listmle(inputs: ListMLEInputs, seed: int, need_grad: bool):
         *(_strides(order) or dummy),
         *(_strides(weights) or dummy),
         row_loss, *(_strides(grad) or dummy),
-        batch, length, inputs.row_scale(), seed,
+        batch, length, row_scale, seed,
         REAL=real_kind, ORDER=order_kind, WEIGHTS=inputs.weight_kind,
         RANDOM_TIES=inputs.random_ties, STORE_GRAD=need_grad, ROWS=rows, BLOCK=block, CHUNKS=chunks,
         INDEX_BITS=block.bit_length() - 1,

@@ -1,0 +1,63 @@
+"""`torch.ops.listmle_kernels.listmle_rows`: the loss as a registered PyTorch operator.
+
+Registering it (fake implementation for tracing, autograd formula) lets `torch.compile(...,
+fullgraph=True)` treat the fused kernel as one opaque node, on CPU and CUDA. Both public entry
+points go through it: `listmle_loss` with its autograd, `ListMLEFunction` with grad mode off.
+"""
+
+from typing import Optional
+
+import torch
+from torch import Tensor
+
+from ._inputs import ListMLEInputs
+
+
+def accumulator_dtype(dtype: torch.dtype) -> torch.dtype:
+    """float32 for 16/32-bit scores, float64 for float64."""
+    return torch.float64 if dtype == torch.float64 else torch.float32
+
+
+@torch.library.custom_op("listmle_kernels::listmle_rows", mutates_args=())
+def listmle_rows(scores: Tensor, labels: Optional[Tensor], mask: Optional[Tensor], lengths: Optional[Tensor],
+                 weights: Optional[Tensor], weight_kind: int, random_ties: bool,
+                 seed: int, row_scale: float, need_grad: bool, backend: str) -> tuple[Tensor, Tensor]:
+    """Per-row losses (B,) and d(sum_b row_scale * loss_b)/d(scores) ((0,)-shaped when not need_grad).
+
+    Arguments are already checked (see `_inputs.parse_inputs`); labels are given only when sorting
+    by them; `backend` is "triton" or "torch".
+    """
+    inputs = ListMLEInputs(scores=scores, mask=mask, lengths=lengths,
+                           labels=labels, weight_kind=weight_kind,
+                           weights=weights, random_ties=random_ties)
+    if backend == "triton":
+        from .triton_listmle import triton_listmle  # imports triton only when used
+        row_loss, grad = triton_listmle(inputs, seed, row_scale, need_grad)
+    else:
+        from .torch_listmle import torch_listmle
+        row_loss, grad = torch_listmle(inputs, seed, row_scale, need_grad)
+    return row_loss, grad if grad is not None else scores.new_empty(0)
+
+
+@listmle_rows.register_fake
+def _(scores, labels, mask, lengths, weights, weight_kind, random_ties, seed, row_scale,
+      need_grad, backend):
+    row_loss = scores.new_empty(scores.shape[0], dtype=accumulator_dtype(scores.dtype))
+    return row_loss, (torch.empty_like(scores, memory_format=torch.contiguous_format) if need_grad
+                      else scores.new_empty(0))
+
+
+def _setup_context(ctx, inputs, output):
+    ctx.save_for_backward(output[1])
+    ctx.set_materialize_grads(False)
+
+
+def _backward(ctx, grad_row_loss, _grad_of_grad):
+    (grad,) = ctx.saved_tensors
+    if grad_row_loss is None:
+        return (None,) * 11
+    # Out of place: the saved gradient stays valid for a second backward (retain_graph, gradcheck).
+    return (grad * grad_row_loss.to(grad.dtype)[:, None],) + (None,) * 10
+
+
+listmle_rows.register_autograd(_backward, setup_context=_setup_context)
