@@ -11,7 +11,7 @@ $(VENV)/bin/python:
 
 $(VENV)/.installed: setup.py $(VENV)/bin/python
 	$(if $(TORCH_SPEC),$(PIP) install -q "$(TORCH_SPEC)")
-	$(PIP) install -q -e ".[dev,train,bench]"
+	$(PIP) install -q -e ".[dev,train,bench,sentence-transformers]"
 	touch $@
 
 .PHONY: install test test-thorough

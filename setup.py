@@ -14,8 +14,10 @@ setup(
         "triton>=3.0; platform_system == 'Linux'",
     ],
     extras_require={
-        "dev": ["pytest", "pytest-benchmark", "pytest-xdist", "hypothesis"],
+        "dev": ["pytest", "pytest-benchmark", "pytest-xdist", "hypothesis", "numpy"],
         "train": ["transformers", "datasets", "tqdm", "tokenizers"],
         "bench": ["matplotlib"],
+        # optional: the drop-in losses, and the tests that compare against sentence-transformers itself
+        "sentence-transformers": ["sentence-transformers>=5", "scikit-learn"],
     },
 )

@@ -1,0 +1,137 @@
+"""train/data.py, NanoBEIR loading and the held-out reranking set: real-schema quirks, on data made here."""
+
+import train_fixtures  # noqa: F401  (first: puts the repository root on sys.path)
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from train.data import (batch_indices, collate, load_msmarco_rows, pad_scores, split_validation, steps_per_epoch,
+                        to_listwise)
+from train.hub import HubUnavailableError
+from train.nanobeir import bm25_rank, heldout_samples, load_nanobeir
+
+from train_fixtures import make_msmarco_rows, write_json, write_nanobeir_dir
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def test_json_jsonl_and_passage_layouts(tmp_path):
+    rows = make_msmarco_rows(10)
+    as_json = write_json(tmp_path / "rows.json", rows)
+    as_jsonl = tmp_path / "rows.jsonl"
+    as_jsonl.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    wrapped = write_json(tmp_path / "wrapped.json", {"data": rows})
+    # the original MS MARCO JSON: passages as a list of per-passage dicts, is_selected as booleans
+    listed = [dict(r, passages=[{"is_selected": bool(s), "passage_text": t, "url": u} for s, t, u in
+                               zip(r["passages"]["is_selected"], r["passages"]["passage_text"], r["passages"]["url"])])
+              for r in rows]
+    listed_path = write_json(tmp_path / "listed.json", listed)
+    expected = to_listwise(rows)
+    for path in (as_json, str(as_jsonl), wrapped, listed_path):
+        assert to_listwise(load_msmarco_rows(path)) == expected
+
+
+def test_listwise_drops_unselected_and_puts_positives_first():
+    rows = make_msmarco_rows(30)
+    records = to_listwise(rows)
+    kept = [r for r in rows if sum(r["passages"]["is_selected"])]
+    assert len(kept) < len(rows) and len(records) == len(kept)  # rows without a selected passage are dropped
+    assert len({len(r["docs"]) for r in records}) > 2  # variable list sizes survive
+    for row, rec in zip(kept, records):
+        sel, texts = row["passages"]["is_selected"], row["passages"]["passage_text"]
+        n_pos = sum(sel)
+        assert rec["labels"] == [1.0] * n_pos + [0.0] * (len(sel) - n_pos)
+        # stable: original order among positives and among negatives
+        assert rec["docs"] == [t for t, s in zip(texts, sel) if s] + [t for t, s in zip(texts, sel) if not s]
+    capped = to_listwise(rows, max_docs=3)
+    assert max(len(r["docs"]) for r in capped) == 3
+    assert all(r["labels"][0] == 1.0 for r in capped)
+    unordered = to_listwise(rows, positives_first=False)
+    assert [r["docs"] for r in unordered] == [row["passages"]["passage_text"] for row in kept]
+
+
+def test_validation_split_is_seeded_and_disjoint():
+    records = to_listwise(make_msmarco_rows(40))
+    train, val = split_validation(records, 5, seed=12)
+    assert len(val) == 5 and len(train) == len(records) - 5
+    assert split_validation(records, 5, seed=12) == (train, val)
+    assert split_validation(records, 5, seed=13)[1] != val
+    assert {r["query_id"] for r in train}.isdisjoint(r["query_id"] for r in val)
+    with pytest.raises(ValueError):
+        split_validation(records, len(records), seed=0)
+
+
+@pytest.mark.parametrize("n, batch, world", [(10, 4, 1), (10, 2, 2), (9, 2, 2), (7, 3, 2), (5, 4, 2)])
+def test_batches_cover_each_epoch_once(n, batch, world):
+    steps = steps_per_epoch(n, batch, world)
+    for epoch in range(2):
+        seen = []
+        for step in range(steps):
+            parts = [batch_indices(n, batch, step, epoch, seed=3, rank=r, world_size=world) for r in range(world)]
+            assert all(parts) and all(len(p) <= batch for p in parts)  # every process has work at every step
+            seen += [i for p in parts for i in p]
+        assert len(seen) == len(set(seen)) and len(seen) >= n - world + 1
+    assert batch_indices(n, batch, 0, 0, 3) != batch_indices(n, batch, 0, 1, 3) or n <= 1
+
+
+def test_collate_and_padding():
+    from transformers import BertTokenizerFast
+    from tokenizers import Tokenizer, models, pre_tokenizers
+
+    tok = Tokenizer(models.WordLevel({"[PAD]": 0, "[UNK]": 1, "[CLS]": 2, "[SEP]": 3, "a": 4}, unk_token="[UNK]"))
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    tokenizer = BertTokenizerFast(tokenizer_object=tok, pad_token="[PAD]", unk_token="[UNK]", cls_token="[CLS]",
+                                  sep_token="[SEP]")
+    records = [{"query": "a", "docs": ["a a", "a"], "labels": [1.0, 0.0]},
+               {"query": "a a", "docs": ["a", "a", "a a a"], "labels": [1.0, 1.0, 0.0]}]
+    encoded, lengths, labels = collate(tokenizer, records, max_length=16)
+    assert encoded["input_ids"].shape[0] == 5 and lengths.tolist() == [2, 3]
+    assert labels.tolist() == [[1.0, 0.0, 0.0], [1.0, 1.0, 0.0]]
+    assert pad_scores(torch.arange(5.0), lengths).tolist() == [[0.0, 1.0, 0.0], [2.0, 3.0, 4.0]]
+
+
+def test_local_nanobeir_layout(tmp_path):
+    rows = make_msmarco_rows(12)
+    root = write_nanobeir_dir(tmp_path / "nano", rows)
+    sets = load_nanobeir(root, ["msmarco"], rerank_k=5)
+    samples = sets["NanoMSMARCO_R5"]
+    with_qrels = [r for r in rows if sum(r["passages"]["is_selected"])]
+    assert len(samples) == len(with_qrels)
+    for row, sample in zip(with_qrels, samples):
+        assert sample["query"] == row["query"]
+        assert sample["documents"] == (row["passages"]["passage_text"] + rows[(rows.index(row) + 1) % 12]["passages"]["passage_text"])[:5]
+        assert sample["positive"] == [t for t, s in zip(row["passages"]["passage_text"], row["passages"]["is_selected"]) if s]
+
+
+def test_heldout_samples_mix_other_queries_passages():
+    records = to_listwise(make_msmarco_rows(20), positives_first=False)
+    samples = heldout_samples(records, rerank_k=12)
+    pool = {d for r in records for d in r["docs"]}
+    for rec, sample in zip(records, samples):
+        assert len(sample["documents"]) == 12 and set(sample["documents"]) <= pool
+        assert set(sample["documents"]) - set(rec["docs"])  # other queries' passages are candidates too
+        assert sample["positive"] == [d for d, l in zip(rec["docs"], rec["labels"]) if l]
+    assert bm25_rank("red apple", ["blue sky", "red apple pie", "apple"])[0] in (1, 2)
+    assert bm25_rank("zzz", ["a", "b"]) == [0, 1]  # no match: document order kept
+
+
+def test_hub_unreachable_message_names_offline_flags(tmp_path):
+    env = dict(os.environ, HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", HF_HOME=str(tmp_path / "hf"))
+    out = subprocess.run([sys.executable, "-m", "train", "--train-data", "microsoft/ms_marco", "--output-dir",
+                          str(tmp_path / "out")], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 2
+    message = out.stderr.strip().splitlines()[-1]
+    for flag in ("--model", "--train-data", "--eval-data", "HF_HUB_OFFLINE"):
+        assert flag in message
+    with pytest.raises(HubUnavailableError):
+        env_backup = {k: os.environ.get(k) for k in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE")}
+        try:
+            os.environ.update(HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1")
+            load_nanobeir("sentence-transformers/NanoBEIR-en", ["msmarco"])
+        finally:
+            for k, v in env_backup.items():
+                os.environ.pop(k, None) if v is None else os.environ.__setitem__(k, v)

@@ -1,0 +1,107 @@
+"""`python -m train` end to end on a tiny random BERT and data made here: the loss goes down, evaluation runs and
+writes sentence-transformers' keys, the best model loads, --resume continues exactly, torchrun with 2 processes."""
+
+import train_fixtures  # noqa: F401  (first: puts the repository root on sys.path)
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from train.evaluate import main as evaluate_main
+from train.loop import main as train_main
+
+from train_fixtures import REPO_ROOT, make_msmarco_rows, make_tiny_bert, read_jsonl, write_json, write_nanobeir_dir
+
+
+@pytest.fixture(scope="module")
+def material(tmp_path_factory):
+    root = tmp_path_factory.mktemp("train_material")
+    rows = make_msmarco_rows(48)
+    return {
+        "rows": write_json(root / "rows.json", rows),
+        "nano": write_nanobeir_dir(root / "nano", rows[32:]),
+        "bert": make_tiny_bert(root / "bert", rows, dropout=0.1),
+        "bert_no_dropout": make_tiny_bert(root / "bert0", rows, dropout=0.0),
+    }
+
+
+def common(material, out, model="bert"):
+    return ["--model", material[model], "--train-data", material["rows"], "--max-length", "64",
+            "--output-dir", str(out), "--device", "cpu", "--seed", "5"]
+
+
+def test_loss_decreases_eval_runs_best_model_loads(material, tmp_path):
+    out = tmp_path / "run"
+    argv = common(material, out, "bert_no_dropout") + [
+        "--train-queries", "9", "--val-queries", "2", "--batch-size", "6", "--epochs", "10", "--lr", "3e-3",
+        "--warmup-ratio", "0", "--eval-steps", "5", "--eval-data", material["nano"], "--eval-datasets", "msmarco"]
+    assert train_main(argv) == 0
+    losses = [r["loss"] for r in read_jsonl(out / "train_log.jsonl")]
+    assert len(losses) == 10 and losses[-1] < 0.8 * losses[0]
+    log = read_jsonl(out / "train_log.jsonl")[0]
+    assert set(log) == {"step", "epoch", "loss", "lr", "grad_norm", "queries_per_s"}
+
+    evals = read_jsonl(out / "eval_results.jsonl")
+    assert [e["step"] for e in evals] == [0, 5, 10]
+    for key in ("NanoMSMARCO_R100_ndcg@10", "NanoMSMARCO_R100_mrr@10", "NanoMSMARCO_R100_map",
+                "NanoMSMARCO_R100_base_ndcg@10", "NanoBEIR_R100_mean_ndcg@10", "NanoBEIR_R100_mean_base_map"):
+        assert all(0.0 <= e[key] <= 1.0 for e in evals)
+    assert all(e["val_loss"] > 0 for e in evals)  # logged; too few queries here to expect it to fall
+    assert sorted(os.listdir(out)) == ["best-model", "checkpoint-10", "checkpoint-5", "eval_results.jsonl",
+                                       "train_log.jsonl"]
+
+    # the best model re-evaluates to the logged numbers through `python -m train.evaluate`
+    best = max(evals, key=lambda e: e["NanoBEIR_R100_mean_ndcg@10"])
+    result_file = tmp_path / "eval.json"
+    assert evaluate_main(["--model", str(out / "best-model"), "--eval-data", material["nano"], "--eval-datasets",
+                          "msmarco", "--max-length", "64", "--device", "cpu", "--output", str(result_file)]) == 0
+    again = json.loads(result_file.read_text())
+    assert again == pytest.approx({k: v for k, v in best.items() if k in again}, abs=1e-6)
+
+    from transformers import AutoModelForSequenceClassification
+    assert AutoModelForSequenceClassification.from_pretrained(out / "best-model").config.num_labels == 1
+    cross_encoder = pytest.importorskip("sentence_transformers").CrossEncoder
+    assert len(cross_encoder(str(out / "best-model"), device="cpu").predict([("a", "b"), ("c", "d")])) == 2
+
+
+def test_resume_continues_exactly(material, tmp_path):
+    full, resumed = tmp_path / "full", tmp_path / "resumed"
+    argv = ["--train-queries", "32", "--val-queries", "4", "--batch-size", "4", "--max-steps", "6", "--eval-steps",
+            "3", "--lr", "1e-3", "--eval-data", "heldout", "--loss", "plistmle", "--sort-by-labels", "--ties", "random"]
+    assert train_main(common(material, full) + argv) == 0
+    shutil.copytree(full, resumed)
+    shutil.rmtree(resumed / "checkpoint-6")  # as if the run had died after step 3's checkpoint...
+    with open(resumed / "train_log.jsonl", "a") as f:  # ...having logged a step past it
+        f.write(json.dumps({"step": 4, "loss": -1.0}) + "\n")
+    assert train_main(common(material, resumed) + argv + ["--resume"]) == 0
+
+    def strip(records):
+        return [{k: v for k, v in r.items() if k != "queries_per_s"} for r in records]
+
+    full_log, resumed_log = read_jsonl(full / "train_log.jsonl"), read_jsonl(resumed / "train_log.jsonl")
+    assert [r["step"] for r in resumed_log] == [1, 2, 3, 4, 5, 6]
+    assert strip(resumed_log) == strip(full_log)  # identical losses, lrs and grad norms after the resume
+    assert read_jsonl(resumed / "eval_results.jsonl") == read_jsonl(full / "eval_results.jsonl")
+    assert "HeldOut_R100_mean_ndcg@10" in read_jsonl(full / "eval_results.jsonl")[-1]
+
+
+def test_torchrun_two_processes_match_one(material, tmp_path):
+    """2 gloo processes x 2 queries see the same global batches as 1 process x 4 queries, so the logged (all-reduced)
+    losses agree (no dropout)."""
+    argv = ["--train-queries", "9", "--val-queries", "0", "--epochs", "2", "--lr", "1e-3", "--warmup-ratio", "0",
+            "--eval-steps", "4", "--eval-data", "heldout"]
+    single, ddp = tmp_path / "single", tmp_path / "ddp"
+    assert train_main(common(material, single, "bert_no_dropout") + argv + ["--batch-size", "4"]) == 0
+    env = dict(os.environ, OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1")
+    out = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                          "-m", "train"] + common(material, ddp, "bert_no_dropout") + argv + ["--batch-size", "2"],
+                         cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    single_log, ddp_log = read_jsonl(single / "train_log.jsonl"), read_jsonl(ddp / "train_log.jsonl")
+    assert [r["step"] for r in ddp_log] == [1, 2, 3, 4]
+    assert [r["loss"] for r in ddp_log] == pytest.approx([r["loss"] for r in single_log], rel=1e-4)
+    assert (ddp / "checkpoint-4" / "rng_state_1.pt").exists() and (ddp / "best-model").is_dir()

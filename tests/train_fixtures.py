@@ -1,0 +1,119 @@
+"""Offline test material for train/: ms_marco-schema rows, a NanoBEIR directory and a tiny random BERT, all made here.
+
+The synthetic task is learnable by a tiny model: a query "what is the <topic> <thing>" has positive passages
+that repeat its topic words; negatives talk about other topics.
+"""
+
+import json
+import os
+import random
+import sys
+
+# The tests import the `train` package from the repository root; make that work under a bare `pytest` too.
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if REPO_ROOT not in sys.path:
+    sys.path.insert(0, REPO_ROOT)
+
+TOPICS = ["apple", "river", "engine", "violin", "glacier", "copper", "falcon", "tulip", "comet", "harbor",
+          "pepper", "marble", "canyon", "lantern", "meadow", "oyster"]
+THINGS = ["price", "colour", "history", "size", "origin", "use"]
+FILLER = ["the", "a", "is", "of", "and", "in", "it", "for", "many", "people", "often", "say", "that", "very"]
+
+
+def _sentence(rng, topic, thing, n=12):
+    words = [rng.choice(FILLER) for _ in range(n)]
+    words[rng.randrange(n)] = topic
+    words[rng.randrange(n)] = thing
+    return " ".join(words) + "."
+
+
+def make_msmarco_rows(n=48, seed=0, no_positive_every=7):
+    """Rows in the hub schema of microsoft/ms_marco v1.1 with 3-8 passages each; every `no_positive_every`-th row
+    has no selected passage; some rows select two passages; positives sit anywhere in the list."""
+    rng = random.Random(seed)
+    rows = []
+    for i in range(n):
+        topic, thing = rng.choice(TOPICS), rng.choice(THINGS)
+        n_docs = rng.randint(3, 8)
+        n_pos = 0 if (no_positive_every and i % no_positive_every == no_positive_every - 1) else rng.choice([1, 1, 2])
+        texts, selected = [], []
+        for j in range(n_docs):
+            if j < n_pos:
+                texts.append(_sentence(rng, topic, thing) + " " + _sentence(rng, topic, thing))
+                selected.append(1)
+            else:
+                other = rng.choice([t for t in TOPICS if t != topic])
+                texts.append(_sentence(rng, other, rng.choice(THINGS)) + " " + _sentence(rng, other, thing))
+                selected.append(0)
+        order = list(range(n_docs))
+        rng.shuffle(order)
+        rows.append({
+            "answers": ["x"], "query": f"what is the {topic} {thing}", "query_id": 1000 + i, "query_type": "DESCRIPTION",
+            "wellFormedAnswers": [],
+            "passages": {"is_selected": [selected[k] for k in order], "passage_text": [texts[k] for k in order],
+                         "url": [f"http://example.com/{i}/{k}" for k in order]},
+        })
+    return rows
+
+
+def write_json(path, rows):
+    with open(path, "w") as f:
+        json.dump(rows, f)
+    return str(path)
+
+
+def write_nanobeir_dir(root, rows, split="NanoMSMARCO"):
+    """DIR/<split>/{corpus,queries,qrels,bm25}.jsonl from ms_marco rows; 'bm25' lists every passage of the row
+    followed by passages of the next rows, so some candidates belong to other queries."""
+    d = os.path.join(root, split)
+    os.makedirs(d, exist_ok=True)
+    corpus, queries, qrels, bm25 = [], [], [], []
+    for i, row in enumerate(rows):
+        queries.append({"_id": f"q{i}", "text": row["query"]})
+        for j, (text, sel) in enumerate(zip(row["passages"]["passage_text"], row["passages"]["is_selected"])):
+            corpus.append({"_id": f"d{i}_{j}", "text": text})
+            if sel:
+                qrels.append({"query-id": f"q{i}", "corpus-id": f"d{i}_{j}", "score": 1})
+    for i, row in enumerate(rows):
+        if not any(q["query-id"] == f"q{i}" for q in qrels):
+            continue  # like NanoBEIR: only queries with qrels have a bm25 row
+        ids = [f"d{i}_{j}" for j in range(len(row["passages"]["passage_text"]))]
+        nxt = rows[(i + 1) % len(rows)]
+        ids += [f"d{(i + 1) % len(rows)}_{j}" for j in range(len(nxt["passages"]["passage_text"]))]
+        bm25.append({"query-id": f"q{i}", "corpus-ids": ids})
+    for name, table in (("corpus", corpus), ("queries", queries), ("qrels", qrels), ("bm25", bm25)):
+        with open(os.path.join(d, f"{name}.jsonl"), "w") as f:
+            f.writelines(json.dumps(r) + "\n" for r in table)
+    return str(root)
+
+
+def make_tiny_bert(path, rows, dropout=0.1, seed=0):
+    """A randomly initialised 2-layer BERT (hidden 32) and a WordPiece tokenizer trained here on the rows' text,
+    saved as a transformers model directory (BertModel: the one-label head is created when it is loaded)."""
+    import torch
+    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors, trainers
+    from transformers import BertConfig, BertModel, BertTokenizerFast
+
+    texts = [r["query"] for r in rows] + [t for r in rows for t in r["passages"]["passage_text"]]
+    tok = Tokenizer(models.WordPiece(unk_token="[UNK]"))
+    tok.normalizer = normalizers.BertNormalizer(lowercase=True)
+    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+    tok.train_from_iterator(texts, trainers.WordPieceTrainer(vocab_size=200, special_tokens=specials))
+    cls_id, sep_id = tok.token_to_id("[CLS]"), tok.token_to_id("[SEP]")
+    tok.post_processor = processors.TemplateProcessing(
+        single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1", special_tokens=[("[CLS]", cls_id), ("[SEP]", sep_id)])
+    tokenizer = BertTokenizerFast(tokenizer_object=tok, unk_token="[UNK]", pad_token="[PAD]", cls_token="[CLS]",
+                                  sep_token="[SEP]", mask_token="[MASK]", model_max_length=128)
+    torch.manual_seed(seed)
+    config = BertConfig(vocab_size=tok.get_vocab_size(), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                        intermediate_size=64, max_position_embeddings=128, hidden_dropout_prob=dropout,
+                        attention_probs_dropout_prob=dropout, initializer_range=0.2)
+    BertModel(config).save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return str(path)
+
+
+def read_jsonl(path):
+    with open(path) as f:
+        return [json.loads(line) for line in f if line.strip()]

@@ -1,0 +1,58 @@
+"""Command-line flags of `python -m train`. Defaults are the published recipe (GUIDE section 5): ListMLE,
+MiniLM-L12-H384-uncased, MS MARCO v1.1, 1 epoch, 16 queries per batch, lr 2e-5, warmup 0.1, linear schedule, bf16,
+seed 12, best checkpoint by NanoBEIR R100 mean ndcg@10."""
+
+import argparse
+
+from .data import MSMARCO_HUB_ID
+from .nanobeir import NANOBEIR_HUB_ID
+
+
+def build_parser():
+    p = argparse.ArgumentParser(prog="python -m train", description=__doc__)
+    p.add_argument("--model", default="microsoft/MiniLM-L12-H384-uncased", help="hub id or local model directory")
+    p.add_argument("--train-data", default=MSMARCO_HUB_ID,
+                   help="hub id (config v1.1, split train) or a local JSON/JSONL file in the ms_marco v1.1 schema")
+    p.add_argument("--train-queries", type=int, default=None,
+                   help="train on the first N rows of --train-data only; the rows after them are held out "
+                        "(used by --eval-data heldout)")
+    p.add_argument("--val-queries", type=int, default=1000,
+                   help="seeded random queries kept out of training for the validation loss (0: none)")
+    p.add_argument("--eval-data", default=NANOBEIR_HUB_ID,
+                   help="NanoBEIR hub id, a local directory DIR/NanoMSMARCO/{corpus,queries,qrels,bm25}.jsonl, "
+                        "or 'heldout' (rerank the held-out rows of --train-data, BM25 top --rerank-k candidates "
+                        "from all their passages)")
+    p.add_argument("--eval-datasets", default="msmarco,nfcorpus,nq", help="comma-separated NanoBEIR datasets")
+    p.add_argument("--rerank-k", type=int, default=100, help="candidates per query reranked in evaluation")
+    p.add_argument("--loss", choices=["listmle", "plistmle"], default="listmle")
+    p.add_argument("--loss-backend", choices=["auto", "triton", "torch"], default="auto",
+                   help="listmle_loss backend: auto = fused Triton kernel on CUDA, PyTorch elsewhere")
+    p.add_argument("--ties", choices=["stable", "random"], default="stable",
+                   help="order among equal labels when sorting by labels")
+    order = p.add_mutually_exclusive_group()
+    order.add_argument("--respect-input-order", dest="respect_input_order", action="store_true", default=True,
+                       help="target ranking = input order (positives first), the recipe's setting (default)")
+    order.add_argument("--sort-by-labels", dest="respect_input_order", action="store_false",
+                       help="target ranking = documents sorted by label, ties by --ties")
+    p.add_argument("--batch-size", type=int, default=16, help="queries per batch and process")
+    p.add_argument("--eval-batch-size", type=int, default=64, help="(query, doc) pairs per scoring batch")
+    p.add_argument("--max-docs", type=int, default=None, help="keep at most this many documents per query")
+    p.add_argument("--max-length", type=int, default=512, help="max tokens per (query, doc) pair")
+    p.add_argument("--lr", type=float, default=2e-5)
+    p.add_argument("--warmup-ratio", type=float, default=0.1)
+    p.add_argument("--epochs", type=int, default=1)
+    p.add_argument("--max-steps", type=int, default=None, help="stop after this many steps (overrides --epochs)")
+    p.add_argument("--eval-steps", type=int, default=None,
+                   help="evaluate and checkpoint every N steps (default: 5 times per run); also at step 0 and at the end")
+    p.add_argument("--seed", type=int, default=12)
+    p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    p.add_argument("--bf16", choices=["auto", "on", "off"], default="auto",
+                   help="bf16 autocast; auto = on for CUDA GPUs that support it")
+    p.add_argument("--output-dir", default="output/listmle-minilm")
+    p.add_argument("--resume", nargs="?", const="latest", default=None,
+                   help="continue from the latest checkpoint in --output-dir, or from the given checkpoint directory")
+    return p
+
+
+def parse_args(argv=None):
+    return build_parser().parse_args(argv)

@@ -1,0 +1,260 @@
+"""Train a cross-encoder reranker with the fused ListMLE / p-ListMLE loss: `python -m train [flags]`.
+
+Read top to bottom: flags (train/config.py) -> processes and device -> data -> model and optimizer -> resume ->
+a plain loop (forward on every (query, doc) pair of 16 queries, loss over each query's list, backward, clip,
+step) with evaluation + checkpoint every --eval-steps. Multi-GPU: `torchrun --nproc_per_node N -m train ...`
+(PyTorch DDP; gloo on CPU, nccl on CUDA); --batch-size is per process.
+
+Output directory:
+  train_log.jsonl        one line per step: step, epoch, loss, lr, grad_norm, queries_per_s
+  eval_results.jsonl     one line per evaluation: step, val_loss, "<Dataset>_R100_ndcg@10", ..., "..._mean_ndcg@10"
+  checkpoint-<step>/     model + tokenizer (save_pretrained) + trainer_state.pt (optimizer, scheduler, step, best)
+                         + rng_state_<rank>.pt; the last two are kept; --resume continues from one exactly
+  best-model/            save_pretrained of the best evaluation by mean ndcg@10 (loads with transformers'
+                         AutoModelForSequenceClassification and sentence-transformers' CrossEncoder)
+"""
+
+import glob
+import json
+import math
+import os
+import random
+import shutil
+import sys
+import time
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from tqdm.auto import tqdm
+
+from listmle_kernels import listmle_loss
+
+from .config import parse_args
+from .data import (batch_indices, collate, load_msmarco_rows, pad_scores, split_validation, steps_per_epoch,
+                   to_listwise)
+from .evaluate import evaluate_model, load_eval_sets
+from .hub import HubUnavailableError, hub_unavailable
+from .nanobeir import format_table
+
+KEEP_CHECKPOINTS = 2
+
+
+def compute_loss(model, tokenizer, records, args, device, use_bf16, generator=None):
+    """ListMLE over a batch of queries: scores of all pairs in one forward pass, padded to (B, max docs)."""
+    encoded, lengths, labels = collate(tokenizer, records, args.max_length)
+    with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=use_bf16):
+        flat_scores = model(**encoded.to(device)).logits[:, 0]
+    scores = pad_scores(flat_scores.float(), lengths)  # the loss runs in fp32 whatever the autocast dtype
+    return listmle_loss(scores, labels.to(device), lengths=lengths.to(device),
+                        lambda_weight="plistmle" if args.loss == "plistmle" else None,
+                        respect_input_order=args.respect_input_order, ties=args.ties, generator=generator,
+                        backend=args.loss_backend)
+
+
+def tie_generator(args, device, step):
+    """A fresh generator per step, so --ties random is reproducible and needs no state in the checkpoint."""
+    if args.ties != "random" or args.respect_input_order:
+        return None
+    return torch.Generator(device=device).manual_seed(args.seed * 1_000_003 + step)
+
+
+@torch.no_grad()
+def validation_loss(model, tokenizer, records, args, device, use_bf16):
+    if not records:
+        return None
+    was_training = model.training
+    model.eval()
+    total = 0.0
+    for start in range(0, len(records), args.batch_size):
+        batch = records[start : start + args.batch_size]
+        total += compute_loss(model, tokenizer, batch, args, device, use_bf16, tie_generator(args, device, -1)).item() * len(batch)
+    model.train(was_training)
+    return total / len(records)
+
+
+def rng_state():
+    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state):
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def truncate_jsonl(path, last_step):
+    """Drop log lines written after the checkpoint we resume from (a crashed run may have gone further)."""
+    if not os.path.exists(path):
+        return
+    with open(path) as f:
+        kept = [line for line in f if line.strip() and json.loads(line)["step"] <= last_step]
+    with open(path, "w") as f:
+        f.writelines(kept)
+
+
+def append_jsonl(path, record):
+    with open(path, "a") as f:
+        f.write(json.dumps(record) + "\n")
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    try:
+        return train(args)
+    except HubUnavailableError as exc:
+        print(exc, file=sys.stderr)
+        return 2
+
+
+def train(args):
+    # ------------------------------------------------------------------ processes, device, precision, seeds
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    if args.device == "auto":
+        args.device = "cuda" if torch.cuda.is_available() else "cpu"
+    if args.device == "cuda":
+        torch.cuda.set_device(local_rank)
+        device = torch.device("cuda", local_rank)
+    else:
+        device = torch.device("cpu")
+    distributed = world_size > 1
+    if distributed:
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    master = rank == 0
+    use_bf16 = args.bf16 == "on" or (args.bf16 == "auto" and device.type == "cuda" and torch.cuda.is_bf16_supported())
+    random.seed(args.seed)
+    np.random.seed(args.seed)
+    torch.manual_seed(args.seed)  # also seeds the new classifier head of the model below
+
+    # ------------------------------------------------------------------ data
+    rows = load_msmarco_rows(args.train_data)
+    if args.train_queries is not None:
+        rows = rows[: args.train_queries]
+    records = to_listwise(rows, args.max_docs)
+    train_records, val_records = split_validation(records, args.val_queries, args.seed)
+    eval_sets, mean_name = load_eval_sets(args.eval_data, args.eval_datasets, args.rerank_k, args.train_data,
+                                          args.train_queries) if master else ({}, None)
+    per_epoch = steps_per_epoch(len(train_records), args.batch_size, world_size)
+    total_steps = args.max_steps if args.max_steps is not None else args.epochs * per_epoch
+    eval_steps = args.eval_steps or max(1, total_steps // 5)
+    if master:
+        print(f"{len(rows)} rows -> {len(records)} queries with a selected passage: {len(train_records)} train, "
+              f"{len(val_records)} validation; {per_epoch} steps per epoch, {total_steps} steps, "
+              f"{world_size} process(es), device {device}, bf16 {use_bf16}")
+
+    # ------------------------------------------------------------------ model, optimizer, schedule
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer, get_linear_schedule_with_warmup
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(args.model)
+        model = AutoModelForSequenceClassification.from_pretrained(args.model, num_labels=1)
+    except OSError as exc:
+        raise hub_unavailable(args.model, exc) from exc
+    model.to(device).train()
+    raw_model = model
+    if distributed:
+        model = torch.nn.parallel.DistributedDataParallel(model, device_ids=[local_rank] if device.type == "cuda" else None)
+    # Hugging Face Trainer defaults (what the recipe used): betas (0.9, 0.999), eps 1e-8, no weight decay.
+    optimizer = torch.optim.AdamW(raw_model.parameters(), lr=args.lr, weight_decay=0.0, fused=device.type == "cuda")
+    scheduler = get_linear_schedule_with_warmup(optimizer, math.ceil(args.warmup_ratio * total_steps), total_steps)
+
+    # ------------------------------------------------------------------ resume
+    os.makedirs(args.output_dir, exist_ok=True)
+    log_path = os.path.join(args.output_dir, "train_log.jsonl")
+    eval_path = os.path.join(args.output_dir, "eval_results.jsonl")
+    step, best = 0, None
+    if args.resume:
+        checkpoint = args.resume
+        if checkpoint == "latest":
+            found = sorted(glob.glob(os.path.join(args.output_dir, "checkpoint-*")), key=lambda p: int(p.rsplit("-", 1)[1]))
+            if not found:
+                raise FileNotFoundError(f"--resume: no checkpoint-* in {args.output_dir}")
+            checkpoint = found[-1]
+        state = torch.load(os.path.join(checkpoint, "trainer_state.pt"), map_location="cpu", weights_only=False)
+        raw_model.load_state_dict(
+            AutoModelForSequenceClassification.from_pretrained(checkpoint, num_labels=1).state_dict())
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        step, best = state["step"], state["best"]
+        set_rng_state(torch.load(os.path.join(checkpoint, f"rng_state_{rank}.pt"), weights_only=False))
+        if master:
+            truncate_jsonl(log_path, step)
+            truncate_jsonl(eval_path, step)
+            print(f"resumed from {checkpoint} at step {step}")
+    elif master:
+        for path in (log_path, eval_path):
+            if os.path.exists(path):
+                os.remove(path)
+
+    def evaluate_and_checkpoint(step):
+        nonlocal best
+        if master:
+            results = {"step": step, "val_loss": validation_loss(raw_model, tokenizer, val_records, args, device, use_bf16)}
+            results.update(evaluate_model(raw_model, tokenizer, eval_sets, mean_name, args.max_length,
+                                          args.eval_batch_size, device, use_bf16))
+            append_jsonl(eval_path, results)
+            tqdm.write(f"step {step}: val_loss {results['val_loss']}\n" + format_table(results, list(eval_sets), mean_name))
+            score = results[f"{mean_name}_ndcg@10"]
+            if best is None or score > best["score"]:
+                best = {"score": score, "step": step}
+                raw_model.save_pretrained(os.path.join(args.output_dir, "best-model"))
+                tokenizer.save_pretrained(os.path.join(args.output_dir, "best-model"))
+            if step > 0:
+                path = os.path.join(args.output_dir, f"checkpoint-{step}")
+                raw_model.save_pretrained(path)
+                tokenizer.save_pretrained(path)
+                torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "step": step,
+                            "best": best, "args": vars(args)}, os.path.join(path, "trainer_state.pt"))
+                old = sorted(glob.glob(os.path.join(args.output_dir, "checkpoint-*")), key=lambda p: int(p.rsplit("-", 1)[1]))
+                for stale in old[:-KEEP_CHECKPOINTS]:
+                    shutil.rmtree(stale)
+        if distributed:
+            dist.barrier()  # the checkpoint directory exists before every rank writes its RNG state into it
+        if step > 0:
+            torch.save(rng_state(), os.path.join(args.output_dir, f"checkpoint-{step}", f"rng_state_{rank}.pt"))
+        if distributed:
+            dist.barrier()
+
+    # ------------------------------------------------------------------ the loop
+    if step == 0:
+        evaluate_and_checkpoint(0)
+    progress = tqdm(total=total_steps, initial=step, desc="train", disable=not master)
+    while step < total_steps:
+        epoch, step_in_epoch = divmod(step, per_epoch)
+        batch = [train_records[i] for i in batch_indices(len(train_records), args.batch_size, step_in_epoch, epoch,
+                                                          args.seed, rank, world_size)]
+        started = time.perf_counter()
+        loss = compute_loss(model, tokenizer, batch, args, device, use_bf16, tie_generator(args, device, step))
+        loss.backward()
+        grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        lr = scheduler.get_last_lr()[0]
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+        step += 1
+
+        loss_value = loss.detach()
+        if distributed:
+            dist.all_reduce(loss_value)
+            loss_value /= world_size
+        record = {"step": step, "epoch": epoch + (step_in_epoch + 1) / per_epoch, "loss": loss_value.item(), "lr": lr,
+                  "grad_norm": grad_norm.item(), "queries_per_s": len(batch) * world_size / (time.perf_counter() - started)}
+        if master:
+            append_jsonl(log_path, record)
+            progress.set_postfix(loss=f"{record['loss']:.4f}", lr=f"{lr:.2e}")
+            progress.update(1)
+        if step % eval_steps == 0 or step == total_steps:
+            evaluate_and_checkpoint(step)
+    progress.close()
+    if master and best is not None:
+        print(f"best {mean_name}_ndcg@10 = {best['score']:.4f} at step {best['step']} -> "
+              f"{os.path.join(args.output_dir, 'best-model')}")
+    if distributed:
+        dist.destroy_process_group()
+    return 0

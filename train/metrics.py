@@ -1,0 +1,76 @@
+"""Ranking metrics with the same definitions as sentence-transformers' CrossEncoderRerankingEvaluator.
+
+That evaluator uses `np.argsort(scores)[::-1]` for MRR@k, sklearn's `ndcg_score(k=k)` (which averages the gain
+over tied scores) and sklearn's `average_precision_score` (one precision/recall point per distinct score). These are
+written out here in plain numpy so that the training scripts do not need scikit-learn; tests compare them with it.
+
+All functions take `relevant` (binary 0/1 per candidate) and `scores` (higher = ranked earlier), same length.
+"""
+
+import numpy as np
+
+
+def reciprocal_rank(relevant, scores, k):
+    """1 / rank of the first relevant candidate within the top k, else 0.
+
+    The order is sentence-transformers' `np.argsort(scores)[::-1]`, numpy's default sort included, so ties are
+    broken exactly as there: implementation-defined in general; for lists of up to 16 candidates numpy's sort is
+    stable, so among equal scores the *later* candidate comes first (a tie with a negative ranked after it costs
+    the positive, since reranked lists put positives first).
+    """
+    relevant = np.asarray(relevant)
+    ranking = np.argsort(np.asarray(scores))[::-1]
+    for rank, index in enumerate(ranking[:k]):
+        if relevant[index]:
+            return 1.0 / (rank + 1)
+    return 0.0
+
+
+def ndcg_at_k(relevant, scores, k):
+    """Binary NDCG@k, with tied scores sharing their positions' discounts equally (sklearn's tie averaging).
+
+    DCG = sum over groups of equal score (best first) of mean(gain in group) * sum(discounts of the positions the
+    group occupies); discount(position p, 0-based) = 1/log2(p + 2) for p < k, else 0. The ideal DCG places all
+    relevant candidates first. 0 when nothing is relevant.
+    """
+    relevant = np.asarray(relevant, dtype=np.float64)
+    scores = np.asarray(scores, dtype=np.float64)
+    n = len(relevant)
+    discount = 1.0 / np.log2(np.arange(n) + 2.0)
+    discount[k:] = 0.0
+    discount_cumsum = np.cumsum(discount)
+
+    # Group equal scores, best first; every member of a group gets the group's mean gain.
+    _, group_of, group_size = np.unique(-scores, return_inverse=True, return_counts=True)
+    group_gain = np.zeros(len(group_size))
+    np.add.at(group_gain, group_of.reshape(-1), relevant)
+    group_last_position = np.cumsum(group_size) - 1
+    group_discount = np.diff(discount_cumsum[group_last_position], prepend=0.0)
+    dcg = float(np.sum(group_gain / group_size * group_discount))
+
+    ideal_dcg = float(np.sum(discount[: int(relevant.sum())]))
+    return dcg / ideal_dcg if ideal_dcg > 0 else 0.0
+
+
+def average_precision(relevant, scores):
+    """Average precision over the whole list: sum over distinct score thresholds (best first) of
+    (recall gained at the threshold) * (precision at the threshold), counting all tied candidates at once.
+    0 when nothing is relevant."""
+    relevant = np.asarray(relevant, dtype=np.float64)
+    scores = np.asarray(scores, dtype=np.float64)
+    n_relevant = relevant.sum()
+    if n_relevant == 0:
+        return 0.0
+    order = np.argsort(-scores, kind="stable")
+    sorted_scores, sorted_relevant = scores[order], relevant[order]
+    # Last index of each run of equal scores: that is where a threshold includes the whole tie group.
+    threshold_end = np.r_[np.flatnonzero(np.diff(sorted_scores) != 0), len(scores) - 1]
+    true_positives = np.cumsum(sorted_relevant)[threshold_end]
+    precision = true_positives / (threshold_end + 1)
+    recall_gain = np.diff(true_positives, prepend=0.0) / n_relevant
+    return float(np.sum(recall_gain * precision))
+
+
+def ranking_metrics(relevant, scores, at_k=10):
+    """(mrr@k, ndcg@k, ap) for one query, as CrossEncoderRerankingEvaluator.compute_metrics returns them."""
+    return reciprocal_rank(relevant, scores, at_k), ndcg_at_k(relevant, scores, at_k), average_precision(relevant, scores)
