@@ -18,6 +18,6 @@ setup(
         "train": ["transformers", "datasets", "tqdm", "tokenizers"],
         "bench": ["matplotlib"],
         # optional: the drop-in losses, and the tests that compare against sentence-transformers itself
-        "sentence-transformers": ["sentence-transformers>=5", "scikit-learn"],
+        "sentence-transformers": ["sentence-transformers[train]>=5", "scikit-learn"],
     },
 )
