@@ -56,6 +56,20 @@ def _lse_total(x):
 
 
 @triton.jit
+def _is_real(rows64, row_ok, pos, inside, mask_ptr, stride_mb, stride_ml, lengths_ptr, REAL: tl.constexpr):
+    """Whether position `pos` of each row holds a real document (not padding, not past the row end)."""
+    if REAL == 1:
+        real = inside & (tl.load(mask_ptr + rows64[:, None] * stride_mb + pos * stride_ml,
+                                 mask=inside, other=0) != 0)
+    elif REAL == 2:
+        length = tl.load(lengths_ptr + rows64, mask=row_ok, other=0)
+        real = inside & (pos < length[:, None])
+    else:
+        real = inside
+    return real
+
+
+@triton.jit
 def _load_chunk(start, rows64, row_ok, cols, L,
                 scores_ptr, stride_sb, stride_sl, mask_ptr, stride_mb, stride_ml, lengths_ptr,
                 order_ptr, stride_ob, stride_ol,
@@ -69,14 +83,7 @@ def _load_chunk(start, rows64, row_ok, cols, L,
         pos = tl.where(inside, pos, L)  # slots past the row end own no position
     else:
         pos = slot[None, :] + tl.zeros_like(rows64)[:, None].to(tl.int32)
-    if REAL == 1:
-        real = inside & (tl.load(mask_ptr + rows64[:, None] * stride_mb + pos * stride_ml,
-                                 mask=inside, other=0) != 0)
-    elif REAL == 2:
-        length = tl.load(lengths_ptr + rows64, mask=row_ok, other=0)
-        real = inside & (pos < length[:, None])
-    else:
-        real = inside
+    real = _is_real(rows64, row_ok, pos, inside, mask_ptr, stride_mb, stride_ml, lengths_ptr, REAL)
     s = tl.load(scores_ptr + rows64[:, None] * stride_sb + pos * stride_sl, mask=real,
                 other=float("-inf"))
     return s, real, pos
@@ -89,16 +96,9 @@ def _sorted_by_labels(rows64, row_ok, cols, L, seed, labels_ptr, stride_yb, stri
                       INDEX_BITS: tl.constexpr):
     """Positions of the row in target order (labels descending) and the number of real documents."""
     inside = row_ok[:, None] & (cols < L)[None, :]
-    offsets = rows64[:, None] * stride_yb + cols[None, :] * stride_yl
-    if REAL == 1:
-        real = inside & (tl.load(mask_ptr + rows64[:, None] * stride_mb + cols[None, :] * stride_ml,
-                                 mask=inside, other=0) != 0)
-    elif REAL == 2:
-        length = tl.load(lengths_ptr + rows64, mask=row_ok, other=0)
-        real = inside & (cols[None, :] < length[:, None])
-    else:
-        real = inside
-    label = tl.load(labels_ptr + offsets, mask=real, other=0).to(tl.float32)
+    real = _is_real(rows64, row_ok, cols[None, :], inside, mask_ptr, stride_mb, stride_ml, lengths_ptr, REAL)
+    label = tl.load(labels_ptr + rows64[:, None] * stride_yb + cols[None, :] * stride_yl, mask=real,
+                    other=0).to(tl.float32)
     label = tl.where(label == 0, 0.0, label)  # -0.0 ties with 0.0
     bits = label.to(tl.int32, bitcast=True)
     key = bits ^ ((bits >> 31) & 0x7FFFFFFF)  # order-preserving: flip negative floats' magnitude bits
@@ -121,7 +121,7 @@ def _listmle_kernel(
     order_ptr, stride_ob, stride_ol,
     weights_ptr, stride_wb, stride_wl,
     loss_ptr, grad_ptr, stride_gb, stride_gl,
-    B, L, row_scale, seed,
+    B, L, num_chunks, row_scale, seed,
     REAL: tl.constexpr, ORDER: tl.constexpr, WEIGHTS: tl.constexpr, RANDOM_TIES: tl.constexpr,
     STORE_GRAD: tl.constexpr, ROWS: tl.constexpr, BLOCK: tl.constexpr, CHUNKS: tl.constexpr,
     INDEX_BITS: tl.constexpr,
@@ -131,8 +131,7 @@ def _listmle_kernel(
     row_ok = rows < B
     rows64 = rows.to(tl.int64)
     cols = tl.arange(0, BLOCK)
-    chunk_ids = tl.arange(0, CHUNKS)
-    num_chunks = tl.cdiv(L, BLOCK)
+    chunk_ids = tl.arange(0, CHUNKS)  # num_chunks = cdiv(L, BLOCK) <= CHUNKS
 
     # Pass 1 (rows longer than one block): count real documents, sum custom weights, and keep
     # each chunk's (max, sum) total; then a reverse scan gives every chunk its suffix carry.
@@ -263,7 +262,7 @@ def triton_listmle(inputs: ListMLEInputs, seed: int, row_scale: float, need_grad
         *(_strides(order) or dummy),
         *(_strides(weights) or dummy),
         row_loss, *(_strides(grad) or dummy),
-        batch, length, row_scale, seed,
+        batch, length, triton.cdiv(length, block), row_scale, seed,
         REAL=real_kind, ORDER=order_kind, WEIGHTS=inputs.weight_kind,
         RANDOM_TIES=inputs.random_ties, STORE_GRAD=need_grad, ROWS=rows, BLOCK=block, CHUNKS=chunks,
         INDEX_BITS=block.bit_length() - 1,
