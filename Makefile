@@ -14,7 +14,7 @@ $(VENV)/.installed: setup.py $(VENV)/bin/python
 	$(PIP) install -q -e ".[dev,train,bench,sentence-transformers]"
 	touch $@
 
-.PHONY: install test test-thorough
+.PHONY: install test test-thorough bench bench-quick
 install: $(VENV)/.installed
 
 test: $(VENV)/.installed
@@ -22,3 +22,9 @@ test: $(VENV)/.installed
 
 test-thorough: $(VENV)/.installed
 	HYPOTHESIS_PROFILE=thorough $(VENV)/bin/python -m pytest -n auto
+
+bench: $(VENV)/.installed
+	$(VENV)/bin/python -m bench $(BENCH_ARGS)
+
+bench-quick: $(VENV)/.installed
+	$(VENV)/bin/python -m bench --quick $(BENCH_ARGS)

@@ -1,0 +1,181 @@
+"""Run metadata, JSON/CSV output, speedups and the table printed at the end of a run."""
+
+from __future__ import annotations
+
+import csv
+import datetime
+import json
+import os
+import platform
+import subprocess
+from pathlib import Path
+
+import torch
+
+# Which implementation is "ours" on each device: the Triton kernel on CUDA, the PyTorch path on CPU.
+KERNEL_BY_DEVICE = {"cuda": "listmle_kernels_triton", "cpu": "listmle_kernels_torch"}
+BASELINES = ("reference_eager", "reference_compiled", "sentence_transformers", "allrank")
+
+CSV_COLUMNS = (
+    "case", "group", "B", "L", "direction", "weighting", "order", "dtype", "ragged", "impl", "label", "status",
+    "ms", "ms_q20", "ms_q80", "graph_ms", "speedup_vs_reference_eager", "speedup_vs_reference_compiled",
+    "speedup_vs_sentence_transformers", "speedup_vs_allrank", "min_bytes", "bytes_per_s", "pct_copy_bw",
+    "peak_extra_bytes", "loss_rel_err", "grad_rel_err", "first_call_s", "rotations", "note", "graph_note",
+)
+
+
+def _git(*args: str) -> str | None:
+    """Read-only git queries (rev-parse, status); None when there is no repository or commit."""
+    try:
+        out = subprocess.run(["git", *args], capture_output=True, text=True, timeout=10,
+                             cwd=Path(__file__).resolve().parent.parent)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() if out.returncode == 0 else None
+
+
+def _version(module_name: str) -> str | None:
+    try:
+        module = __import__(module_name)
+    except Exception:
+        return None
+    return getattr(module, "__version__", "unknown")
+
+
+def cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def device_description(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"CPU: {cpu_name()} ({torch.get_num_threads()} torch threads, {os.cpu_count()} cores)"
+
+
+def run_metadata(device: torch.device, args: dict) -> dict:
+    commit = _git("rev-parse", "HEAD")
+    dirty = _git("status", "--porcelain")
+    return {
+        "timestamp_utc": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "device_type": device.type,
+        "device": device_description(device),
+        "git_commit": commit or "none (no commit yet)",
+        "git_dirty": bool(dirty) if dirty is not None else None,
+        "torch": torch.__version__,
+        "torch_cuda": torch.version.cuda,
+        "triton": _version("triton"),
+        "listmle_kernels": _version("listmle_kernels"),
+        "sentence_transformers": _version("sentence_transformers"),
+        "transformers": _version("transformers"),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "cpu_load_average_1_5_15min": os.getloadavg() if hasattr(os, "getloadavg") else None,
+        "args": args,
+    }
+
+
+def add_speedups(rows: list[dict], device_type: str) -> None:
+    """speedup_vs_X = time(X) / time(kernel) for the same case; only where both were timed."""
+    kernel = KERNEL_BY_DEVICE[device_type]
+    by_case: dict[str, dict[str, dict]] = {}
+    for row in rows:
+        by_case.setdefault(row["case"], {})[row["impl"]] = row
+    for impls in by_case.values():
+        ours = impls.get(kernel)
+        if not ours or ours.get("status") != "ok":
+            continue
+        for name in BASELINES:
+            other = impls.get(name)
+            if other and other.get("status") == "ok":
+                ours[f"speedup_vs_{name}"] = other["ms"] / ours["ms"]
+
+
+def output_stem(out_dir: Path, device: torch.device, timestamp: str) -> Path:
+    stamp = timestamp.replace(":", "").replace("-", "").split("+")[0]
+    return out_dir / f"{device.type}-{stamp}"
+
+
+def write_json(path: Path, meta: dict, rows: list[dict], extras: dict) -> None:
+    path.write_text(json.dumps({"meta": meta, **extras, "results": rows}, indent=1, default=str) + "\n")
+
+
+def write_csv(path: Path, rows: list[dict]) -> None:
+    with path.open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=CSV_COLUMNS, extrasaction="ignore")
+        writer.writeheader()
+        for row in rows:
+            writer.writerow({k: _csv_value(row.get(k)) for k in CSV_COLUMNS})
+
+
+def _csv_value(value):
+    if isinstance(value, float):
+        return f"{value:.6g}"
+    return value
+
+
+# --------------------------------------------------------------------------------------------------
+# The table
+# --------------------------------------------------------------------------------------------------
+
+
+def _fmt(value, spec: str, missing: str = "-") -> str:
+    return missing if value is None else format(value, spec)
+
+
+def format_table(rows: list[dict], device_type: str) -> str:
+    """One line per case: our time, each baseline's time and our speedup over it, % of copy BW, memory."""
+    kernel = KERNEL_BY_DEVICE[device_type]
+    present = [b for b in BASELINES if any(r["impl"] == b and r.get("status") == "ok" for r in rows)]
+    labels = {r["impl"]: r["label"] for r in rows}
+    by_case: dict[str, dict[str, dict]] = {}
+    for row in rows:
+        by_case.setdefault(row["case"], {})[row["impl"]] = row
+
+    header = f"{'B':>6} {'L':>6} {'mode':<44} {labels.get(kernel, kernel) + ' ms':>12}"
+    for b in present:
+        header += f" {labels[b] + ' ms':>14} {'x':>6}"
+    header += f" {'%copyBW':>8}"
+    if device_type == "cuda":
+        header += f" {'graph ms':>9} {'peak MB':>8} {'grad MB':>8}"
+    lines = [header, "-" * len(header)]
+    for impls in by_case.values():
+        ours = impls.get(kernel)
+        if ours is None:
+            continue
+        ok = ours.get("status") == "ok"
+        line = f"{ours['B']:>6} {ours['L']:>6} {_mode(ours):<44} "
+        line += f"{_fmt(ours.get('ms'), '.4f'):>12}" if ok else f"{ours.get('status', '?'):>12}"
+        for b in present:
+            other = impls.get(b, {})
+            other_ms = other.get("ms") if other.get("status") == "ok" else None
+            speedup = ours.get(f"speedup_vs_{b}")
+            line += f" {_fmt(other_ms, '.4f', other.get('status', '-')[:8]):>14} {_fmt(speedup, '.1f'):>6}"
+        line += f" {_fmt(ours.get('pct_copy_bw'), '.1f'):>8}"
+        if device_type == "cuda":
+            grad_mb = ours["B"] * ours["L"] * (2 if ours["dtype"] == "bfloat16" else 4) / 2**20
+            peak = ours.get("peak_extra_bytes")
+            line += f" {_fmt(ours.get('graph_ms'), '.4f'):>9} {_fmt(peak / 2**20 if peak else None, '.2f'):>8}"
+            line += f" {grad_mb if ours['direction'] == 'fwd+bwd' else 0:>8.2f}"
+        lines.append(line)
+    return "\n".join(lines)
+
+
+def _mode(row: dict) -> str:
+    return "/".join([row["direction"], row["weighting"], row["order"], row["dtype"],
+                     "ragged" if row["ragged"] else "full"])
+
+
+def format_problems(rows: list[dict]) -> str:
+    """Skipped, mismatching and failing (implementation, case) pairs, grouped by reason."""
+    grouped: dict[tuple[str, str, str], int] = {}
+    for row in rows:
+        if row.get("status") != "ok":
+            key = (row["label"], row.get("status", "?"), row.get("note", ""))
+            grouped[key] = grouped.get(key, 0) + 1
+    return "\n".join(f"  {label:<12} {status:<9} x{count:<4} {note}" for (label, status, note), count in grouped.items())

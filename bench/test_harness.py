@@ -1,0 +1,64 @@
+"""Tests of the benchmark harness itself (not timings): `pytest bench/test_harness.py`.
+
+Skipped by `--benchmark-only`; not collected by `pytest tests/` (see bench/conftest.py).
+"""
+
+import json
+
+import pytest
+import torch
+
+from bench import check
+from bench.__main__ import main
+from bench.cases import Case, make_inputs, minimal_bytes
+from bench.impls import ReferenceEager, reference_eager_loss
+
+
+def test_reference_eager_matches_oracle():
+    ok, message = check.self_check_reference(torch.device("cpu"))
+    assert ok, message
+
+
+def test_reference_eager_is_exact_for_very_negative_scores():
+    # No eps inside the log: two equal scores give log 2 whatever their value.
+    scores = torch.full((1, 2), -20.0)
+    assert reference_eager_loss(scores, None, None).item() == pytest.approx(0.693147, abs=1e-6)
+
+
+def test_padding_does_not_change_the_loss_and_gets_zero_gradient():
+    case = Case(3, 6, direction="fwd+bwd", ragged=True)
+    inputs = make_inputs(case, "cpu", seed=3)
+    loss, grad = check.loss_and_grad(ReferenceEager().prepare(case, inputs), case)
+    wider = torch.cat([inputs.scores.detach(), torch.full((3, 4), 50.0)], dim=1).requires_grad_(True)
+    loss_wide = reference_eager_loss(wider, None, inputs.lengths)
+    assert loss_wide.item() == pytest.approx(loss.item(), rel=1e-6)
+    assert (grad[~inputs.valid_mask()] == 0).all()
+
+
+def test_compare_flags_a_wrong_gradient():
+    case = Case(2, 5, direction="fwd+bwd", ragged=False)
+    inputs = make_inputs(case, "cpu", seed=0)
+    loss, grad = check.reference_result(case, inputs)
+    assert check.compare(case, (loss, grad), (loss, grad), inputs.valid_mask()).ok
+    assert not check.compare(case, (loss, grad * 1.01), (loss, grad), inputs.valid_mask()).ok
+
+
+def test_minimal_bytes_counts_inputs_and_gradient():
+    case = Case(4, 8, direction="fwd+bwd", order="labels", dtype="bfloat16", ragged=True)
+    assert minimal_bytes(case) == 4 * 8 * 2 + 4 * 8 * 4 + 4 * 8 + 4 * 8 * 2
+
+
+def test_cli_end_to_end_on_a_tiny_grid(tmp_path, capsys):
+    status = main(["--device", "cpu", "--quick", "--B", "4", "--L", "8", "--sweep", "3x5",
+                   "--directions", "fwd+bwd", "--weightings", "plistmle", "--dtypes", "float32",
+                   "--padding", "ragged", "--impls", "listmle_kernels_torch,reference_eager",
+                   "--out", str(tmp_path)])
+    assert status == 0
+    (result_json,) = tmp_path.glob("*.json")
+    data = json.loads(result_json.read_text())
+    assert data["meta"]["device_type"] == "cpu" and data["meta"]["torch"] == torch.__version__
+    statuses = {(r["case"], r["impl"]): r["status"] for r in data["results"]}
+    assert all(status in ("ok", "skipped") for status in statuses.values()), statuses
+    assert any(status == "ok" for status in statuses.values())
+    assert list(tmp_path.glob("*.csv")) and list(tmp_path.glob("*.png"))
+    assert "GPU numbers" in capsys.readouterr().out

@@ -1,0 +1,160 @@
+"""Timers, peak memory and copy bandwidth.
+
+CUDA: triton.testing.do_bench (CUDA events, warm-up, L2 flushed before every call) reporting the
+median and the 20%/80% quantiles, plus do_bench_cudagraph for small shapes, where launch overhead is
+what a CUDA graph removes. CPU: time.perf_counter with warm-up, median of repeats. Nothing here ever
+times the Triton interpreter: callers decide what is timed, and bench.impls refuses interpreted Triton.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+import time
+from typing import Callable
+
+import torch
+
+from bench.cases import Case
+from bench.impls import Prepared
+
+QUANTILES = (0.5, 0.2, 0.8)
+# Inputs are rotated through enough copies to exceed this many bytes, so a small case does not run
+# from a cache its predecessor warmed (H100 L2 is 50 MB; CPU last-level caches are smaller).
+ROTATE_BYTES = {"cuda": 128 << 20, "cpu": 32 << 20}
+MAX_ROTATIONS = 16
+
+
+def rotation_count(case: Case, device: torch.device, free_bytes: int | None = None) -> int:
+    per_set = case.elements * (case.torch_dtype.itemsize + (4 if case.order == "labels" else 0)) + case.B * 8
+    count = max(1, min(MAX_ROTATIONS, math.ceil(ROTATE_BYTES[device.type] / per_set)))
+    if free_bytes is not None:  # never let the copies themselves crowd out the run
+        count = max(1, min(count, free_bytes // (8 * per_set)))
+    return count
+
+
+def make_step(prepared: Prepared, case: Case) -> Callable[[], object]:
+    """The timed unit: the loss, or the loss and its gradient (autograd.grad: no .grad accumulation)."""
+    if case.direction == "fwd":
+        return prepared.loss_fn
+
+    def forward_backward():
+        loss = prepared.loss_fn()
+        return torch.autograd.grad(loss, prepared.leaf)
+
+    return forward_backward
+
+
+def rotating(steps: list[Callable[[], object]]) -> Callable[[], object]:
+    position = [0]
+
+    def step():
+        fn = steps[position[0]]
+        position[0] = (position[0] + 1) % len(steps)
+        return fn()
+
+    return step
+
+
+def time_cuda(step: Callable[[], object], warmup_ms: int = 25, rep_ms: int = 100) -> tuple[float, float, float]:
+    """(median, q20, q80) milliseconds."""
+    import triton.testing
+
+    median, q20, q80 = triton.testing.do_bench(step, warmup=warmup_ms, rep=rep_ms, quantiles=list(QUANTILES))
+    return median, q20, q80
+
+
+def time_cuda_graph(step: Callable[[], object], rep_ms: int = 100) -> tuple[float, float, float]:
+    """(median, q20, q80) milliseconds per step replayed from a captured CUDA graph."""
+    import triton.testing
+
+    median, q20, q80 = triton.testing.do_bench_cudagraph(step, rep=rep_ms, quantiles=list(QUANTILES))
+    return median, q20, q80
+
+
+def time_cpu(
+    step: Callable[[], object], warmup: int = 3, min_repeats: int = 7, min_seconds: float = 0.25,
+    max_repeats: int = 200,
+) -> tuple[float, float, float]:
+    """(median, q20, q80) milliseconds from perf_counter around each call."""
+    for _ in range(warmup):
+        step()
+    samples = []
+    started = time.perf_counter()
+    while len(samples) < min_repeats or (time.perf_counter() - started < min_seconds and len(samples) < max_repeats):
+        t0 = time.perf_counter()
+        step()
+        samples.append((time.perf_counter() - t0) * 1e3)
+    cuts = statistics.quantiles(samples, n=10, method="inclusive")  # deciles: cuts[1] = q20, cuts[7] = q80
+    return statistics.median(samples), cuts[1], cuts[7]
+
+
+def time_cpu_interleaved(
+    steps: dict[str, Callable[[], object]], warmup: int = 3, min_rounds: int = 7, min_seconds: float = 0.25,
+    max_rounds: int = 200, min_sample_ms: float = 1.0,
+) -> dict[str, tuple[float, float, float]]:
+    """Per name, (median, q20, q80) milliseconds per call, sampling the steps round-robin.
+
+    Round-robin because a CPU shared with other jobs changes speed over seconds: timing A fully, then
+    B, lets a load spike land on one of them; interleaving spreads it over both, so their ratio (the
+    speedup) stays meaningful. Each sample runs a step enough times to last >= min_sample_ms, so
+    perf_counter's resolution and call overhead do not dominate tiny cases.
+    """
+    repeats = {}
+    for name, step in steps.items():
+        t0 = time.perf_counter()
+        for _ in range(warmup):
+            step()
+        per_call_ms = (time.perf_counter() - t0) * 1e3 / warmup
+        repeats[name] = max(1, math.ceil(min_sample_ms / max(per_call_ms, 1e-6)))
+    samples = {name: [] for name in steps}
+    names = list(steps)
+    started = time.perf_counter()
+    rounds = 0
+    while rounds < min_rounds or (time.perf_counter() - started < min_seconds * len(names) and rounds < max_rounds):
+        for name in names[rounds % len(names):] + names[: rounds % len(names)]:  # rotate who goes first
+            step, n = steps[name], repeats[name]
+            t0 = time.perf_counter()
+            for _ in range(n):
+                step()
+            samples[name].append((time.perf_counter() - t0) * 1e3 / n)
+        rounds += 1
+    result = {}
+    for name, values in samples.items():
+        cuts = statistics.quantiles(values, n=10, method="inclusive")
+        result[name] = (statistics.median(values), cuts[1], cuts[7])
+    return result
+
+
+def time_step(step: Callable[[], object], device: torch.device, quick: bool) -> tuple[float, float, float]:
+    if device.type == "cuda":
+        return time_cuda(step, rep_ms=50 if quick else 100)
+    return time_cpu(step, min_seconds=0.15 if quick else 0.5)
+
+
+def peak_extra_bytes_cuda(step: Callable[[], object]) -> int:
+    """Peak bytes allocated by one step beyond what was allocated before it (outputs included)."""
+    torch.cuda.synchronize()
+    torch.cuda.reset_peak_memory_stats()
+    before = torch.cuda.memory_allocated()
+    result = step()
+    torch.cuda.synchronize()
+    peak = torch.cuda.max_memory_allocated() - before
+    del result
+    return int(peak)
+
+
+def copy_bandwidth(device: torch.device) -> dict:
+    """Device-to-device copy bandwidth (bytes read + bytes written per second), measured now.
+
+    It is the roofline denominator: a loss kernel that reads its inputs and writes its gradient once
+    cannot move bytes faster than a plain copy.
+    """
+    nbytes = (512 << 20) if device.type == "cuda" else (64 << 20)
+    src = torch.empty(nbytes // 4, dtype=torch.float32, device=device).normal_()
+    dst = torch.empty_like(src)
+    step = lambda: dst.copy_(src)  # noqa: E731
+    median_ms, _, _ = time_cuda(step) if device.type == "cuda" else time_cpu(step, min_seconds=0.3)
+    bandwidth = 2 * nbytes / (median_ms * 1e-3)
+    del src, dst
+    return {"bytes_per_s": bandwidth, "buffer_bytes": nbytes, "median_ms": median_ms}
