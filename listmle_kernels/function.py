@@ -7,7 +7,7 @@ in, and saves the gradient; backward only multiplies it by grad_output.
 import torch
 
 from ._inputs import parse_inputs
-from .ops import listmle_rows
+from .ops import compute_rows, listmle_rows
 
 
 def draw_seed(generator) -> int:
@@ -16,15 +16,14 @@ def draw_seed(generator) -> int:
     return int(torch.randint(0, 2 ** 31 - 1, (), generator=generator, device=device))
 
 
-def run_listmle_rows(scores, labels, mask, lengths, lambda_weight, respect_input_order, ties, generator,
-                     reduction, validate, backend, row_scale, need_grad):
-    """Check the arguments, then call the operator: (per-row losses, gradient of sum(row_scale * loss))."""
+def compiled_listmle_rows(scores, labels, mask, lengths, lambda_weight, respect_input_order, ties, generator,
+                          reduction, validate, backend, need_grad):
+    """Check the arguments, then call the registered operator (the path torch.compile traces)."""
     inputs = parse_inputs(scores, labels, mask, lengths, lambda_weight, respect_input_order, ties,
                           reduction, validate, backend)
     seed = draw_seed(generator) if inputs.random_ties else 0
     return listmle_rows(scores, inputs.labels, inputs.mask, inputs.lengths, inputs.weights,
-                        inputs.weight_kind, inputs.random_ties, seed, row_scale,
-                        need_grad, inputs.backend)
+                        inputs.weight_kind, inputs.random_ties, seed, 1.0, need_grad, inputs.backend)
 
 
 def reduce_rows(row_loss, reduction):
@@ -48,10 +47,11 @@ class ListMLEFunction(torch.autograd.Function):
     @staticmethod
     def forward(ctx, scores, labels, mask, lengths, lambda_weight, respect_input_order, ties,
                 generator, reduction, validate, backend):
+        inputs = parse_inputs(scores, labels, mask, lengths, lambda_weight, respect_input_order, ties,
+                              reduction, validate, backend)
+        seed = draw_seed(generator) if inputs.random_ties else 0
         mean_scale = 1.0 / scores.shape[0] if reduction == "mean" and scores.shape[0] else 1.0
-        row_loss, grad = run_listmle_rows(scores, labels, mask, lengths, lambda_weight, respect_input_order,
-                                          ties, generator, reduction, validate, backend, mean_scale,
-                                          ctx.needs_input_grad[0])
+        row_loss, grad = compute_rows(inputs, seed, mean_scale, ctx.needs_input_grad[0])
         ctx.reduction = reduction
         ctx.save_for_backward(grad)
         return reduce_rows(row_loss, reduction)

@@ -2,7 +2,7 @@
 
 import torch
 
-from .function import reduce_rows, run_listmle_rows
+from .function import ListMLEFunction, compiled_listmle_rows, reduce_rows
 
 
 def listmle_loss(scores, labels=None, *, mask=None, lengths=None, lambda_weight=None,
@@ -20,7 +20,7 @@ def listmle_loss(scores, labels=None, *, mask=None, lengths=None, lambda_weight=
             Sorting compares labels as float32.
         mask: (B, L) bool, True = real document; holes anywhere. Not together with lengths.
         lengths: (B,) integer; the first lengths[b] entries of row b are real.
-        lambda_weight: None (ListMLE, w = 1); "plistmle" (p-ListMLE, sentence-transformers 6.x:
+        lambda_weight: None (ListMLE, w = 1); "plistmle" (p-ListMLE, sentence-transformers 6.2:
             raw w = 2^(n - rank) - 1 for rank = 1..n); a (B, L) tensor of per-rank weights (column r
             weighs the r-th document of the target order); or a callable(rank_mask) -> (B, L) weights,
             rank_mask[b, r] = r < n_b. Lambda weights are normalised per row: w / (sum(w) + 1e-10).
@@ -36,7 +36,10 @@ def listmle_loss(scores, labels=None, *, mask=None, lengths=None, lambda_weight=
     and is 0 at padding. NaN/inf scores propagate into the loss as in torch. Inside torch.compile
     the value checks of `validate` are skipped (they need data); the kernel is one graph node.
     """
-    need_grad = isinstance(scores, torch.Tensor) and scores.requires_grad and torch.is_grad_enabled()
-    row_loss, _ = run_listmle_rows(scores, labels, mask, lengths, lambda_weight, respect_input_order, ties,
-                                   generator, reduction, validate, backend, 1.0, need_grad)
-    return reduce_rows(row_loss, reduction)
+    if torch.compiler.is_compiling():  # one opaque graph node; eagerly, the cheaper autograd.Function
+        need_grad = scores.requires_grad and torch.is_grad_enabled()
+        row_loss, _ = compiled_listmle_rows(scores, labels, mask, lengths, lambda_weight, respect_input_order,
+                                            ties, generator, reduction, validate, backend, need_grad)
+        return reduce_rows(row_loss, reduction)
+    return ListMLEFunction.apply(scores, labels, mask, lengths, lambda_weight, respect_input_order, ties,
+                                 generator, reduction, validate, backend)

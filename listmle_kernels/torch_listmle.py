@@ -4,10 +4,17 @@ Works in "slot" space: slot r of a row holds the r-th document of the target ord
 scores into slots; input order keeps positions, with padding holes in between). With
 lse_r = log sum_{t >= r} exp s_t over real slots:
 
-    loss      = -sum_r w_r (s_r - lse_r)
-    dloss/ds_j = -w_j + exp(s_j + P_j),   P_j = log sum_{r <= j} w_r exp(-lse_r)
+    loss       = -sum_r w_r (s_r - lse_r)
+    dloss/ds_j = -w_j + exp(s_j) * sum_{r <= j} w_r exp(-lse_r)
 
-Both sums are log-cumsum-exps, so nothing overflows (s_j - lse_r <= 0 for r <= j).
+Two exact ways to evaluate the sums:
+
+* linear (fast): shift each row by its max m, e = exp(s - m), suffix sums S_r = sum_{t >= r} e_t by
+  cumsum, s_r - lse_r = (s_r - m) - log S_r, and grad_j = e_j * sum_{r <= j} w_r / S_r - w_j, all in
+  float64. Exact while no real score lies more than LINEAR_SPAN below its row's max: then
+  e >= exp(-LINEAR_SPAN) and 1 / S <= exp(LINEAR_SPAN) stay far inside float64's range.
+* log space (any span): both sums as torch.logcumsumexp, with nothing that can overflow
+  (s_j - lse_r <= 0 for r <= j). Used for the batch when some row spans more.
 """
 
 import torch
@@ -16,43 +23,77 @@ from ._inputs import WEIGHTS_NONE, WEIGHTS_PLISTMLE, ListMLEInputs, real_mask
 from .ops import accumulator_dtype
 from .target_order import target_order
 
+LINEAR_SPAN = 600.0  # exp(-600) ~ 1e-261: no float64 underflow, even summed over 2^31 documents
 
-def _rank_weights(inputs: ListMLEInputs, real, rank, acc):
+
+def _rank_weights(inputs: ListMLEInputs, real, realf, acc):
     """(B, L) normalised lambda weight of each slot's rank (0 at padding)."""
     if inputs.weight_kind == WEIGHTS_NONE:
-        return real.to(acc)
+        return realf
+    if inputs.mask is not None and not inputs.sort_by_labels:
+        rank = real.cumsum(1) - 1  # holes: a slot's rank counts the real slots before it
+    else:
+        rank = torch.arange(real.shape[1], device=real.device)[None, :]  # real slots come first
     if inputs.weight_kind == WEIGHTS_PLISTMLE:
         # (2^(n-1-r) - 1) / sum, scaled by 2^-n so it never overflows: (2^-(r+1) - 2^-n) / (1 - (n+1) 2^-n)
-        n = real.sum(1, keepdim=True).to(acc)
+        n = realf.sum(1, keepdim=True)
         tail = torch.exp2(-n)
         total = 1 - (n + 1) * tail
-        w = (torch.exp2(-(rank + 1).to(acc)) - tail) / torch.where(total > 0, total, 1)
-        return torch.where(real & (total > 0), w, 0)
-    w = inputs.weights.to(acc).gather(1, rank.clamp(min=0)) * real
+        inv_total = torch.where(total > 0, total, float("inf")).reciprocal()  # n <= 1: all weights 0
+        return (torch.exp2(-(rank + 1).to(acc)) - tail).mul_(inv_total).mul_(realf)
+    w = inputs.weights.to(acc).expand_as(real).gather(1, rank.expand_as(real).clamp(min=0)) * realf
     return w / (w.sum(1, keepdim=True) + 1e-10)
+
+
+def _linear_sums(s, real, realf, w, need_grad):
+    """(s - lse at real slots, gradient or None) through exp and cumsum; None if a row spans too much.
+
+    Few full-size ops, on purpose (this is the CPU hot path): one `where` removes padding (which may
+    hold NaN); z is clamped so exp never takes its slow underflow path, and padding is zeroed by a
+    multiply, so it drops out of every sum.
+    """
+    masked = torch.where(real, s, float("-inf"))
+    z = masked - masked.amax(1, keepdim=True).clamp_min(torch.finfo(s.dtype).min)  # empty rows: no -inf - -inf
+    z = z.clamp_min_(-(LINEAR_SPAN + 50))  # exp(-650) ~ 1e-282: no underflow, the fast path
+    if z.numel() and float((z * realf).amin()) < -LINEAR_SPAN:
+        return None
+    e = torch.exp(z).mul_(realf)
+    suffix = e.flip(1).cumsum(1).flip(1).clamp_min_(1e-300)  # >= e > 1e-261 at real slots; 0 at trailing padding
+    log_prob = z - torch.log(suffix)  # finite everywhere; padding is weighted by w = 0
+    if not need_grad:
+        return log_prob, None
+    return log_prob, e * (w / suffix).cumsum(1) - w
+
+
+def _log_space_sums(s, real, realf, w, need_grad):
+    """(s - lse, gradient or None) through torch.logcumsumexp; any span."""
+    neg_inf = torch.tensor(float("-inf"), dtype=s.dtype, device=s.device)
+    suffix_lse = torch.logcumsumexp(torch.where(real, s, neg_inf).flip(1), 1).flip(1)
+    log_prob = torch.where(real, s - suffix_lse, 0)
+    if not need_grad:
+        return log_prob, None
+    log_terms = torch.where(real & (w > 0), torch.log(w) - suffix_lse, neg_inf)
+    return log_prob, torch.where(real, torch.exp(s + torch.logcumsumexp(log_terms, 1)) - w, 0)
 
 
 def torch_listmle(inputs: ListMLEInputs, seed: int, row_scale: float, need_grad: bool):
     """Per-row losses (B,) in float32/float64 and the gradient of sum(row_scale * loss), or None."""
     scores = inputs.scores.detach()
-    acc = accumulator_dtype(scores.dtype)
-    s = scores.to(acc)
     real = real_mask(scores, inputs.mask, inputs.lengths)
     order = None
+    s = scores
     if inputs.sort_by_labels:
         order = target_order(inputs.labels, real, inputs.random_ties, seed)
         s, real = s.gather(1, order), real.gather(1, order)
-    rank = real.cumsum(1) - 1
-    w = _rank_weights(inputs, real, rank, acc)
+    s = s.to(torch.float64)
+    realf = real.to(torch.float64)
+    w = _rank_weights(inputs, real, realf, torch.float64)
 
-    neg_inf = torch.tensor(float("-inf"), dtype=acc, device=s.device)
-    suffix_lse = torch.logcumsumexp(torch.where(real, s, neg_inf).flip(1), 1).flip(1)
-    row_loss = -torch.where(real, w * (s - suffix_lse), 0).sum(1)
-    if not need_grad:
+    log_prob, grad = (_linear_sums(s, real, realf, w, need_grad)
+                      or _log_space_sums(s, real, realf, w, need_grad))
+    row_loss = (-(w * log_prob).sum(1)).to(accumulator_dtype(scores.dtype))
+    if grad is None:
         return row_loss, None
-
-    log_terms = torch.where(real & (w > 0), torch.log(w) - suffix_lse, neg_inf)
-    grad = torch.where(real, torch.exp(s + torch.logcumsumexp(log_terms, 1)) - w, 0)
     grad = (grad * row_scale).to(scores.dtype)
     if order is not None:
         grad = torch.empty_like(grad).scatter_(1, order, grad)

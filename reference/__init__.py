@@ -13,7 +13,7 @@ __all__ = ["listmle_reference", "plistmle_weights"]
 
 
 def plistmle_weights(n: int, dtype=torch.float64) -> torch.Tensor:
-    """p-ListMLE weights of sentence-transformers 6.x: 2^(n - rank) - 1 for rank = 1..n, normalised.
+    """p-ListMLE weights of sentence-transformers 6.2: 2^(n - rank) - 1 for rank = 1..n, normalised.
 
     Exact big-integer arithmetic, rounded once, so it is right for any n (no overflow).
     """

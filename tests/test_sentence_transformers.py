@@ -92,3 +92,17 @@ def test_all_minilm_l6_v2_when_installed():
     torch.testing.assert_close(loss, ref_loss, rtol=1e-5, atol=1e-6)
     for grad, ref in zip(grads, ref_grads):
         torch.testing.assert_close(grad, ref, rtol=1e-4, atol=1e-6)
+
+
+def test_older_default_weights_are_used_as_given(cross_encoder, monkeypatch):
+    """sentence-transformers before 6.2 used 0-based ranks: the drop-in must follow the installed release."""
+    def zero_based(self, mask):
+        n = mask.sum(dim=1, keepdim=True)
+        ranks = torch.arange(mask.size(1)).expand_as(mask)
+        return (torch.pow(2.0, n - ranks) - 1.0) * mask
+
+    monkeypatch.setattr(st_losses.PListMLELambdaWeight, "forward", zero_based)
+    monkeypatch.setattr(fused, "_default_weights_match_kernel", fused._default_weights_match_kernel.__wrapped__)
+    loss, _ = loss_and_grads(fused.PListMLELoss(cross_encoder), cross_encoder)
+    ref_loss, _ = loss_and_grads(st_losses.PListMLELoss(cross_encoder), cross_encoder)
+    torch.testing.assert_close(loss, ref_loss, rtol=1e-5, atol=1e-6)

@@ -6,10 +6,13 @@ gradient come from the fused kernel. A one-line change:
 
     from listmle_kernels.integrations.sentence_transformers import PListMLELoss, PListMLELambdaWeight
 
-The default `PListMLELambdaWeight()` runs inside the kernel; a `rank_discount_fn` (or any other
-lambda-weight module) is called with the rank mask exactly as sentence-transformers calls it.
+The default `PListMLELambdaWeight()` runs inside the kernel (where it is the kernel's "plistmle",
+as in sentence-transformers 6.2); a `rank_discount_fn` (or any other lambda-weight module, or an older
+release's default) is called with the rank mask exactly as sentence-transformers calls it.
 Needs sentence-transformers (`pip install listmle-kernels[sentence-transformers]`).
 """
+
+from functools import cache
 
 import torch
 from sentence_transformers.cross_encoder import losses as st_losses
@@ -18,6 +21,15 @@ from sentence_transformers.util import batch_to_device
 from ..functional import listmle_loss
 
 PListMLELambdaWeight = st_losses.PListMLELambdaWeight
+
+
+@cache
+def _default_weights_match_kernel() -> bool:
+    """Whether this sentence-transformers' default weights are the kernel's "plistmle" (1-based ranks,
+    n = 3 -> (3, 1, 0) / 4, sentence-transformers 6.2). Older releases (6.0.1 included) use 0-based
+    ranks, (7, 3, 1) / 11; then the drop-in uses their weights as given, so it stays a drop-in."""
+    weights = PListMLELambdaWeight()(torch.ones(1, 3, dtype=torch.bool)).double()
+    return torch.allclose(weights / weights.sum(), torch.tensor([[0.75, 0.25, 0.0]], dtype=torch.float64))
 
 
 def _score_pairs(model, pairs, mini_batch_size, prompt, task):
@@ -62,7 +74,8 @@ class _FusedListMLEForward:
             real, torch.cat([torch.as_tensor(row, dtype=torch.float32) for row in labels]).to(device))
 
         weight = self.lambda_weight
-        if type(weight) is PListMLELambdaWeight and weight.rank_discount_fn is None:
+        if (type(weight) is PListMLELambdaWeight and weight.rank_discount_fn is None
+                and _default_weights_match_kernel()):
             weight = "plistmle"  # the default weights, computed in the kernel
         return listmle_loss(scores, label_matrix, lengths=lengths, lambda_weight=weight,
                             respect_input_order=self.respect_input_order)
