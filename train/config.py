@@ -1,16 +1,30 @@
 """Command-line flags of `python -m train`. Defaults are the published recipe (GUIDE section 5): ListMLE,
 MiniLM-L12-H384-uncased, MS MARCO v1.1, 1 epoch, 16 queries per batch, lr 2e-5, warmup 0.1, linear schedule, bf16,
-seed 12, best checkpoint by NanoBEIR R100 mean ndcg@10."""
+seed 12, best checkpoint by NanoBEIR R100 mean ndcg@10. `--arch bi-encoder` trains a dot-product retriever instead
+(best checkpoint by NanoBEIR mean dense-retrieval ndcg@10)."""
 
 import argparse
 
+from .biencoder import POOLINGS
 from .data import MSMARCO_HUB_ID
+from .models import ARCHS
 from .nanobeir import NANOBEIR_HUB_ID
 
 
 def build_parser():
     p = argparse.ArgumentParser(prog="python -m train", description=__doc__)
     p.add_argument("--model", default="microsoft/MiniLM-L12-H384-uncased", help="hub id or local model directory")
+    p.add_argument("--arch", choices=ARCHS, default="cross-encoder",
+                   help="cross-encoder: a one-label reranker scoring (query, passage) pairs, evaluated by reranking; "
+                        "bi-encoder: one shared encoder for queries and passages, dot-product scores, evaluated by "
+                        "full-corpus dense retrieval")
+    p.add_argument("--pooling", choices=POOLINGS, default="cls", help="bi-encoder: text embedding = [CLS] or mean")
+    p.add_argument("--in-batch-negatives", action="store_true",
+                   help="bi-encoder: also score each query against the other queries' passages of the batch "
+                        "(appended to its list as negatives)")
+    p.add_argument("--candidates", default="bm25",
+                   help="cross-encoder evaluation first stage: 'bm25' or 'dense:MODEL_DIR' (the top --rerank-k of a "
+                        "bi-encoder saved by --arch bi-encoder)")
     p.add_argument("--train-data", default=MSMARCO_HUB_ID,
                    help="hub id (config v1.1, split train) or a local JSON/JSONL file in the ms_marco v1.1 schema")
     p.add_argument("--train-queries", type=int, default=None,
@@ -37,7 +51,8 @@ def build_parser():
     p.add_argument("--batch-size", type=int, default=16, help="queries per batch and process")
     p.add_argument("--eval-batch-size", type=int, default=64, help="(query, doc) pairs per scoring batch")
     p.add_argument("--max-docs", type=int, default=None, help="keep at most this many documents per query")
-    p.add_argument("--max-length", type=int, default=512, help="max tokens per (query, doc) pair")
+    p.add_argument("--max-length", type=int, default=512,
+                   help="max tokens per (query, doc) pair (cross-encoder) or per text (bi-encoder)")
     p.add_argument("--lr", type=float, default=2e-5)
     p.add_argument("--warmup-ratio", type=float, default=0.1)
     p.add_argument("--epochs", type=int, default=1)
@@ -55,4 +70,8 @@ def build_parser():
 
 
 def parse_args(argv=None):
-    return build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.arch == "bi-encoder" and args.candidates != "bm25":
+        parser.error("--candidates applies to --arch cross-encoder (a bi-encoder is evaluated by dense retrieval)")
+    return args

@@ -1,7 +1,10 @@
-"""Reranking evaluation of a cross-encoder: `python -m train.evaluate --model DIR`.
+"""Evaluation of a trained model: `python -m train.evaluate --model DIR [--arch cross-encoder|bi-encoder]`.
 
-Scores (query, doc) pairs with an AutoModelForSequenceClassification (one label) in batches sorted by length,
-under torch.inference_mode and bf16 autocast on GPUs that support it, and prints the NanoBEIR-style table.
+cross-encoder: NanoBEIR-style reranking (train/nanobeir.py) of each query's first-stage candidates, BM25 (the
+  NanoBEIR bm25 table) or a bi-encoder's dense top --rerank-k (`--candidates dense:MODEL_DIR`). Pairs are scored with
+  an AutoModelForSequenceClassification (one label) in batches sorted by length, under torch.inference_mode and bf16
+  autocast on GPUs that support it.
+bi-encoder: full-corpus dense retrieval (train/retrieval.py) with MRR@10, NDCG@10 and Recall@100.
 """
 
 import argparse
@@ -10,39 +13,35 @@ import sys
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
+from .biencoder import saved_pooling
 from .data import load_msmarco_rows, to_listwise
-from .hub import HubUnavailableError, hub_unavailable
-from .nanobeir import NANOBEIR_HUB_ID, evaluate_datasets, format_table, heldout_samples, load_nanobeir
+from .hub import HubUnavailableError
+from .inference import run_batched
+from .models import ARCHS, load_model
+from .nanobeir import (NANOBEIR_HUB_ID, evaluate_datasets, format_table, heldout_retrieval_set,
+                       load_nanobeir_retrieval, reranking_samples)
+from .retrieval import dense_rankings, evaluate_retrieval, format_retrieval_table
 
 
 def make_score_fn(model, tokenizer, max_length=512, batch_size=64, device="cpu", bf16=False, progress=True):
     """score_fn(list of (query, doc)) -> np.ndarray of model logits, in the order given."""
 
+    def forward(pairs):
+        encoded = tokenizer([q for q, _ in pairs], [d for _, d in pairs], padding=True, truncation=True,
+                            max_length=max_length, return_tensors="pt").to(device)
+        return model(**encoded).logits[:, 0]
+
     def score_fn(pairs):
-        # Longest first: batches of similar lengths waste little padding, and an out-of-memory shows up at once.
-        order = sorted(range(len(pairs)), key=lambda i: -(len(pairs[i][0]) + len(pairs[i][1])))
-        scores = np.zeros(len(pairs), dtype=np.float64)
-        was_training = model.training
-        model.eval()
-        with torch.inference_mode(), torch.autocast(device_type=torch.device(device).type, dtype=torch.bfloat16,
-                                                    enabled=bf16):
-            for start in tqdm(range(0, len(order), batch_size), desc="scoring", leave=False, disable=not progress):
-                chunk = order[start : start + batch_size]
-                encoded = tokenizer([pairs[i][0] for i in chunk], [pairs[i][1] for i in chunk], padding=True,
-                                    truncation=True, max_length=max_length, return_tensors="pt").to(device)
-                logits = model(**encoded).logits[:, 0].float().cpu().numpy()
-                scores[chunk] = logits
-        model.train(was_training)
-        return scores
+        return run_batched(model, pairs, forward, batch_size, device, bf16, length=lambda p: len(p[0]) + len(p[1]),
+                           progress=progress).numpy().astype(np.float64)
 
     return score_fn
 
 
-def load_eval_sets(eval_data, eval_datasets="msmarco,nfcorpus,nq", rerank_k=100, train_data=None,
-                   train_queries=None):
-    """({dataset name: reranking samples}, name of the mean row) for --eval-data."""
+def load_retrieval_sets(eval_data, eval_datasets="msmarco,nfcorpus,nq", train_data=None, train_queries=None):
+    """({dataset name: retrieval set}, prefix of the mean row) for --eval-data: NanoBEIR ("NanoMSMARCO", ...;
+    "NanoBEIR") or the held-out rows of --train-data ("MSMARCOHeldOut"; "HeldOut")."""
     if eval_data == "heldout":
         if train_data is None or train_queries is None:
             raise ValueError("--eval-data heldout needs --train-data FILE and --train-queries N")
@@ -50,9 +49,66 @@ def load_eval_sets(eval_data, eval_datasets="msmarco,nfcorpus,nq", rerank_k=100,
         if not rows:
             raise ValueError(f"--train-queries {train_queries} leaves no held-out rows in {train_data}")
         records = to_listwise(rows, positives_first=False)  # queries without a selected passage have no qrels
-        return {f"MSMARCOHeldOut_R{rerank_k}": heldout_samples(records, rerank_k)}, f"HeldOut_R{rerank_k}_mean"
+        return {"MSMARCOHeldOut": heldout_retrieval_set(records)}, "HeldOut"
     names = [name.strip() for name in eval_datasets.split(",") if name.strip()]
-    return load_nanobeir(eval_data, names, rerank_k), f"NanoBEIR_R{rerank_k}_mean"
+    return load_nanobeir_retrieval(eval_data, names), "NanoBEIR"
+
+
+def load_eval_sets(eval_data, eval_datasets="msmarco,nfcorpus,nq", rerank_k=100, train_data=None,
+                   train_queries=None, first_stage=None):
+    """({dataset name: reranking samples}, name of the mean row) for --eval-data. first_stage(retrieval set, k) ->
+    per-query candidate rankings; default: the BM25 first stage of the set."""
+    retrieval_sets, prefix = load_retrieval_sets(eval_data, eval_datasets, train_data, train_queries)
+    samples = {}
+    for name, retrieval_set in retrieval_sets.items():
+        candidates = first_stage(retrieval_set, rerank_k) if first_stage else retrieval_set["first_stage"]
+        samples[f"{name}_R{rerank_k}"] = reranking_samples(retrieval_set, candidates, rerank_k)
+    return samples, f"{prefix}_R{rerank_k}_mean"
+
+
+def dense_first_stage(model_dir, max_length=512, batch_size=64, device="cpu", bf16=False, progress=True):
+    """first_stage for load_eval_sets: the dense top-k of the bi-encoder in model_dir (its saved pooling, else CLS)."""
+    model, tokenizer = load_model("bi-encoder", model_dir)
+    model.to(device)
+    pooling = saved_pooling(model_dir)
+    return lambda retrieval_set, k: dense_rankings(model, tokenizer, retrieval_set, pooling, k, max_length=max_length,
+                                                   batch_size=batch_size, device=device, bf16=bf16, progress=progress)
+
+
+def parse_candidates(candidates):
+    """'bm25' -> None; 'dense:MODEL_DIR' -> MODEL_DIR."""
+    if candidates == "bm25":
+        return None
+    if candidates.startswith("dense:") and len(candidates) > len("dense:"):
+        return candidates[len("dense:") :]
+    raise ValueError(f"--candidates must be 'bm25' or 'dense:MODEL_DIR', got {candidates!r}")
+
+
+def load_evaluation(arch, eval_data, eval_datasets, rerank_k=100, train_data=None, train_queries=None,
+                    candidates="bm25", max_length=512, batch_size=64, device="cpu", bf16=False):
+    """(evaluation sets, mean name) for a model of kind `arch`: retrieval sets for a bi-encoder, reranking samples
+    with the first stage given by `candidates` for a cross-encoder."""
+    dense_dir = parse_candidates(candidates)
+    if arch == "bi-encoder":
+        if dense_dir is not None:
+            raise ValueError("--candidates applies to the cross-encoder's reranking evaluation only")
+        retrieval_sets, prefix = load_retrieval_sets(eval_data, eval_datasets, train_data, train_queries)
+        return retrieval_sets, f"{prefix}_mean"
+    with torch.random.fork_rng(devices=[]):  # loading the retriever must not move the seeded init of the model
+        first_stage = dense_dir and dense_first_stage(dense_dir, max_length, batch_size, device, bf16)
+        return load_eval_sets(eval_data, eval_datasets, rerank_k, train_data, train_queries, first_stage)
+
+
+def run_evaluation(arch, model, tokenizer, eval_sets, mean_name, pooling=None, max_length=512, batch_size=64,
+                   device="cpu", bf16=False, at_k=10, progress=True):
+    """(results, markdown table, key of the score that picks the best model)."""
+    if arch == "bi-encoder":
+        results = evaluate_retrieval(model, tokenizer, eval_sets, mean_name, pooling, max_length, batch_size, device,
+                                     bf16, at_k, progress=progress)
+        return results, format_retrieval_table(results, list(eval_sets), mean_name), f"{mean_name}_dot_ndcg@{at_k}"
+    results = evaluate_model(model, tokenizer, eval_sets, mean_name, max_length, batch_size, device, bf16, at_k,
+                             progress)
+    return results, format_table(results, list(eval_sets), mean_name), f"{mean_name}_ndcg@{at_k}"
 
 
 def evaluate_model(model, tokenizer, eval_sets, mean_name, max_length=512, batch_size=64, device="cpu", bf16=False,
@@ -62,8 +118,15 @@ def evaluate_model(model, tokenizer, eval_sets, mean_name, max_length=512, batch
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(prog="python -m train.evaluate", description=__doc__)
-    p.add_argument("--model", required=True, help="model directory (or hub id) of a one-label cross-encoder")
+    p = argparse.ArgumentParser(prog="python -m train.evaluate", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", required=True, help="model directory (or hub id)")
+    p.add_argument("--arch", choices=ARCHS, default="cross-encoder",
+                   help="cross-encoder: one-label reranker, reranking evaluation; bi-encoder: dense retrieval")
+    p.add_argument("--pooling", choices=["cls", "mean"], default=None,
+                   help="bi-encoder pooling (default: the one saved in MODEL/1_Pooling/config.json, else cls)")
+    p.add_argument("--candidates", default="bm25",
+                   help="cross-encoder first stage: 'bm25' or 'dense:MODEL_DIR' (a bi-encoder's top --rerank-k)")
     p.add_argument("--eval-data", default=NANOBEIR_HUB_ID, help="NanoBEIR hub id, local directory, or 'heldout'")
     p.add_argument("--eval-datasets", default="msmarco,nfcorpus,nq")
     p.add_argument("--train-data", default=None, help="for --eval-data heldout: the ms_marco-schema file")
@@ -76,23 +139,20 @@ def main(argv=None):
     p.add_argument("--output", default=None, help="write the results as JSON here")
     args = p.parse_args(argv)
 
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer
-
     device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
     bf16 = args.bf16 == "on" or (args.bf16 == "auto" and device == "cuda" and torch.cuda.is_bf16_supported())
     try:
-        eval_sets, mean_name = load_eval_sets(args.eval_data, args.eval_datasets, args.rerank_k, args.train_data,
-                                              args.train_queries)
-        try:
-            tokenizer = AutoTokenizer.from_pretrained(args.model)
-            model = AutoModelForSequenceClassification.from_pretrained(args.model, num_labels=1).to(device)
-        except OSError as exc:
-            raise hub_unavailable(args.model, exc) from exc
+        eval_sets, mean_name = load_evaluation(args.arch, args.eval_data, args.eval_datasets, args.rerank_k,
+                                               args.train_data, args.train_queries, args.candidates, args.max_length,
+                                               args.batch_size, device, bf16)
+        model, tokenizer = load_model(args.arch, args.model)
     except HubUnavailableError as exc:
         print(exc, file=sys.stderr)
         return 2
-    results = evaluate_model(model, tokenizer, eval_sets, mean_name, args.max_length, args.batch_size, device, bf16)
-    print(format_table(results, list(eval_sets), mean_name))
+    pooling = args.pooling or saved_pooling(args.model)
+    results, table, _ = run_evaluation(args.arch, model.to(device), tokenizer, eval_sets, mean_name, pooling,
+                                       args.max_length, args.batch_size, device, bf16)
+    print(table)
     if args.output:
         with open(args.output, "w") as f:
             json.dump(results, f, indent=2)

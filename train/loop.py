@@ -1,17 +1,27 @@
-"""Train a cross-encoder reranker with the fused ListMLE / p-ListMLE loss: `python -m train [flags]`.
+"""Train a cross-encoder reranker or a bi-encoder retriever with the fused ListMLE / p-ListMLE loss:
+`python -m train [--arch cross-encoder|bi-encoder] [flags]`.
 
 Read top to bottom: flags (train/config.py) -> processes and device -> data -> model and optimizer -> resume ->
-a plain loop (forward on every (query, doc) pair of 16 queries, loss over each query's list, backward, clip,
-step) with evaluation + checkpoint every --eval-steps. Multi-GPU: `torchrun --nproc_per_node N -m train ...`
-(PyTorch DDP; gloo on CPU, nccl on CUDA); --batch-size is per process.
+a plain loop (scores of each of 16 queries against its candidate list, loss over the lists, backward, clip, step)
+with evaluation + checkpoint every --eval-steps. The two architectures differ only in how a batch is scored
+(`batch_scores`), how a model is loaded and saved (train/models.py) and how it is evaluated (train/evaluate.py):
+  cross-encoder  one forward pass over every (query, passage) pair; NanoBEIR-style reranking of the first stage
+                 (--candidates bm25 or dense:MODEL_DIR)
+  bi-encoder     one shared encoder embeds queries and passages (--pooling cls|mean), scores are dot products with
+                 the query's own passages (+ the batch's other passages with --in-batch-negatives); full-corpus
+                 dense retrieval (train/retrieval.py)
+Multi-GPU: `torchrun --nproc_per_node N -m train ...` (PyTorch DDP; gloo on CPU, nccl on CUDA); --batch-size is per
+process.
 
 Output directory:
   train_log.jsonl        one line per step: step, epoch, loss, lr, grad_norm, queries_per_s
   eval_results.jsonl     one line per evaluation: step, val_loss, "<Dataset>_R100_ndcg@10", ..., "..._mean_ndcg@10"
+                         (bi-encoder: "<Dataset>_dot_ndcg@10", ..., "NanoBEIR_mean_dot_ndcg@10")
   checkpoint-<step>/     model + tokenizer (save_pretrained) + trainer_state.pt (optimizer, scheduler, step, best)
                          + rng_state_<rank>.pt; the last two are kept; --resume continues from one exactly
-  best-model/            save_pretrained of the best evaluation by mean ndcg@10 (loads with transformers'
-                         AutoModelForSequenceClassification and sentence-transformers' CrossEncoder)
+  best-model/            save_pretrained of the best evaluation by mean ndcg@10 (cross-encoder: loads with
+                         transformers' AutoModelForSequenceClassification and sentence-transformers' CrossEncoder;
+                         bi-encoder: with AutoModel and sentence-transformers' SentenceTransformer)
 """
 
 import glob
@@ -31,23 +41,33 @@ from tqdm.auto import tqdm
 from listmle_kernels import listmle_loss
 
 from .config import parse_args
+from .biencoder import biencoder_scores
 from .data import (batch_indices, collate, load_msmarco_rows, pad_scores, split_validation, steps_per_epoch,
                    to_listwise)
-from .evaluate import evaluate_model, load_eval_sets
-from .hub import HubUnavailableError, hub_unavailable
-from .nanobeir import format_table
+from .evaluate import load_evaluation, run_evaluation
+from .hub import HubUnavailableError
+from .models import load_model, load_weights, save_model
 
 KEEP_CHECKPOINTS = 2
 
 
-def compute_loss(model, tokenizer, records, args, device, use_bf16, generator=None):
-    """ListMLE over a batch of queries: scores of all pairs in one forward pass, padded to (B, max docs)."""
-    encoded, lengths, labels = collate(tokenizer, records, args.max_length)
+def batch_scores(model, tokenizer, records, args, device, use_bf16):
+    """(scores (B, L) fp32, labels (B, L), {"lengths": ...} or {"mask": ...}) of a batch of queries, each row a
+    query's candidate list in target order (positives first); the loss runs in fp32 whatever the autocast dtype."""
     with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=use_bf16):
+        if args.arch == "bi-encoder":
+            scores, labels, mask = biencoder_scores(model, tokenizer, records, args.pooling, args.max_length, device,
+                                                    args.in_batch_negatives)
+            return scores, labels, {"mask": mask}
+        encoded, lengths, labels = collate(tokenizer, records, args.max_length)  # every pair in one forward pass
         flat_scores = model(**encoded.to(device)).logits[:, 0]
-    scores = pad_scores(flat_scores.float(), lengths)  # the loss runs in fp32 whatever the autocast dtype
-    return listmle_loss(scores, labels.to(device), lengths=lengths.to(device),
-                        lambda_weight="plistmle" if args.loss == "plistmle" else None,
+    return pad_scores(flat_scores.float(), lengths), labels.to(device), {"lengths": lengths.to(device)}
+
+
+def compute_loss(model, tokenizer, records, args, device, use_bf16, generator=None):
+    """ListMLE over a batch of queries, padding excluded exactly through lengths or mask."""
+    scores, labels, padding = batch_scores(model, tokenizer, records, args, device, use_bf16)
+    return listmle_loss(scores, labels, **padding, lambda_weight="plistmle" if args.loss == "plistmle" else None,
                         respect_input_order=args.respect_input_order, ties=args.ties, generator=generator,
                         backend=args.loss_backend)
 
@@ -139,23 +159,20 @@ def train(args):
         rows = rows[: args.train_queries]
     records = to_listwise(rows, args.max_docs)
     train_records, val_records = split_validation(records, args.val_queries, args.seed)
-    eval_sets, mean_name = load_eval_sets(args.eval_data, args.eval_datasets, args.rerank_k, args.train_data,
-                                          args.train_queries) if master else ({}, None)
+    eval_sets, mean_name = load_evaluation(
+        args.arch, args.eval_data, args.eval_datasets, args.rerank_k, args.train_data, args.train_queries,
+        args.candidates, args.max_length, args.eval_batch_size, device, use_bf16) if master else ({}, None)
     per_epoch = steps_per_epoch(len(train_records), args.batch_size, world_size)
     total_steps = args.max_steps if args.max_steps is not None else args.epochs * per_epoch
     eval_steps = args.eval_steps or max(1, total_steps // 5)
     if master:
         print(f"{len(rows)} rows -> {len(records)} queries with a selected passage: {len(train_records)} train, "
               f"{len(val_records)} validation; {per_epoch} steps per epoch, {total_steps} steps, "
-              f"{world_size} process(es), device {device}, bf16 {use_bf16}")
+              f"{world_size} process(es), device {device}, bf16 {use_bf16}, {args.arch}")
 
     # ------------------------------------------------------------------ model, optimizer, schedule
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer, get_linear_schedule_with_warmup
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(args.model)
-        model = AutoModelForSequenceClassification.from_pretrained(args.model, num_labels=1)
-    except OSError as exc:
-        raise hub_unavailable(args.model, exc) from exc
+    from transformers import get_linear_schedule_with_warmup
+    model, tokenizer = load_model(args.arch, args.model)
     model.to(device).train()
     raw_model = model
     if distributed:
@@ -177,8 +194,7 @@ def train(args):
                 raise FileNotFoundError(f"--resume: no checkpoint-* in {args.output_dir}")
             checkpoint = found[-1]
         state = torch.load(os.path.join(checkpoint, "trainer_state.pt"), map_location="cpu", weights_only=False)
-        raw_model.load_state_dict(
-            AutoModelForSequenceClassification.from_pretrained(checkpoint, num_labels=1).state_dict())
+        load_weights(args.arch, raw_model, checkpoint)
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         step, best = state["step"], state["best"]
@@ -196,19 +212,19 @@ def train(args):
         nonlocal best
         if master:
             results = {"step": step, "val_loss": validation_loss(raw_model, tokenizer, val_records, args, device, use_bf16)}
-            results.update(evaluate_model(raw_model, tokenizer, eval_sets, mean_name, args.max_length,
-                                          args.eval_batch_size, device, use_bf16))
+            metrics, table, best_key = run_evaluation(args.arch, raw_model, tokenizer, eval_sets, mean_name,
+                                                      args.pooling, args.max_length, args.eval_batch_size, device,
+                                                      use_bf16)
+            results.update(metrics)
             append_jsonl(eval_path, results)
-            tqdm.write(f"step {step}: val_loss {results['val_loss']}\n" + format_table(results, list(eval_sets), mean_name))
-            score = results[f"{mean_name}_ndcg@10"]
+            tqdm.write(f"step {step}: val_loss {results['val_loss']}\n" + table)
+            score = results[best_key]
             if best is None or score > best["score"]:
-                best = {"score": score, "step": step}
-                raw_model.save_pretrained(os.path.join(args.output_dir, "best-model"))
-                tokenizer.save_pretrained(os.path.join(args.output_dir, "best-model"))
+                best = {"score": score, "step": step, "key": best_key}
+                save_model(args.arch, raw_model, tokenizer, os.path.join(args.output_dir, "best-model"), args.pooling)
             if step > 0:
                 path = os.path.join(args.output_dir, f"checkpoint-{step}")
-                raw_model.save_pretrained(path)
-                tokenizer.save_pretrained(path)
+                save_model(args.arch, raw_model, tokenizer, path, args.pooling)
                 torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "step": step,
                             "best": best, "args": vars(args)}, os.path.join(path, "trainer_state.pt"))
                 old = sorted(glob.glob(os.path.join(args.output_dir, "checkpoint-*")), key=lambda p: int(p.rsplit("-", 1)[1]))
@@ -253,7 +269,7 @@ def train(args):
             evaluate_and_checkpoint(step)
     progress.close()
     if master and best is not None:
-        print(f"best {mean_name}_ndcg@10 = {best['score']:.4f} at step {best['step']} -> "
+        print(f"best {best.get('key', 'ndcg@10')} = {best['score']:.4f} at step {best['step']} -> "
               f"{os.path.join(args.output_dir, 'best-model')}")
     if distributed:
         dist.destroy_process_group()

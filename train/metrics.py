@@ -71,6 +71,17 @@ def average_precision(relevant, scores):
     return float(np.sum(recall_gain * precision))
 
 
+def recall_at_k(relevant, scores, k):
+    """Share of the relevant candidates within the top k, in the same order as reciprocal_rank
+    (`np.argsort(scores)[::-1]`). 0 when nothing is relevant."""
+    relevant = np.asarray(relevant, dtype=np.float64)
+    n_relevant = relevant.sum()
+    if n_relevant == 0:
+        return 0.0
+    top = np.argsort(np.asarray(scores))[::-1][:k]
+    return float(relevant[top].sum() / n_relevant)
+
+
 def ranking_metrics(relevant, scores, at_k=10):
     """(mrr@k, ndcg@k, ap) for one query, as CrossEncoderRerankingEvaluator.compute_metrics returns them."""
     return reciprocal_rank(relevant, scores, at_k), ndcg_at_k(relevant, scores, at_k), average_precision(relevant, scores)

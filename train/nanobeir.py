@@ -13,6 +13,9 @@ sentence-transformers' conventions:
 
 Metric keys: "{Dataset}_R100_{metric}" per dataset ("NanoMSMARCO_R100_ndcg@10") and
 "NanoBEIR_R100_mean_{metric}" for the mean over datasets ("NanoBEIR_R100_mean_ndcg@10").
+
+The samples are built from a *retrieval set* (queries, whole corpus, positives and BM25 first stage as corpus
+indices), which is also what the dense retrieval evaluation of a bi-encoder (train/retrieval.py) searches.
 """
 
 import json
@@ -138,34 +141,55 @@ def _load_tables(source, split):
         raise hub_unavailable(f"{source} ({split})", exc) from exc
 
 
-def nanobeir_samples(tables, rerank_k=100):
-    """Reranking samples of one NanoBEIR split: per row of the bm25 table, its top rerank_k candidates in BM25
-    order, positives = every corpus id the qrels give for the query."""
-    corpus = {str(row["_id"]): row["text"] for row in tables["corpus"]}
+def nanobeir_retrieval_set(tables):
+    """One NanoBEIR split as a retrieval set (see `reranking_samples`): the whole corpus, one query per row of the
+    bm25 table (the queries the reranking evaluation uses), positives = every corpus id the qrels give for the query,
+    first stage = the bm25 table's ranking."""
+    index = {str(row["_id"]): i for i, row in enumerate(tables["corpus"])}
     queries = {str(row["_id"]): row["text"] for row in tables["queries"]}
     positives = {}  # query id -> corpus ids, first-seen order, no repeats
     for row in tables["qrels"]:
         ids = row["corpus-id"] if isinstance(row["corpus-id"], list) else [row["corpus-id"]]
         known = positives.setdefault(str(row["query-id"]), [])
         known.extend(str(i) for i in ids if str(i) not in known)
-    samples = []
-    for row in tables["bm25"]:
-        query_id = str(row["query-id"])
-        samples.append({
-            "query": queries[query_id],
-            "positive": [corpus[i] for i in positives.get(query_id, [])],
-            "documents": [corpus[str(i)] for i in row["corpus-ids"][:rerank_k]],
-        })
-    return samples
+    query_ids = [str(row["query-id"]) for row in tables["bm25"]]
+    return {
+        "queries": [queries[q] for q in query_ids],
+        "corpus": [row["text"] for row in tables["corpus"]],
+        "positives": [[index[i] for i in positives.get(q, [])] for q in query_ids],
+        "first_stage": [[index[str(i)] for i in row["corpus-ids"]] for row in tables["bm25"]],
+    }
+
+
+def reranking_samples(retrieval_set, candidates, rerank_k=100):
+    """Reranking samples from a retrieval set {"queries": [str], "corpus": [str], "positives": [[corpus index]],
+    "first_stage": [[corpus index]]} and per-query candidate lists (corpus indices, best first: its "first_stage",
+    or a dense retriever's ranking): the first rerank_k candidates of each query."""
+    corpus = retrieval_set["corpus"]
+    return [{"query": query, "positive": [corpus[i] for i in positives], "documents": [corpus[i] for i in ranked[:rerank_k]]}
+            for query, positives, ranked in zip(retrieval_set["queries"], retrieval_set["positives"], candidates)]
+
+
+def nanobeir_samples(tables, rerank_k=100):
+    """Reranking samples of one NanoBEIR split: per row of the bm25 table, its top rerank_k candidates in BM25
+    order, positives = every corpus id the qrels give for the query."""
+    retrieval_set = nanobeir_retrieval_set(tables)
+    return reranking_samples(retrieval_set, retrieval_set["first_stage"], rerank_k)
+
+
+def load_nanobeir_retrieval(source=NANOBEIR_HUB_ID, dataset_names=("msmarco", "nfcorpus", "nq")):
+    """{"NanoMSMARCO": retrieval set, ...} from the hub id or a local directory DIR/NanoMSMARCO/*.jsonl."""
+    sets = {}
+    for short in dataset_names:
+        split = NANOBEIR_SPLITS.get(short.lower(), short)
+        sets[split] = nanobeir_retrieval_set(_load_tables(source, split))
+    return sets
 
 
 def load_nanobeir(source=NANOBEIR_HUB_ID, dataset_names=("msmarco", "nfcorpus", "nq"), rerank_k=100):
     """{"NanoMSMARCO_R100": samples, ...} from the hub id or a local directory DIR/NanoMSMARCO/*.jsonl."""
-    datasets = {}
-    for short in dataset_names:
-        split = NANOBEIR_SPLITS.get(short.lower(), short)
-        datasets[f"{split}_R{rerank_k}"] = nanobeir_samples(_load_tables(source, split), rerank_k)
-    return datasets
+    return {f"{name}_R{rerank_k}": reranking_samples(retrieval_set, retrieval_set["first_stage"], rerank_k)
+            for name, retrieval_set in load_nanobeir_retrieval(source, dataset_names).items()}
 
 
 # ------------------------------------------------------------- held-out MS MARCO queries as a NanoBEIR-style set
@@ -192,17 +216,22 @@ def bm25_rank(query, documents, k1=1.5, b=0.75):
     return list(np.argsort(-scores, kind="stable"))
 
 
+def heldout_retrieval_set(queries):
+    """A retrieval set from MS MARCO rows (data.to_listwise records): the corpus is every passage of every given
+    query (deduplicated), positives are each query's selected passages, the first stage is BM25 over that pool."""
+    pool = list(dict.fromkeys(doc for q in queries for doc in q["docs"]))
+    index = {doc: i for i, doc in enumerate(pool)}
+    return {
+        "queries": [q["query"] for q in queries],
+        "corpus": pool,
+        "positives": [[index[doc] for doc, label in zip(q["docs"], q["labels"]) if label > 0] for q in queries],
+        "first_stage": [bm25_rank(q["query"], pool) for q in queries],
+    }
+
+
 def heldout_samples(queries, rerank_k=100):
-    """NanoBEIR-style reranking samples from MS MARCO rows (data.load_msmarco records): the candidate pool is every
+    """NanoBEIR-style reranking samples from MS MARCO rows (data.to_listwise records): the candidate pool is every
     passage of every given query (deduplicated), each query's candidates are its BM25 top rerank_k from that pool,
     so its own passages are mixed with the other queries' passages; positives are its selected passages."""
-    pool = list(dict.fromkeys(doc for q in queries for doc in q["docs"]))
-    samples = []
-    for q in queries:
-        order = bm25_rank(q["query"], pool)[:rerank_k]
-        samples.append({
-            "query": q["query"],
-            "positive": [doc for doc, label in zip(q["docs"], q["labels"]) if label > 0],
-            "documents": [pool[i] for i in order],
-        })
-    return samples
+    retrieval_set = heldout_retrieval_set(queries)
+    return reranking_samples(retrieval_set, retrieval_set["first_stage"], rerank_k)

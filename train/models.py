@@ -1,0 +1,42 @@
+"""Loading and saving the two model kinds `python -m train --arch` trains.
+
+cross-encoder: AutoModelForSequenceClassification with one label (the score of a (query, passage) pair).
+bi-encoder:    AutoModel, a shared encoder for queries and passages (train/biencoder.py), saved with its pooling.
+"""
+
+from .biencoder import save_biencoder
+from .hub import hub_unavailable
+
+ARCHS = ("cross-encoder", "bi-encoder")
+
+
+def model_class(arch):
+    from transformers import AutoModel, AutoModelForSequenceClassification
+    if arch == "cross-encoder":
+        return lambda path: AutoModelForSequenceClassification.from_pretrained(path, num_labels=1)
+    if arch == "bi-encoder":
+        return AutoModel.from_pretrained
+    raise ValueError(f"arch must be one of {ARCHS}, got {arch!r}")
+
+
+def load_model(arch, path):
+    """(model, tokenizer) from a local directory or hub id; a hub id that cannot be loaded raises
+    HubUnavailableError with the offline flags."""
+    from transformers import AutoTokenizer
+    try:
+        return model_class(arch)(path), AutoTokenizer.from_pretrained(path)
+    except OSError as exc:
+        raise hub_unavailable(path, exc) from exc
+
+
+def load_weights(arch, model, path):
+    """Copy the weights saved in `path` into `model` (resuming: the optimizer keeps pointing at its parameters)."""
+    model.load_state_dict(model_class(arch)(path).state_dict())
+
+
+def save_model(arch, model, tokenizer, path, pooling=None):
+    if arch == "bi-encoder":
+        save_biencoder(model, tokenizer, path, pooling)
+    else:
+        model.save_pretrained(path)
+        tokenizer.save_pretrained(path)
