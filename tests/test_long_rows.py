@@ -5,7 +5,6 @@ from unittest import mock
 import pytest
 import torch
 from hypothesis import given
-from hypothesis import strategies as st
 
 import listmle_kernels.triton_listmle as triton_listmle
 from listmle_kernels import listmle_loss

@@ -19,26 +19,18 @@ from train.evaluate import main as evaluate_main
 from train.loop import main as train_main
 from train.retrieval import evaluate_retrieval, retrieval_metrics
 
-from train_fixtures import make_msmarco_rows, make_tiny_bert, read_jsonl, write_json, write_nanobeir_dir
+from train_fixtures import make_training_material, read_jsonl, training_args
 
 L3, L4 = 1 / math.log2(3), 1 / math.log2(4)  # discounts of ranks 2 and 3
 
 
 @pytest.fixture(scope="module")
 def material(tmp_path_factory):
-    root = tmp_path_factory.mktemp("biencoder_material")
-    rows = make_msmarco_rows(48)
-    return {
-        "rows": write_json(root / "rows.json", rows),
-        "nano": write_nanobeir_dir(root / "nano", rows[32:]),
-        "bert": make_tiny_bert(root / "bert", rows, dropout=0.1),
-        "bert_no_dropout": make_tiny_bert(root / "bert0", rows, dropout=0.0),
-    }
+    return make_training_material(tmp_path_factory.mktemp("biencoder_material"))
 
 
 def common(material, out, model="bert"):
-    return ["--arch", "bi-encoder", "--model", material[model], "--train-data", material["rows"], "--max-length", "64",
-            "--output-dir", str(out), "--device", "cpu", "--seed", "5"]
+    return ["--arch", "bi-encoder"] + training_args(material, out, model)
 
 
 # ------------------------------------------------------------------------------------------- lists and padding

@@ -14,24 +14,16 @@ import pytest
 from train.evaluate import main as evaluate_main
 from train.loop import main as train_main
 
-from train_fixtures import REPO_ROOT, make_msmarco_rows, make_tiny_bert, read_jsonl, write_json, write_nanobeir_dir
+from train_fixtures import REPO_ROOT, make_training_material, read_jsonl, training_args
 
 
 @pytest.fixture(scope="module")
 def material(tmp_path_factory):
-    root = tmp_path_factory.mktemp("train_material")
-    rows = make_msmarco_rows(48)
-    return {
-        "rows": write_json(root / "rows.json", rows),
-        "nano": write_nanobeir_dir(root / "nano", rows[32:]),
-        "bert": make_tiny_bert(root / "bert", rows, dropout=0.1),
-        "bert_no_dropout": make_tiny_bert(root / "bert0", rows, dropout=0.0),
-    }
+    return make_training_material(tmp_path_factory.mktemp("train_material"))
 
 
 def common(material, out, model="bert"):
-    return ["--model", material[model], "--train-data", material["rows"], "--max-length", "64",
-            "--output-dir", str(out), "--device", "cpu", "--seed", "5"]
+    return training_args(material, out, model)
 
 
 def test_loss_decreases_eval_runs_best_model_loads(material, tmp_path):

@@ -114,6 +114,23 @@ def make_tiny_bert(path, rows, dropout=0.1, seed=0):
     return str(path)
 
 
+def make_training_material(root):
+    """What the training tests share: 48 rows as JSON, a NanoBEIR directory of the last 16, tiny BERTs."""
+    rows = make_msmarco_rows(48)
+    return {
+        "rows": write_json(root / "rows.json", rows),
+        "nano": write_nanobeir_dir(root / "nano", rows[32:]),
+        "bert": make_tiny_bert(root / "bert", rows, dropout=0.1),
+        "bert_no_dropout": make_tiny_bert(root / "bert0", rows, dropout=0.0),
+    }
+
+
+def training_args(material, out, model="bert"):
+    """The `python -m train` flags every training test starts from."""
+    return ["--model", material[model], "--train-data", material["rows"], "--max-length", "64",
+            "--output-dir", str(out), "--device", "cpu", "--seed", "5"]
+
+
 def read_jsonl(path):
     with open(path) as f:
         return [json.loads(line) for line in f if line.strip()]
