@@ -55,7 +55,7 @@ def _linear_sums(s, real, realf, w, need_grad):
     masked = torch.where(real, s, float("-inf"))
     z = masked - masked.amax(1, keepdim=True).clamp_min(torch.finfo(s.dtype).min)  # empty rows: no -inf - -inf
     z = z.clamp_min_(-(LINEAR_SPAN + 50))  # exp(-650) ~ 1e-282: no underflow, the fast path
-    if z.numel() and float((z * realf).amin()) < -LINEAR_SPAN:
+    if float((z * realf).amin()) < -LINEAR_SPAN:
         return None
     e = torch.exp(z).mul_(realf)
     suffix = e.flip(1).cumsum(1).flip(1).clamp_min_(1e-300)  # >= e > 1e-261 at real slots; 0 at trailing padding
@@ -79,6 +79,9 @@ def _log_space_sums(s, real, realf, w, need_grad):
 def torch_listmle(inputs: ListMLEInputs, seed: int, row_scale: float, need_grad: bool):
     """Per-row losses (B,) in float32/float64 and the gradient of sum(row_scale * loss), or None."""
     scores = inputs.scores.detach()
+    if scores.numel() == 0:  # no rows, or rows without documents
+        row_loss = scores.new_zeros(scores.shape[0], dtype=accumulator_dtype(scores.dtype))
+        return row_loss, (torch.zeros_like(scores) if need_grad else None)
     real = real_mask(scores, inputs.mask, inputs.lengths)
     order = None
     s = scores

@@ -81,7 +81,13 @@ def test_half_scores_give_float32_loss_and_half_gradient(dtype):
     assert loss.dtype == torch.float32 and scores.grad.dtype == dtype
 
 
-def test_empty_batch():
-    scores = torch.zeros(0, 5, requires_grad=True)
-    assert listmle_loss(scores, reduction="sum") == 0
-    assert listmle_loss(scores, reduction="none").shape == (0,)
+@pytest.mark.parametrize("backend", ["torch", "triton"])
+def test_empty_inputs(backend):
+    scores = torch.zeros(0, 5, device=DEVICE, requires_grad=True)
+    assert listmle_loss(scores, reduction="sum", backend=backend) == 0
+    assert listmle_loss(scores, reduction="none", backend=backend).shape == (0,)
+    scores = torch.zeros(2, 0, device=DEVICE, requires_grad=True)
+    loss = listmle_loss(scores, torch.zeros(2, 0, device=DEVICE), respect_input_order=False,
+                        lambda_weight="plistmle", backend=backend)
+    loss.backward()
+    assert loss == 0 and scores.grad.shape == (2, 0)
