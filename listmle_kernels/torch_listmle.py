@@ -10,9 +10,9 @@ lse_r = log sum_{t >= r} exp s_t over real slots:
 Two exact ways to evaluate the sums:
 
 * linear (fast): shift each row by its max m, e = exp(s - m), suffix sums S_r = sum_{t >= r} e_t by
-  cumsum, s_r - lse_r = (s_r - m) - log S_r, and grad_j = e_j * sum_{r <= j} w_r / S_r - w_j, all in
-  float64. Exact while no real score lies more than LINEAR_SPAN below its row's max: then
-  e >= exp(-LINEAR_SPAN) and 1 / S <= exp(LINEAR_SPAN) stay far inside float64's range.
+  cumsum, s_r - lse_r = (s_r - m) - log S_r, and grad_j = e_j * sum_{r <= j} w_r / S_r - w_j, in
+  float32 (float64 for float64 scores). Exact while no real score lies more than LINEAR_SPAN below its
+  row's max: then e >= exp(-LINEAR_SPAN) and 1 / S <= exp(LINEAR_SPAN) stay normal numbers.
 * log space (any span): both sums as torch.logcumsumexp, with nothing that can overflow
   (s_j - lse_r <= 0 for r <= j). Used for the batch when some row spans more.
 """
@@ -23,7 +23,9 @@ from ._inputs import WEIGHTS_NONE, WEIGHTS_PLISTMLE, ListMLEInputs, real_mask
 from .ops import accumulator_dtype
 from .target_order import target_order
 
-LINEAR_SPAN = 600.0  # exp(-600) ~ 1e-261: no float64 underflow, even summed over 2^31 documents
+# How far below its row's max a real score may lie for the linear path, per accumulation dtype:
+# exp(-span) and 1 / exp(-span) stay normal numbers (float32: 1.8e-35 / 5.5e34; float64: 1e-261).
+LINEAR_SPAN = {torch.float32: 80.0, torch.float64: 600.0}
 
 
 def _rank_weights(inputs: ListMLEInputs, real, realf, acc):
@@ -52,13 +54,14 @@ def _linear_sums(s, real, realf, w, need_grad):
     hold NaN); z is clamped so exp never takes its slow underflow path, and padding is zeroed by a
     multiply, so it drops out of every sum.
     """
+    span, finfo = LINEAR_SPAN[s.dtype], torch.finfo(s.dtype)
     masked = torch.where(real, s, float("-inf"))
-    z = masked - masked.amax(1, keepdim=True).clamp_min(torch.finfo(s.dtype).min)  # empty rows: no -inf - -inf
-    z = z.clamp_min_(-(LINEAR_SPAN + 50))  # exp(-650) ~ 1e-282: no underflow, the fast path
-    if float((z * realf).amin()) < -LINEAR_SPAN:
+    z = masked - masked.amax(1, keepdim=True).clamp_min(finfo.min)  # empty rows: no -inf - -inf
+    z = z.clamp_min_(-(span + 4))  # exp stays normal: no slow underflow path
+    if float((z * realf).amin()) < -span:
         return None
     e = torch.exp(z).mul_(realf)
-    suffix = e.flip(1).cumsum(1).flip(1).clamp_min_(1e-300)  # >= e > 1e-261 at real slots; 0 at trailing padding
+    suffix = e.flip(1).cumsum(1).flip(1).clamp_min_(finfo.tiny)  # >= e at real slots; 0 at trailing padding
     log_prob = z - torch.log(suffix)  # finite everywhere; padding is weighted by w = 0
     if not need_grad:
         return log_prob, None
@@ -88,13 +91,14 @@ def torch_listmle(inputs: ListMLEInputs, seed: int, row_scale: float, need_grad:
     if inputs.sort_by_labels:
         order = target_order(inputs.labels, real, inputs.random_ties, seed)
         s, real = s.gather(1, order), real.gather(1, order)
-    s = s.to(torch.float64)
-    realf = real.to(torch.float64)
-    w = _rank_weights(inputs, real, realf, torch.float64)
+    acc = accumulator_dtype(scores.dtype)
+    s = s.to(acc)
+    realf = real.to(acc)
+    w = _rank_weights(inputs, real, realf, acc)
 
     log_prob, grad = (_linear_sums(s, real, realf, w, need_grad)
                       or _log_space_sums(s, real, realf, w, need_grad))
-    row_loss = (-(w * log_prob).sum(1)).to(accumulator_dtype(scores.dtype))
+    row_loss = -(w * log_prob).sum(1)
     if grad is None:
         return row_loss, None
     grad = (grad * row_scale).to(scores.dtype)

@@ -196,3 +196,21 @@ def test_negative_zero_ties_with_zero(backend):
     labels = torch.tensor([[0.0, -0.0, 0.0]], device=DEVICE)
     torch.testing.assert_close(listmle_loss(scores, labels, respect_input_order=False, backend=backend),
                                listmle_loss(scores, backend=backend))
+
+
+@pytest.mark.parametrize("span", [1.0, 79.0, 81.0, 599.0, 601.0, 5000.0])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_any_score_span_is_exact(backend, span, dtype):
+    """The PyTorch path switches from exp/cumsum to log space past a span; both sides match."""
+    gen = torch.Generator().manual_seed(int(span))
+    scores = (torch.rand(3, 12, generator=gen, dtype=torch.float64) * span - span / 2).to(dtype).to(DEVICE)
+    lengths = torch.tensor([12, 7, 1], device=DEVICE)
+    for weight in (None, "plistmle"):
+        loss, grad = loss_and_grad(scores, lengths=lengths, lambda_weight=weight, reduction="none", backend=backend)
+        ref = scores.double().detach().requires_grad_(True)
+        ref_loss = listmle_reference(ref, lengths=lengths, lambda_weight=weight, reduction="none")
+        (ref_grad,) = torch.autograd.grad(ref_loss.sum(), ref)
+        tol = 1e-5 if dtype == torch.float32 else 1e-10
+        # exp(s_j - lse_r) loses ~eps * |s| to rounding of the exponent, so large scores earn slack
+        torch.testing.assert_close(loss.double(), ref_loss.detach(), rtol=tol, atol=tol * span)
+        torch.testing.assert_close(grad.double(), ref_grad, rtol=tol, atol=tol * max(1.0, span / 50))
