@@ -53,3 +53,18 @@ def test_long_rows_match_reference(backend, length, kwargs):
             lambda s: listmle_reference(s, labels, reduction="none", **kwargs), scores.double())
     torch.testing.assert_close(loss.double(), ref_loss, rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(grad.double(), ref_grad, rtol=1e-4, atol=1e-5 * ref_grad.abs().max().item())
+
+
+@pytest.mark.parametrize("batch, length", [(300, 5), (70, 60), (20, 130)])
+@pytest.mark.parametrize("sort", [False, True])
+def test_many_rows_packed_per_program(batch, length, sort):
+    """Short rows are packed several to a program; the last program is partly empty."""
+    gen = torch.Generator().manual_seed(batch)
+    scores = torch.randn(batch, length, generator=gen).to(DEVICE)
+    labels = torch.randint(0, 3, (batch, length), generator=gen).to(DEVICE)
+    lengths = torch.randint(0, length + 1, (batch,), generator=gen).to(DEVICE)
+    kwargs = dict(lengths=lengths, lambda_weight="plistmle", respect_input_order=not sort, reduction="none")
+    loss, grad = loss_and_grad(lambda s: listmle_loss(s, labels, backend="triton", **kwargs), scores)
+    ref_loss, ref_grad = loss_and_grad(lambda s: listmle_loss(s, labels, backend="torch", **kwargs), scores.double())
+    torch.testing.assert_close(loss.double(), ref_loss, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(grad.double(), ref_grad, rtol=1e-4, atol=1e-6)
