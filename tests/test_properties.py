@@ -214,3 +214,17 @@ def test_any_score_span_is_exact(backend, span, dtype):
         # exp(s_j - lse_r) loses ~eps * |s| to rounding of the exponent, so large scores earn slack
         torch.testing.assert_close(loss.double(), ref_loss.detach(), rtol=tol, atol=tol * span)
         torch.testing.assert_close(grad.double(), ref_grad, rtol=tol, atol=tol * max(1.0, span / 50))
+
+
+def test_nan_and_inf_scores(backend):
+    """NaN in a real score makes that row's loss NaN (as in torch); NaN/inf padding changes nothing."""
+    scores = randn(3, 4, seed=13)
+    lengths = torch.tensor([4, 2, 3], device=DEVICE)
+    clean = listmle_loss(scores, lengths=lengths, reduction="none", backend=backend)
+    dirty = scores.clone()
+    dirty[0, 1] = float("nan")
+    dirty[1, 2:] = torch.tensor([float("nan"), float("inf")])
+    dirty[2, 3] = float("-inf")
+    loss = listmle_loss(dirty, lengths=lengths, reduction="none", backend=backend)
+    assert torch.isnan(loss[0])
+    assert torch.equal(loss[1:], clean[1:])
