@@ -79,10 +79,10 @@ def _load_chunk(start, rows64, row_ok, cols, L,
     inside = row_ok[:, None] & (slot < L)[None, :]
     if ORDER == 2:
         pos = tl.load(order_ptr + rows64[:, None] * stride_ob + slot[None, :] * stride_ol,
-                      mask=inside, other=0).to(tl.int32)
+                      mask=inside, other=0).to(tl.int64)
         pos = tl.where(inside, pos, L)  # slots past the row end own no position
     else:
-        pos = slot[None, :] + tl.zeros_like(rows64)[:, None].to(tl.int32)
+        pos = slot[None, :] + tl.zeros_like(rows64)[:, None]
     real = _is_real(rows64, row_ok, pos, inside, mask_ptr, stride_mb, stride_ml, lengths_ptr, REAL)
     s = tl.load(scores_ptr + rows64[:, None] * stride_sb + pos * stride_sl, mask=real,
                 other=float("-inf"))
@@ -108,7 +108,7 @@ def _sorted_by_labels(rows64, row_ok, cols, L, seed, labels_ptr, stride_yb, stri
         rand = tl.randint(seed, (rows64[:, None] * L + cols[None, :]).to(tl.uint32))
         low = low | ((rand >> INDEX_BITS).to(tl.int64) << INDEX_BITS)
     packed = tl.sort((key.to(tl.int64) << 32) | low, dim=1, descending=True)
-    pos = (BLOCK - 1 - (packed & (BLOCK - 1))).to(tl.int32)
+    pos = BLOCK - 1 - (packed & (BLOCK - 1))
     return pos, tl.sum(real.to(tl.int32), axis=1)
 
 
@@ -130,7 +130,7 @@ def _listmle_kernel(
     rows = tl.program_id(0) * ROWS + tl.arange(0, ROWS)
     row_ok = rows < B
     rows64 = rows.to(tl.int64)
-    cols = tl.arange(0, BLOCK)
+    cols = tl.arange(0, BLOCK).to(tl.int64)  # 64-bit offsets: position * stride can pass 2^31
     chunk_ids = tl.arange(0, CHUNKS)  # num_chunks = cdiv(L, BLOCK) <= CHUNKS
 
     # Pass 1 (rows longer than one block): count real documents, sum custom weights, and keep
@@ -146,7 +146,7 @@ def _listmle_kernel(
                                        order_ptr, stride_ob, stride_ol, REAL, ORDER)
             if WEIGHTS == 2:
                 rank = n[:, None] + tl.cumsum(real.to(tl.int32), axis=1) - 1
-                w = tl.load(weights_ptr + rows64[:, None] * stride_wb + rank * stride_wl, mask=real,
+                w = tl.load(weights_ptr + rows64[:, None] * stride_wb + rank.to(tl.int64) * stride_wl, mask=real,
                             other=0).to(acc)
                 weight_sum += tl.sum(w, axis=1)
             m_k, s_k = _lse_total(s.to(acc))
@@ -189,7 +189,7 @@ def _listmle_kernel(
             w = (tl.exp2(-(rank + 1).to(acc)) - tail[:, None]) / tl.where(total > 0, total, 1.0)[:, None]
             w = tl.where(real & (total > 0)[:, None], w, 0.0)
         else:
-            w = tl.load(weights_ptr + rows64[:, None] * stride_wb + rank * stride_wl, mask=real,
+            w = tl.load(weights_ptr + rows64[:, None] * stride_wb + rank.to(tl.int64) * stride_wl, mask=real,
                         other=0).to(acc)
             if CHUNKS == 1:
                 weight_sum = tl.sum(w, axis=1)
