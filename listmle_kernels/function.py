@@ -16,12 +16,19 @@ def draw_seed(generator) -> int:
     return int(torch.randint(0, 2 ** 31 - 1, (), generator=generator, device=device))
 
 
+def prepare(scores, labels, mask, lengths, lambda_weight, respect_input_order, ties, generator, reduction,
+            validate, backend):
+    """Checked inputs and the seed of the random tie order (0 when unused)."""
+    inputs = parse_inputs(scores, labels, mask, lengths, lambda_weight, respect_input_order, ties,
+                          reduction, validate, backend)
+    return inputs, (draw_seed(generator) if inputs.random_ties else 0)
+
+
 def compiled_listmle_rows(scores, labels, mask, lengths, lambda_weight, respect_input_order, ties, generator,
                           reduction, validate, backend, need_grad):
     """Check the arguments, then call the registered operator (the path torch.compile traces)."""
-    inputs = parse_inputs(scores, labels, mask, lengths, lambda_weight, respect_input_order, ties,
-                          reduction, validate, backend)
-    seed = draw_seed(generator) if inputs.random_ties else 0
+    inputs, seed = prepare(scores, labels, mask, lengths, lambda_weight, respect_input_order, ties, generator,
+                           reduction, validate, backend)
     return listmle_rows(scores, inputs.labels, inputs.mask, inputs.lengths, inputs.weights,
                         inputs.weight_kind, inputs.random_ties, seed, 1.0, need_grad, inputs.backend)
 
@@ -47,9 +54,8 @@ class ListMLEFunction(torch.autograd.Function):
     @staticmethod
     def forward(ctx, scores, labels, mask, lengths, lambda_weight, respect_input_order, ties,
                 generator, reduction, validate, backend):
-        inputs = parse_inputs(scores, labels, mask, lengths, lambda_weight, respect_input_order, ties,
-                              reduction, validate, backend)
-        seed = draw_seed(generator) if inputs.random_ties else 0
+        inputs, seed = prepare(scores, labels, mask, lengths, lambda_weight, respect_input_order, ties,
+                               generator, reduction, validate, backend)
         mean_scale = 1.0 / scores.shape[0] if reduction == "mean" and scores.shape[0] else 1.0
         row_loss, grad = compute_rows(inputs, seed, mean_scale, ctx.needs_input_grad[0])
         ctx.reduction = reduction
