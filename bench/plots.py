@@ -20,6 +20,15 @@ def _grid_rows(rows, direction="fwd+bwd"):
     return [r for r in rows if r["group"] == "grid" and r["direction"] == direction and r.get("status") == "ok"]
 
 
+def _save(fig, title, path: Path) -> Path:
+    """Title, lay out, write and close a figure."""
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
 def plot_time_vs_length(rows, device_label, path: Path) -> Path | None:
     grid = _grid_rows(rows)
     if not grid:
@@ -40,11 +49,7 @@ def plot_time_vs_length(rows, device_label, path: Path) -> Path | None:
     for ax in list(axes.flat)[len(batch_sizes):]:
         ax.axis("off")
     axes.flat[0].legend(fontsize=8)
-    fig.suptitle(f"ListMLE forward+backward time\n{device_label}", fontsize=9)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(fig, f"ListMLE forward+backward time\n{device_label}", path)
 
 
 def plot_speedup_heatmap(rows, device_type, device_label, path: Path) -> Path | None:
@@ -73,11 +78,7 @@ def plot_speedup_heatmap(rows, device_type, device_label, path: Path) -> Path | 
         ax.set_yticks(range(len(batch_sizes)), [str(B) for B in batch_sizes])
         ax.set(xlabel="L", ylabel="B", title=f"x over {labels.get(baseline, baseline)}")
         fig.colorbar(image, ax=ax, shrink=0.8)
-    fig.suptitle(f"{labels.get(kernel, kernel)} fwd+bwd speedup (time of baseline / ours)\n{device_label}", fontsize=9)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(fig, f"{labels.get(kernel, kernel)} fwd+bwd speedup (time of baseline / ours)\n{device_label}", path)
 
 
 def plot_roofline_fraction(rows, device_type, device_label, path: Path) -> Path | None:
@@ -95,13 +96,9 @@ def plot_roofline_fraction(rows, device_type, device_label, path: Path) -> Path 
     if device_type == "cuda":
         ax.axhline(75, color="gray", linestyle="--", linewidth=1, label="75% target")
     ax.set(xscale="log", xlabel="B * L", ylabel="% of measured copy bandwidth")
-    ax.set_title(f"minimal bytes / time vs copy bandwidth\n{device_label}", fontsize=9)
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(fig, f"minimal bytes / time vs copy bandwidth\n{device_label}", path)
 
 
 def write_plots(rows, device_type, device_label, stem: Path) -> list[Path]:

@@ -21,6 +21,10 @@ def accumulator_dtype(dtype: torch.dtype) -> torch.dtype:
 
 def compute_rows(inputs: ListMLEInputs, seed: int, row_scale: float, need_grad: bool):
     """Per-row losses (B,) and the gradient of sum_b row_scale * loss_b (or None), by `inputs.backend`."""
+    scores = inputs.scores
+    if scores.numel() == 0:  # no rows, or rows without documents: nothing to launch
+        row_loss = scores.new_zeros(scores.shape[0], dtype=accumulator_dtype(scores.dtype))
+        return row_loss, (torch.zeros_like(scores.detach()) if need_grad else None)
     if inputs.backend == "triton":
         from .triton_listmle import triton_listmle  # imports triton only when used
         return triton_listmle(inputs, seed, row_scale, need_grad)

@@ -82,9 +82,6 @@ def _log_space_sums(s, real, realf, w, need_grad):
 def torch_listmle(inputs: ListMLEInputs, seed: int, row_scale: float, need_grad: bool):
     """Per-row losses (B,) in float32/float64 and the gradient of sum(row_scale * loss), or None."""
     scores = inputs.scores.detach()
-    if scores.numel() == 0:  # no rows, or rows without documents
-        row_loss = scores.new_zeros(scores.shape[0], dtype=accumulator_dtype(scores.dtype))
-        return row_loss, (torch.zeros_like(scores) if need_grad else None)
     real = real_mask(scores, inputs.mask, inputs.lengths)
     order = None
     s = scores

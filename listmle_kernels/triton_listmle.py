@@ -229,8 +229,6 @@ def triton_listmle(inputs: ListMLEInputs, seed: int, row_scale: float, need_grad
     scores = inputs.scores.detach()
     batch, length = scores.shape
     row_loss = torch.empty(batch, dtype=accumulator_dtype(scores.dtype), device=scores.device)
-    if batch == 0 or length == 0:
-        return row_loss.zero_(), (torch.zeros_like(scores) if need_grad else None)
 
     order = None
     if inputs.sort_by_labels and length > SORT_MAX_BLOCK:

@@ -7,7 +7,6 @@ import train_fixtures  # noqa: F401  (first: puts the repository root on sys.pat
 
 import json
 import math
-import shutil
 from types import SimpleNamespace
 
 import pytest
@@ -19,7 +18,7 @@ from train.evaluate import main as evaluate_main
 from train.loop import main as train_main
 from train.retrieval import evaluate_retrieval, retrieval_metrics
 
-from train_fixtures import make_training_material, read_jsonl, training_args
+from train_fixtures import assert_resume_is_exact, make_training_material, read_jsonl, training_args
 
 L3, L4 = 1 / math.log2(3), 1 / math.log2(4)  # discounts of ranks 2 and 3
 
@@ -130,20 +129,7 @@ def test_resume_continues_exactly(material, tmp_path):
     argv = ["--train-queries", "32", "--val-queries", "4", "--batch-size", "4", "--max-steps", "6", "--eval-steps",
             "3", "--lr", "1e-3", "--eval-data", "heldout", "--in-batch-negatives", "--loss", "plistmle",
             "--sort-by-labels", "--ties", "random"]
-    assert train_main(common(material, full) + argv) == 0
-    shutil.copytree(full, resumed)
-    shutil.rmtree(resumed / "checkpoint-6")  # as if the run had died after step 3's checkpoint...
-    with open(resumed / "train_log.jsonl", "a") as f:  # ...having logged a step past it
-        f.write(json.dumps({"step": 4, "loss": -1.0}) + "\n")
-    assert train_main(common(material, resumed) + argv + ["--resume"]) == 0
-
-    def strip(records):
-        return [{k: v for k, v in r.items() if k != "queries_per_s"} for r in records]
-
-    resumed_log = read_jsonl(resumed / "train_log.jsonl")
-    assert [r["step"] for r in resumed_log] == [1, 2, 3, 4, 5, 6]
-    assert strip(resumed_log) == strip(read_jsonl(full / "train_log.jsonl"))
-    assert read_jsonl(resumed / "eval_results.jsonl") == read_jsonl(full / "eval_results.jsonl")
+    assert_resume_is_exact(train_main, common(material, full), common(material, resumed), argv, full, resumed)
     assert "HeldOut_mean_dot_ndcg@10" in read_jsonl(full / "eval_results.jsonl")[-1]
 
 

@@ -5,7 +5,6 @@ import train_fixtures  # noqa: F401  (first: puts the repository root on sys.pat
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 
@@ -14,7 +13,7 @@ import pytest
 from train.evaluate import main as evaluate_main
 from train.loop import main as train_main
 
-from train_fixtures import REPO_ROOT, make_training_material, read_jsonl, training_args
+from train_fixtures import REPO_ROOT, assert_resume_is_exact, make_training_material, read_jsonl, training_args
 
 
 @pytest.fixture(scope="module")
@@ -64,21 +63,7 @@ def test_resume_continues_exactly(material, tmp_path):
     full, resumed = tmp_path / "full", tmp_path / "resumed"
     argv = ["--train-queries", "32", "--val-queries", "4", "--batch-size", "4", "--max-steps", "6", "--eval-steps",
             "3", "--lr", "1e-3", "--eval-data", "heldout", "--loss", "plistmle", "--sort-by-labels", "--ties", "random"]
-    assert train_main(common(material, full) + argv) == 0
-    shutil.copytree(full, resumed)
-    shutil.rmtree(resumed / "checkpoint-6")  # as if the run had died after step 3's checkpoint...
-    with open(resumed / "train_log.jsonl", "a") as f:  # ...having logged a step past it
-        f.write(json.dumps({"step": 4, "loss": -1.0}) + "\n")
-    assert train_main(common(material, resumed) + argv + ["--resume"]) == 0
-
-    def strip(records):
-        return [{k: v for k, v in r.items() if k != "queries_per_s"} for r in records]
-
-    full_log, resumed_log = read_jsonl(full / "train_log.jsonl"), read_jsonl(resumed / "train_log.jsonl")
-    assert [r["step"] for r in resumed_log] == [1, 2, 3, 4, 5, 6]
-    assert strip(resumed_log) == strip(full_log)  # identical losses, lrs and grad norms after the resume
-    assert read_jsonl(resumed / "eval_results.jsonl") == read_jsonl(full / "eval_results.jsonl")
-    assert "HeldOut_R100_mean_ndcg@10" in read_jsonl(full / "eval_results.jsonl")[-1]
+    assert_resume_is_exact(train_main, common(material, full), common(material, resumed), argv, full, resumed)
 
 
 def test_torchrun_two_processes_match_one(material, tmp_path):

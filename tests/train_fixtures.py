@@ -131,6 +131,28 @@ def training_args(material, out, model="bert"):
             "--output-dir", str(out), "--device", "cpu", "--seed", "5"]
 
 
+def assert_resume_is_exact(train_main, full_args, resumed_args, argv, full, resumed):
+    """Train 6 steps; resume a copy killed after step 3's checkpoint (with a stray log line past it):
+    the resumed run must log exactly what the uninterrupted one did."""
+    import json
+    import shutil
+
+    assert train_main(full_args + argv) == 0
+    shutil.copytree(full, resumed)
+    shutil.rmtree(resumed / "checkpoint-6")  # as if the run had died after step 3's checkpoint...
+    with open(resumed / "train_log.jsonl", "a") as f:  # ...having logged a step past it
+        f.write(json.dumps({"step": 4, "loss": -1.0}) + "\n")
+    assert train_main(resumed_args + argv + ["--resume"]) == 0
+
+    def strip(records):
+        return [{k: v for k, v in r.items() if k != "queries_per_s"} for r in records]
+
+    resumed_log = read_jsonl(resumed / "train_log.jsonl")
+    assert [r["step"] for r in resumed_log] == [1, 2, 3, 4, 5, 6]
+    assert strip(resumed_log) == strip(read_jsonl(full / "train_log.jsonl"))  # same losses, lrs, grad norms
+    assert read_jsonl(resumed / "eval_results.jsonl") == read_jsonl(full / "eval_results.jsonl")
+
+
 def read_jsonl(path):
     with open(path) as f:
         return [json.loads(line) for line in f if line.strip()]
