@@ -1,7 +1,9 @@
 """`ListMLEFunction`: the loss as a `torch.autograd.Function`, for use inside other trainers.
 
 Forward computes the per-row losses and the gradient in one pass, with the reduction's scale folded
-in, and saves the gradient; backward only multiplies it by grad_output.
+in, and saves the gradient; backward only multiplies it by grad_output. When the backward frees the
+graph (no retain_graph / create_graph) the saved gradient is used once, so it is scaled in place and
+returned: forward+backward then allocates the gradient once, not twice.
 """
 
 import torch
@@ -33,6 +35,27 @@ def compiled_listmle_rows(scores, labels, mask, lengths, lambda_weight, respect_
                         inputs.weight_kind, inputs.random_ties, seed, 1.0, need_grad, inputs.backend)
 
 
+def graph_freed_after_backward() -> bool:
+    """Whether the running backward frees the graph, so saved tensors are read this once.
+
+    PyTorch's own AOTAutograd asks the engine the same question before donating saved buffers; where
+    the query is missing, the answer is the safe one (kept).
+    """
+    keep_graph = getattr(torch._C._autograd, "_get_current_graph_task_keep_graph", None)
+    return keep_graph is not None and not keep_graph()
+
+
+def scale_saved_gradient(grad, grad_output, reduction, backend):
+    """grad_output * the saved gradient: in place when the graph is freed, else a new tensor."""
+    if not graph_freed_after_backward():
+        scale = grad_output.to(grad.dtype)
+        return grad * (scale[:, None] if reduction == "none" else scale)
+    if backend == "triton":
+        from .triton_scale import scale_rows_
+        return scale_rows_(grad, grad_output)
+    return grad.mul_((grad_output[:, None] if reduction == "none" else grad_output).to(grad.dtype))
+
+
 def reduce_rows(row_loss, reduction):
     if reduction == "none":
         return row_loss
@@ -58,14 +81,13 @@ class ListMLEFunction(torch.autograd.Function):
                                generator, reduction, validate, backend)
         mean_scale = 1.0 / scores.shape[0] if reduction == "mean" and scores.shape[0] else 1.0
         row_loss, grad = compute_rows(inputs, seed, mean_scale, ctx.needs_input_grad[0])
-        ctx.reduction = reduction
+        ctx.reduction, ctx.backend = reduction, inputs.backend
         ctx.save_for_backward(grad)
         return reduce_rows(row_loss, reduction)
 
     @staticmethod
     def backward(ctx, grad_output):
         (grad,) = ctx.saved_tensors
-        scale = grad_output.to(grad.dtype)
-        if ctx.reduction == "none":
-            scale = scale[:, None]
-        return (grad * scale,) + (None,) * 10
+        if grad is None:  # only a lambda-weight tensor asked for a gradient; it is a constant
+            return (None,) * 11
+        return (scale_saved_gradient(grad, grad_output, ctx.reduction, ctx.backend),) + (None,) * 10

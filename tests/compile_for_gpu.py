@@ -14,6 +14,7 @@ from triton.compiler import ASTSource
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from listmle_kernels.triton_listmle import _listmle_kernel  # noqa: E402
+from listmle_kernels.triton_scale import BLOCK as SCALE_BLOCK, _scale_rows_kernel  # noqa: E402
 
 CONFIGS = [  # (score type, constexprs): the heaviest sort, the chunked scan, packed short rows, float64
     ("bf16", dict(REAL=1, ORDER=1, WEIGHTS=1, RANDOM_TIES=True, STORE_GRAD=True, ROWS=1, BLOCK=4096, CHUNKS=1)),
@@ -45,9 +46,21 @@ def compile_for_h100(score_type, constants):
     return triton.compile(source, target=GPUTarget("cuda", 90, 32), options={"num_warps": num_warps})
 
 
+def compile_scale_for_h100(grad_type, per_row):
+    scale_type = "fp64" if grad_type == "fp64" else "fp32"
+    sig = dict(grad_ptr="*" + grad_type, scale_ptr="*" + scale_type, stride_scale="i32", L="i32", numel="i64",
+               PER_ROW="constexpr", BLOCK="constexpr")
+    source = ASTSource(fn=_scale_rows_kernel, signature=sig, constexprs=dict(PER_ROW=per_row, BLOCK=SCALE_BLOCK))
+    return triton.compile(source, target=GPUTarget("cuda", 90, 32), options={"num_warps": 8})
+
+
 if __name__ == "__main__":
     for score_type, constants in CONFIGS:
         compiled = compile_for_h100(score_type, constants)
         assert len(compiled.asm["cubin"]) > 0
         print(f"compiled {score_type} {constants}: {len(compiled.asm['cubin'])} bytes of sm_90 cubin")
+    for grad_type, per_row in [("bf16", True), ("fp32", False), ("fp64", True)]:
+        compiled = compile_scale_for_h100(grad_type, per_row)
+        assert len(compiled.asm["cubin"]) > 0
+        print(f"compiled scale {grad_type} per_row={per_row}: {len(compiled.asm['cubin'])} bytes of sm_90 cubin")
     print(f"OK triton {triton.__version__}")

@@ -1,0 +1,45 @@
+"""The backward of the fused loss on the Triton backend: grad_output times the saved gradient, in place.
+
+Forward already wrote d(loss)/d(scores) with the reduction folded in, so backward only multiplies by
+grad_output: a scalar for "mean"/"sum", one value a row for "none". It is 1 in the common case
+(`loss.backward()`), and then the multiply is skipped on the device: each program reads its scale and
+returns without touching the gradient, so a training step moves the scores and the gradient once, no
+host synchronisation needed (CUDA graphs capture it).
+"""
+
+import torch
+import triton
+import triton.language as tl
+
+BLOCK = 4096  # gradient elements per program
+
+
+@triton.jit
+def _scale_rows_kernel(grad_ptr, scale_ptr, stride_scale, L, numel, PER_ROW: tl.constexpr, BLOCK: tl.constexpr):
+    offs = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
+    inside = offs < numel
+    if PER_ROW:
+        scale = tl.load(scale_ptr + (offs // L) * stride_scale, mask=inside, other=1.0)
+        differs = tl.sum((scale != 1.0).to(tl.int32), axis=0) > 0
+    else:
+        scale = tl.load(scale_ptr)
+        differs = scale != 1.0  # NaN differs too, and propagates
+    if differs:
+        grad = tl.load(grad_ptr + offs, mask=inside)
+        # In grad_output's precision (float32, or float64 for float64 scores), then back to the gradient's.
+        tl.store(grad_ptr + offs, (grad.to(scale.dtype) * scale).to(grad_ptr.dtype.element_ty), mask=inside)
+
+
+def scale_rows_(grad: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    """grad (B, L), contiguous, times scale ((B,) one per row, or a 0-d scalar), in place; returns grad."""
+    if not grad.is_contiguous():
+        raise ValueError(f"scale_rows_ needs a contiguous gradient, got strides {grad.stride()}")
+    batch, length = grad.shape
+    if grad.numel() == 0:
+        return grad
+    per_row = scale.dim() == 1
+    _scale_rows_kernel[(triton.cdiv(grad.numel(), BLOCK),)](
+        grad, scale, scale.stride(0) if per_row else 0, length, grad.numel(),
+        PER_ROW=per_row, BLOCK=BLOCK, num_warps=8,
+    )
+    return grad

@@ -1,0 +1,84 @@
+"""Backward reuses the gradient forward saved: one (B, L) buffer a step, unless the graph is kept."""
+
+import pytest
+import torch
+from hypothesis import example, given
+from hypothesis import strategies as st
+
+from listmle_kernels import listmle_loss
+
+from cases import BACKENDS, DEVICE, DTYPES
+
+REDUCTIONS = ("mean", "sum", "none")
+
+
+def saved_and_loss(scores, **kwargs):
+    """The loss, and the data pointers of the tensors its forward saved for backward."""
+    saved = []
+    with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(t.data_ptr()) or t, lambda t: t):
+        loss = listmle_loss(scores, **kwargs)
+    return loss, saved
+
+
+def grad_output_for(reduction, batch, value):
+    shape = (batch,) if reduction == "none" else ()
+    return torch.full(shape, value, device=DEVICE)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+@pytest.mark.parametrize("grad_scale", [1.0, 2.5])
+def test_backward_returns_the_saved_gradient_buffer(backend, reduction, grad_scale):
+    scores = torch.randn(5, 9, device=DEVICE, requires_grad=True)
+    expected = torch.autograd.grad(listmle_loss(scores, reduction=reduction, backend=backend), scores,
+                                   grad_output_for(reduction, 5, grad_scale))[0]
+    loss, saved = saved_and_loss(scores, reduction=reduction, backend=backend)
+    loss.backward(grad_output_for(reduction, 5, grad_scale))
+    assert scores.grad.data_ptr() in saved  # no second (B, L) allocation
+    torch.testing.assert_close(scores.grad, expected, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+def test_a_retained_graph_keeps_the_saved_gradient(backend, reduction):
+    scores = torch.randn(4, 7, device=DEVICE, requires_grad=True)
+    loss, saved = saved_and_loss(scores, reduction=reduction, backend=backend)
+    (first,) = torch.autograd.grad(loss, scores, grad_output_for(reduction, 4, 3.0), retain_graph=True)
+    assert first.data_ptr() not in saved
+    (second,) = torch.autograd.grad(loss, scores, grad_output_for(reduction, 4, 1.5), retain_graph=True)
+    (last,) = torch.autograd.grad(loss, scores, grad_output_for(reduction, 4, 1.0))
+    torch.testing.assert_close(first, 2 * second)
+    torch.testing.assert_close(first, 3 * last)
+
+
+def test_a_lambda_weight_that_requires_grad_is_a_constant():
+    scores = torch.randn(3, 5, device=DEVICE)
+    weights = torch.rand(3, 5, device=DEVICE, requires_grad=True)
+    listmle_loss(scores, lambda_weight=weights).backward()
+    assert weights.grad is None
+
+
+@given(batch=st.integers(1, 8), length=st.integers(1, 1500), dtype=st.sampled_from(DTYPES),
+       per_row=st.booleans(), values=st.lists(st.sampled_from([1.0, 1.0, 1.0, 0.5, -2.0, float("nan")]),
+                                              min_size=8, max_size=8),
+       seed=st.integers(0, 2 ** 31 - 1))
+@example(batch=2, length=1, dtype=torch.float32, per_row=True, values=[1.0, 2.0] + [1.0] * 6, seed=0)
+@example(batch=3, length=1500, dtype=torch.bfloat16, per_row=True, values=[2.0] + [1.0] * 7, seed=0)
+@example(batch=3, length=1500, dtype=torch.float16, per_row=True, values=[1.0, 1.0, -2.0] + [1.0] * 5, seed=0)
+def test_triton_scale_in_place_equals_a_multiply(batch, length, dtype, per_row, values, seed):
+    """Blocks whose scales are all 1 are skipped; every other element is multiplied in grad_output's precision."""
+    from listmle_kernels.triton_scale import scale_rows_
+    acc = torch.float64 if dtype == torch.float64 else torch.float32
+    grad = torch.randn(batch, length, generator=torch.Generator().manual_seed(seed)).to(dtype).to(DEVICE)
+    scale = torch.tensor(values[:batch] if per_row else values[0], dtype=acc, device=DEVICE)
+    expected = (grad.to(acc) * (scale[:, None] if per_row else scale)).to(dtype)
+    assert scale_rows_(grad, scale) is grad
+    torch.testing.assert_close(grad, expected, rtol=0, atol=0, equal_nan=True)
+
+
+def test_triton_scale_reads_per_row_strides():
+    from listmle_kernels.triton_scale import scale_rows_
+    grad = torch.ones(3, 5000, device=DEVICE)
+    scale = torch.tensor([[2.0, 9.0], [1.0, 9.0], [-1.0, 9.0]], device=DEVICE)[:, 0]  # stride 2
+    scale_rows_(grad, scale)
+    torch.testing.assert_close(grad, torch.tensor([2.0, 1.0, -1.0], device=DEVICE)[:, None].expand(3, 5000))
