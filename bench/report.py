@@ -59,7 +59,8 @@ def device_description(device: torch.device) -> str:
 
 
 def run_metadata(device: torch.device, args: dict) -> dict:
-    commit = _git("rev-parse", "HEAD")
+    # A copy of the tree without .git (the GPU machine gets one) names its commit in LISTMLE_GIT_COMMIT.
+    commit = _git("rev-parse", "HEAD") or os.environ.get("LISTMLE_GIT_COMMIT")
     dirty = _git("status", "--porcelain")
     return {
         "timestamp_utc": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),

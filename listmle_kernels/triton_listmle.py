@@ -220,6 +220,16 @@ def _listmle_kernel(
     tl.store(loss_ptr + rows64, -loss, mask=row_ok)
 
 
+def launch_config(block: int, chunks: int, batch: int, sort_in_kernel: bool) -> tuple[int, int]:
+    """(rows packed into one program, num_warps) for rows scanned in blocks of `block` slots.
+
+    Short rows are packed to about ROW_TILE slots a program; one warp per 256 slots, up to 16.
+    Untuned on a GPU yet: `python -m bench.tune` sweeps the alternatives on one.
+    """
+    rows = max(1, min(ROW_TILE // block, triton.next_power_of_2(batch))) if chunks == 1 else 1
+    return rows, max(1, min(16, rows * block // 256))
+
+
 def _strides(tensor):
     return (tensor, tensor.stride(0), tensor.stride(1)) if tensor is not None else None
 
@@ -240,7 +250,7 @@ def triton_listmle(inputs: ListMLEInputs, seed: int, row_scale: float, need_grad
     block = triton.next_power_of_2(length)
     block = min(block, SORT_MAX_BLOCK if sort_in_kernel else MAX_BLOCK)
     chunks = triton.next_power_of_2(triton.cdiv(length, block))
-    rows = max(1, min(ROW_TILE // block, triton.next_power_of_2(batch))) if chunks == 1 else 1
+    rows, num_warps = launch_config(block, chunks, batch, sort_in_kernel)
 
     grad = torch.empty((batch, length), dtype=scores.dtype, device=scores.device) if need_grad else None
     dummy = (row_loss, 0, 0)
@@ -264,6 +274,6 @@ def triton_listmle(inputs: ListMLEInputs, seed: int, row_scale: float, need_grad
         REAL=real_kind, ORDER=order_kind, WEIGHTS=inputs.weight_kind,
         RANDOM_TIES=inputs.random_ties, STORE_GRAD=need_grad, ROWS=rows, BLOCK=block, CHUNKS=chunks,
         INDEX_BITS=block.bit_length() - 1,
-        num_warps=max(1, min(16, rows * block // 256)),
+        num_warps=num_warps,
     )
     return row_loss, grad

@@ -1,10 +1,12 @@
-"""Rows longer than one block: the chunked scan and the argsort pre-pass for sorting."""
+"""Kernel layout: rows longer than one block (the chunked scan, the argsort pre-pass for sorting),
+short rows packed several to a program, and any launch configuration."""
 
 from unittest import mock
 
 import pytest
 import torch
 from hypothesis import given
+from hypothesis import strategies as st
 
 import listmle_kernels.triton_listmle as triton_listmle
 from listmle_kernels import listmle_loss
@@ -20,15 +22,28 @@ def loss_and_grad(fn, scores):
     return loss.detach(), grad
 
 
+def assert_kernel_matches_reference(scores, labels, kwargs):
+    loss, grad = loss_and_grad(lambda s: listmle_loss(s, labels, backend="triton", **kwargs), scores)
+    ref_loss, ref_grad = loss_and_grad(lambda s: listmle_reference(s, labels, **kwargs), scores.double())
+    assert_close(loss, ref_loss, scores.dtype, LOSS_TOL, scale=max(1.0, ref_loss.abs().max().item()))
+    assert_close(grad, ref_grad, scores.dtype, GRAD_TOL, scale=max(1.0, ref_grad.abs().max().item()))
+
+
 @given(problem=listmle_problems(max_batch=3, max_length=50, dtypes=(torch.float32, torch.float64)))
 def test_tiny_blocks_match_reference(problem):
     """Blocks of 8 slots turn every row past 8 into a multi-chunk scan (and sorting into the pre-pass)."""
     scores, labels, kwargs = to_device(*problem)
     with mock.patch.multiple(triton_listmle, MAX_BLOCK=8, SORT_MAX_BLOCK=8, ROW_TILE=16):
-        loss, grad = loss_and_grad(lambda s: listmle_loss(s, labels, backend="triton", **kwargs), scores)
-    ref_loss, ref_grad = loss_and_grad(lambda s: listmle_reference(s, labels, **kwargs), scores.double())
-    assert_close(loss, ref_loss, scores.dtype, LOSS_TOL, scale=max(1.0, ref_loss.abs().max().item()))
-    assert_close(grad, ref_grad, scores.dtype, GRAD_TOL, scale=max(1.0, ref_grad.abs().max().item()))
+        assert_kernel_matches_reference(scores, labels, kwargs)
+
+
+@given(problem=listmle_problems(max_batch=6, max_length=40), rows=st.sampled_from([1, 2, 4, 16]),
+       num_warps=st.sampled_from([1, 2, 4]))
+def test_any_launch_config_matches_reference(problem, rows, num_warps):
+    """What `python -m bench.tune` may pick (rows packed a program, num_warps) changes no result."""
+    scores, labels, kwargs = to_device(*problem)
+    with mock.patch.object(triton_listmle, "launch_config", lambda *args: (rows, num_warps)):
+        assert_kernel_matches_reference(scores, labels, kwargs)
 
 
 @pytest.mark.parametrize("length, kwargs", [

@@ -1,0 +1,79 @@
+"""python -m bench.kernel_paths: run every Triton code path once, small, and check it against float64.
+
+Meant for `compute-sanitizer --tool memcheck python3 -m bench.kernel_paths` on the GPU machine
+(every path launched: masks, lengths, weights, in-kernel sort, the chunked scan, the argsort
+pre-pass, packed short rows, each dtype, the in-place backward), and as a quick smoke test of a
+fresh GPU. Prints one line a path; exit status 1 if any path disagrees with the float64 PyTorch path.
+Without CUDA it runs the Triton interpreter on the CPU (TRITON_INTERPRET=1 is set for it).
+"""
+
+import os
+import sys
+
+import torch
+
+PATHS = [  # (name, batch, length, dtype, keyword arguments of listmle_loss)
+    ("input order, full rows", 8, 100, torch.float32, {}),
+    ("input order, mask", 8, 100, torch.float32, {"mask": "random"}),
+    ("input order, lengths, p-ListMLE", 8, 100, torch.bfloat16, {"lengths": "random", "lambda_weight": "plistmle"}),
+    ("weights tensor, float16", 5, 60, torch.float16, {"lambda_weight": "tensor"}),
+    ("sort in kernel, stable", 8, 300, torch.float32, {"respect_input_order": False}),
+    ("sort in kernel, random ties, mask", 4, 4096, torch.bfloat16,  # distinct labels: one target order
+     {"respect_input_order": False, "ties": "random", "mask": "random", "labels": "distinct"}),
+    ("packed short rows, float64", 300, 7, torch.float64, {"lengths": "random"}),
+    ("chunked scan, lengths", 2, 9000, torch.float32, {"lengths": "random"}),
+    ("argsort pre-pass, p-ListMLE", 2, 5000, torch.float32, {"respect_input_order": False, "lambda_weight": "plistmle"}),
+    ("reduction none, per-row backward", 6, 50, torch.float32, {"reduction": "none"}),
+]
+
+
+def make_problem(batch, length, options, device, seed):
+    gen = torch.Generator().manual_seed(seed)
+    scores = torch.randn(batch, length, generator=gen)
+    kwargs = dict(options)
+    labels = (torch.randn(batch, length, generator=gen) if kwargs.pop("labels", None) == "distinct"
+              else torch.randint(0, 5, (batch, length), generator=gen))
+    if kwargs.get("mask") == "random":
+        kwargs["mask"] = torch.rand(batch, length, generator=gen) < 0.7
+    if kwargs.get("lengths") == "random":
+        kwargs["lengths"] = torch.randint(0, length + 1, (batch,), generator=gen)
+    if kwargs.get("lambda_weight") == "tensor":
+        kwargs["lambda_weight"] = torch.rand(batch, length, generator=gen)
+    moved = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in kwargs.items()}
+    return scores.to(device), labels.to(device), moved
+
+
+def loss_and_grad(scores, labels, kwargs, backend):
+    from listmle_kernels import listmle_loss
+    scores = scores.detach().clone().requires_grad_(True)
+    loss = listmle_loss(scores, labels, backend=backend, **kwargs)
+    weights = torch.linspace(0.5, 2.0, loss.numel(), device=loss.device).reshape(loss.shape)
+    loss.backward(weights)  # not all ones: the backward kernel's multiply runs too
+    return loss.detach().double(), scores.grad.double()
+
+
+def relative_error(got, want):
+    return float((got - want).norm() / want.norm().clamp_min(1e-30))
+
+
+def main() -> int:
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    failures = 0
+    for seed, (name, batch, length, dtype, options) in enumerate(PATHS):
+        scores, labels, kwargs = make_problem(batch, length, options, device, seed)
+        loss, grad = loss_and_grad(scores.to(dtype), labels, kwargs, "triton")
+        ref_loss, ref_grad = loss_and_grad(scores.to(dtype).double(), labels, kwargs, "torch")
+        errors = relative_error(loss, ref_loss), relative_error(grad, ref_grad)
+        tolerance = 1e-5 if dtype in (torch.float32, torch.float64) else 1e-2
+        ok = max(errors) <= tolerance
+        failures += not ok
+        print(f"{'ok  ' if ok else 'FAIL'} {name:38} {batch:4d} x {length:5d} {str(dtype):15} "
+              f"loss rel err {errors[0]:.1e}, grad rel err {errors[1]:.1e}")
+    print(f"{len(PATHS) - failures}/{len(PATHS)} kernel paths agree with float64 on {device}")
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    if not torch.cuda.is_available():
+        os.environ.setdefault("TRITON_INTERPRET", "1")  # before triton is imported
+    sys.exit(main())

@@ -1,0 +1,138 @@
+"""python -m bench.tune: sweep the Triton kernel's launch configuration on a GPU.
+
+For every list length of the grid and both target orders, at a bandwidth-sized batch (B·L ≈ 2^24),
+time forward+backward of `listmle_loss` (what a training step runs) under each candidate
+(rows packed per program, num_warps), and print the best beside what `launch_config` picks now.
+
+  python -m bench.tune --out DIR [--L 100,4096] [--orders input] [--time-budget-s 480]
+
+Writes DIR/tune-<device>-<time>.json (device, commit, versions, every timing) as it goes, so a run
+cut short by the budget keeps what it measured. Needs CUDA: interpreted Triton is never timed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import torch
+
+from bench import cases as cases_mod
+from bench import report, timing
+from bench.__main__ import DEFAULT_OUT, int_list, str_list
+
+WARPS = (2, 4, 8, 16, 32)
+SLOTS_PER_PROGRAM = (512, 1024, 2048, 4096, 8192)  # rows x block, for rows that fit one block
+TARGET_ELEMENTS = 1 << 24
+
+
+def kernel_geometry(length: int, order: str) -> tuple[int, int]:
+    """(block, chunks) the launcher uses for rows of `length` slots."""
+    import triton
+
+    from listmle_kernels import triton_listmle as tk
+    sort_in_kernel = order == "labels" and length <= tk.SORT_MAX_BLOCK
+    block = min(triton.next_power_of_2(length), tk.SORT_MAX_BLOCK if sort_in_kernel else tk.MAX_BLOCK)
+    return block, triton.next_power_of_2(triton.cdiv(length, block))
+
+
+def candidates(block: int, chunks: int) -> list[tuple[int, int]]:
+    """(rows, num_warps) pairs worth timing: 1 to 64 slots per thread."""
+    rows_options = sorted({max(1, slots // block) for slots in SLOTS_PER_PROGRAM}) if chunks == 1 else [1]
+    return [(rows, warps) for rows in rows_options for warps in WARPS
+            if 1 <= rows * block // (warps * 32) <= 64]
+
+
+@contextlib.contextmanager
+def forced_launch_config(rows: int, num_warps: int):
+    """Make the launcher use (rows, num_warps) for every launch inside the block."""
+    from listmle_kernels import triton_listmle as tk
+    original = tk.launch_config
+    tk.launch_config = lambda block, chunks, batch, sort_in_kernel: (rows, num_warps)
+    try:
+        yield
+    finally:
+        tk.launch_config = original
+
+
+def tuning_cases(lengths, orders, dtypes) -> list[cases_mod.Case]:
+    return [cases_mod.Case(B=min(max(16, TARGET_ELEMENTS // length), 65536), L=length, order=order, dtype=dtype)
+            for order in orders for dtype in dtypes for length in lengths]
+
+
+def fwd_bwd_step(case: cases_mod.Case, device: torch.device):
+    """The timed unit over rotating input copies: loss and gradient, as the benchmark times it."""
+    from listmle_kernels import listmle_loss
+
+    def one(inputs):
+        def step():
+            loss = listmle_loss(inputs.scores, inputs.labels, lengths=inputs.lengths,
+                                respect_input_order=case.order == "input", validate=False)
+            return torch.autograd.grad(loss, inputs.scores)
+        return step
+
+    copies = timing.rotation_count(case, device, torch.cuda.mem_get_info(device)[0])
+    return timing.rotating([one(cases_mod.make_inputs(case, device, seed)) for seed in range(copies)])
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m bench.tune", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--out", type=Path, default=DEFAULT_OUT)
+    p.add_argument("--L", type=int_list, default=cases_mod.FULL_L)
+    p.add_argument("--orders", type=str_list, default=("input", "labels"))
+    p.add_argument("--dtypes", type=str_list, default=("float32",))
+    p.add_argument("--time-budget-s", type=float, default=480.0, help="stop starting new timings after this")
+    return p.parse_args(argv)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    if not torch.cuda.is_available():
+        print("python -m bench.tune needs CUDA: it times the compiled Triton kernel.", file=sys.stderr)
+        return 2
+    from listmle_kernels import triton_listmle as tk
+    device = torch.device("cuda")
+    started = time.monotonic()
+    copy = timing.copy_bandwidth(device)
+    meta = report.run_metadata(device, {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()})
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S")
+    args.out.mkdir(parents=True, exist_ok=True)
+    path = args.out / f"tune-{device.type}-{stamp}.json"
+    rows, summary = [], []
+    for case in tuning_cases(args.L, args.orders, args.dtypes):
+        block, chunks = kernel_geometry(case.L, case.order)
+        current = tk.launch_config(block, chunks, case.B, case.order == "labels" and chunks == 1)
+        step = fwd_bwd_step(case, device)
+        timed = []
+        for rows_per_program, warps in candidates(block, chunks):
+            if time.monotonic() - started > args.time_budget_s:
+                break
+            with forced_launch_config(rows_per_program, warps):
+                ms = timing.time_cuda(step)[0]
+            pct = 100.0 * cases_mod.minimal_bytes(case) / (ms * 1e-3) / copy["bytes_per_s"]
+            timed.append((ms, rows_per_program, warps))
+            rows.append(dict(B=case.B, L=case.L, order=case.order, dtype=case.dtype, block=block, chunks=chunks,
+                             rows=rows_per_program, num_warps=warps, ms=ms, pct_copy_bw=pct,
+                             heuristic=(rows_per_program, warps) == tuple(current)))
+            path.write_text(json.dumps({"meta": meta, "copy_bandwidth": copy, "rows": rows}, indent=1))
+        if timed:
+            best = min(timed)
+            now = next((ms for ms, r, w in timed if (r, w) == tuple(current)), float("nan"))
+            summary.append(f"{case.order:6} {case.dtype:8} {case.B:6d} x {case.L:5d}  now {current} {now:8.4f} ms"
+                           f"  best {(best[1], best[2])} {best[0]:8.4f} ms ({now / best[0]:.2f}x)")
+        del step
+        torch.cuda.empty_cache()
+    print(f"{meta.get('device')}: forward+backward, median ms; (rows, num_warps)")
+    print("\n".join(summary))
+    print(f"wrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
