@@ -15,7 +15,7 @@ setup(
     ],
     extras_require={
         "dev": ["pytest", "pytest-benchmark", "pytest-xdist", "hypothesis", "numpy"],
-        "train": ["transformers", "datasets", "tqdm", "tokenizers"],
+        "train": ["transformers>=4.56", "datasets", "tqdm", "tokenizers"],
         "bench": ["matplotlib"],
         # optional: the drop-in losses, and the tests that compare against sentence-transformers itself
         "sentence-transformers": ["sentence-transformers[train]>=5", "scikit-learn"],

@@ -11,11 +11,16 @@ ARCHS = ("cross-encoder", "bi-encoder")
 
 
 def model_class(arch):
+    """A loader path -> model with float32 weights. transformers 5 keeps a checkpoint's own dtype by
+    default, and a bfloat16 checkpoint would then train bfloat16 weights: bf16 autocast computes in
+    bfloat16 anyway, while the weights and the optimizer stay float32."""
+    import torch
     from transformers import AutoModel, AutoModelForSequenceClassification
     if arch == "cross-encoder":
-        return lambda path: AutoModelForSequenceClassification.from_pretrained(path, num_labels=1)
+        return lambda path: AutoModelForSequenceClassification.from_pretrained(path, num_labels=1,
+                                                                                dtype=torch.float32)
     if arch == "bi-encoder":
-        return AutoModel.from_pretrained
+        return lambda path: AutoModel.from_pretrained(path, dtype=torch.float32)
     raise ValueError(f"arch must be one of {ARCHS}, got {arch!r}")
 
 
