@@ -1,19 +1,25 @@
 """Compile the Triton kernel to an sm_90 (H100) binary without a GPU: `python tests/compile_for_gpu.py`.
 
+`python tests/compile_for_gpu.py --resources` also prints ptxas' registers and spills for the launch
+configurations of bench/NOTES.md's table (about 10 minutes on 2 cores).
+
 The interpreter runs the kernel's Python; only a real compile catches what the GPU backend rejects
 (types, layouts, unsupported ops). Triton ships its own ptxas, so this runs on CPU-only machines.
 Run it without TRITON_INTERPRET (the interpreter replaces the kernels with Python functions).
 """
 
 import os
+import re
+import subprocess
 import sys
+import tempfile
 
 import triton
 from triton.backends.compiler import GPUTarget
 from triton.compiler import ASTSource
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from listmle_kernels.triton_listmle import _listmle_kernel  # noqa: E402
+from listmle_kernels.triton_listmle import _listmle_kernel, launch_config  # noqa: E402
 from listmle_kernels.triton_scale import BLOCK as SCALE_BLOCK, _scale_rows_kernel  # noqa: E402
 
 CONFIGS = [  # (score type, constexprs): the heaviest sort, the chunked scan, packed short rows, float64
@@ -39,10 +45,12 @@ def signature(score_type):
     return sig
 
 
-def compile_for_h100(score_type, constants):
+def compile_for_h100(score_type, constants, num_warps=None):
     constants = dict(constants, INDEX_BITS=constants["BLOCK"].bit_length() - 1)
     source = ASTSource(fn=_listmle_kernel, signature=signature(score_type), constexprs=constants)
-    num_warps = max(1, min(16, constants["ROWS"] * constants["BLOCK"] // 256))
+    if num_warps is None:  # what the launcher picks
+        num_warps = launch_config(constants["BLOCK"], constants["CHUNKS"], constants["ROWS"],
+                                  constants["ORDER"] == 1)[1]
     return triton.compile(source, target=GPUTarget("cuda", 90, 32), options={"num_warps": num_warps})
 
 
@@ -52,6 +60,36 @@ def compile_scale_for_h100(grad_type, per_row):
                PER_ROW="constexpr", BLOCK="constexpr")
     source = ASTSource(fn=_scale_rows_kernel, signature=sig, constexprs=dict(PER_ROW=per_row, BLOCK=SCALE_BLOCK))
     return triton.compile(source, target=GPUTarget("cuda", 90, 32), options={"num_warps": 8})
+
+
+def ptxas_resources(compiled) -> str:
+    """ptxas -v's registers / spill stores / spill loads of a compiled kernel's PTX."""
+    ptx = compiled.asm["ptx"]
+    version = float(re.search(r"\.version (\S+)", ptx).group(1))
+    bindir = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin")
+    ptxas = os.path.join(bindir, "ptxas-blackwell" if version > 8.8 else "ptxas")  # newer PTX, newer ptxas
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "kernel.ptx")
+        with open(path, "w") as f:
+            f.write(ptx)
+        run = subprocess.run([ptxas, "-v", "--gpu-name=" + re.search(r"\.target (\S+)", ptx).group(1), path,
+                              "-o", os.path.join(tmp, "kernel.cubin")], capture_output=True, text=True)
+    registers = re.search(r"Used (\d+) registers", run.stderr)
+    spills = re.search(r"(\d+) bytes spill stores, (\d+) bytes spill loads", run.stderr)
+    if registers is None or spills is None:
+        return "ptxas: " + run.stderr.strip()[-200:]
+    return f"{registers.group(1)} registers, spills {spills.group(1)} B stored / {spills.group(2)} B loaded"
+
+
+def resource_table():
+    base = dict(REAL=2, WEIGHTS=0, RANDOM_TIES=False, STORE_GRAD=True, CHUNKS=1)
+    for order in (0, 1):
+        for rows, block in [(64, 32), (16, 128), (4, 512), (2, 1024), (1, 2048), (1, 4096)]:
+            for warps in (4, 8, 16, 32):
+                constants = dict(base, ORDER=order, ROWS=rows, BLOCK=block)
+                compiled = compile_for_h100("fp32", constants, num_warps=warps)
+                print(f"{'sort' if order else 'input'} {rows:3d} x {block:4d}, {warps:2d} warps: "
+                      f"{ptxas_resources(compiled)}", flush=True)
 
 
 if __name__ == "__main__":
@@ -64,3 +102,5 @@ if __name__ == "__main__":
         assert len(compiled.asm["cubin"]) > 0
         print(f"compiled scale {grad_type} per_row={per_row}: {len(compiled.asm['cubin'])} bytes of sm_90 cubin")
     print(f"OK triton {triton.__version__}")
+    if "--resources" in sys.argv:
+        resource_table()
