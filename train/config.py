@@ -7,6 +7,7 @@ import argparse
 
 from .biencoder import POOLINGS
 from .data import MSMARCO_HUB_ID
+from .losses import LOSS_BACKENDS, reference_unsupported
 from .models import ARCHS
 from .nanobeir import NANOBEIR_HUB_ID
 
@@ -39,8 +40,10 @@ def build_parser():
     p.add_argument("--eval-datasets", default="msmarco,nfcorpus,nq", help="comma-separated NanoBEIR datasets")
     p.add_argument("--rerank-k", type=int, default=100, help="candidates per query reranked in evaluation")
     p.add_argument("--loss", choices=["listmle", "plistmle"], default="listmle")
-    p.add_argument("--loss-backend", choices=["auto", "triton", "torch"], default="auto",
-                   help="listmle_loss backend: auto = fused Triton kernel on CUDA, PyTorch elsewhere")
+    p.add_argument("--loss-backend", choices=LOSS_BACKENDS, default="auto",
+                   help="listmle_loss backend: auto = fused Triton kernel on CUDA, PyTorch elsewhere; reference = "
+                        "the literal oracle reference.listmle_reference through autograd (slow, stable ties only; "
+                        "for `python -m train.compare`)")
     p.add_argument("--ties", choices=["stable", "random"], default="stable",
                    help="order among equal labels when sorting by labels")
     order = p.add_mutually_exclusive_group()
@@ -74,4 +77,6 @@ def parse_args(argv=None):
     args = parser.parse_args(argv)
     if args.arch == "bi-encoder" and args.candidates != "bm25":
         parser.error("--candidates applies to --arch cross-encoder (a bi-encoder is evaluated by dense retrieval)")
+    if reference_unsupported(args):
+        parser.error(reference_unsupported(args))
     return args

@@ -38,14 +38,13 @@ import torch
 import torch.distributed as dist
 from tqdm.auto import tqdm
 
-from listmle_kernels import listmle_loss
-
 from .config import parse_args
 from .biencoder import biencoder_scores
 from .data import (batch_indices, collate, load_msmarco_rows, pad_scores, split_validation, steps_per_epoch,
                    to_listwise)
 from .evaluate import load_evaluation, run_evaluation
 from .hub import HubUnavailableError
+from .losses import ranking_loss
 from .models import load_model, load_weights, save_model
 
 KEEP_CHECKPOINTS = 2
@@ -67,9 +66,7 @@ def batch_scores(model, tokenizer, records, args, device, use_bf16):
 def compute_loss(model, tokenizer, records, args, device, use_bf16, generator=None):
     """ListMLE over a batch of queries, padding excluded exactly through lengths or mask."""
     scores, labels, padding = batch_scores(model, tokenizer, records, args, device, use_bf16)
-    return listmle_loss(scores, labels, **padding, lambda_weight="plistmle" if args.loss == "plistmle" else None,
-                        respect_input_order=args.respect_input_order, ties=args.ties, generator=generator,
-                        backend=args.loss_backend)
+    return ranking_loss(scores, labels, padding, args, generator)
 
 
 def tie_generator(args, device, step):
@@ -123,8 +120,17 @@ def append_jsonl(path, record):
         f.write(json.dumps(record) + "\n")
 
 
+def read_jsonl(path):
+    with open(path) as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
 def main(argv=None):
-    args = parse_args(argv)
+    return run(parse_args(argv))
+
+
+def run(args):
+    """train(args) with an unreachable hub input reported as one paragraph and exit code 2."""
     try:
         return train(args)
     except HubUnavailableError as exc:
