@@ -178,6 +178,7 @@ def main(argv=None) -> int:
         print(note)
     print(f"total {time.perf_counter() - started:.0f} s; times in ms (median); x = our speedup over that baseline")
     print(report.format_table(rows, device.type))
+    print(report.format_targets(rows, device.type))
     return 0 if ok else 1
 
 

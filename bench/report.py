@@ -167,6 +167,61 @@ def format_table(rows: list[dict], device_type: str) -> str:
     return "\n".join(lines)
 
 
+# The targets of the bench issue: (what, qualifying rows, the value checked, its bound, ">=" or "<=").
+COPY_BW_MIN_ELEMENTS = 1 << 24
+PEAK_SLACK_BYTES_PER_ROW = 64       # the O(B) of "gradient + O(B)": per-row losses, lengths, seeds
+PEAK_SLACK_BYTES = 1 << 20          # allocator rounding on small cases
+
+
+def gradient_bytes(row: dict) -> int:
+    return row["B"] * row["L"] * (2 if row["dtype"] == "bfloat16" else 4)
+
+
+def _peak_over_gradient(row: dict):
+    peak = row.get("peak_extra_bytes")
+    if peak is None:
+        return None
+    return peak - gradient_bytes(row) - PEAK_SLACK_BYTES_PER_ROW * row["B"] - PEAK_SLACK_BYTES
+
+
+TARGETS = {
+    "cuda": [
+        ("fwd+bwd >= 10x reference eager, every grid shape",
+         lambda r: r["group"] == "grid", lambda r: r.get("speedup_vs_reference_eager"), 10.0, ">="),
+        ("fwd+bwd >= 10x sentence-transformers' math, every grid shape",
+         lambda r: r["group"] == "grid", lambda r: r.get("speedup_vs_sentence_transformers"), 10.0, ">="),
+        ("fwd+bwd >= 3x torch.compile(reference), every grid shape",
+         lambda r: r["group"] == "grid", lambda r: r.get("speedup_vs_reference_compiled"), 3.0, ">="),
+        ("fwd+bwd >= 75% of copy bandwidth at B*L >= 2^24, float32",
+         lambda r: r["B"] * r["L"] >= COPY_BW_MIN_ELEMENTS and r["dtype"] == "float32",
+         lambda r: r.get("pct_copy_bw"), 75.0, ">="),
+        ("fwd+bwd peak extra memory <= gradient + O(B) (bytes over the budget)",
+         lambda r: True, _peak_over_gradient, 0.0, "<="),
+    ],
+    "cpu": [
+        ("CPU path fwd+bwd >= 3x reference eager at 256 x 100",
+         lambda r: (r["B"], r["L"]) == (256, 100), lambda r: r.get("speedup_vs_reference_eager"), 3.0, ">="),
+    ],
+}
+
+
+def format_targets(rows: list[dict], device_type: str) -> str:
+    """One line a target: met or missed, at how many cases, and the worst case with its value."""
+    kernel = KERNEL_BY_DEVICE[device_type]
+    ours = [r for r in rows if r["impl"] == kernel and r.get("status") == "ok" and r["direction"] == "fwd+bwd"]
+    lines = []
+    for name, qualifies, value_of, bound, sense in TARGETS[device_type]:
+        measured = [(value_of(r), r) for r in ours if qualifies(r) and value_of(r) is not None]
+        if not measured:
+            lines.append(f"  not measured  {name}")
+            continue
+        missed = [(v, r) for v, r in measured if (v < bound if sense == ">=" else v > bound)]
+        worst, row = (min if sense == ">=" else max)(measured, key=lambda pair: pair[0])
+        verdict = "met" if not missed else f"MISSED {len(missed)}/{len(measured)}"
+        lines.append(f"  {verdict:<13} {name}: worst {worst:.4g} at {row['B']} x {row['L']} {_mode(row)}")
+    return "targets (" + kernel + "):\n" + "\n".join(lines)
+
+
 def _mode(row: dict) -> str:
     return "/".join([row["direction"], row["weighting"], row["order"], row["dtype"],
                      "ragged" if row["ragged"] else "full"])

@@ -62,3 +62,31 @@ def test_cli_end_to_end_on_a_tiny_grid(tmp_path, capsys):
     assert any(status == "ok" for status in statuses.values())
     assert list(tmp_path.glob("*.csv")) and list(tmp_path.glob("*.png"))
     assert "GPU numbers" in capsys.readouterr().out
+
+
+def _row(impl, B, L, **values):
+    base = dict(Case(B, L).as_dict(), case=f"{B}x{L}", impl=impl, label=impl, status="ok")
+    return {**base, **values}
+
+
+def test_targets_report_the_worst_case_and_count_misses():
+    from bench.report import PEAK_SLACK_BYTES, format_targets
+    grad = lambda B, L: B * L * 4  # noqa: E731  float32
+    rows = [
+        _row("listmle_kernels_triton", 16, 10, speedup_vs_reference_eager=12.0, peak_extra_bytes=grad(16, 10)),
+        _row("listmle_kernels_triton", 4096, 4096, speedup_vs_reference_eager=8.5, pct_copy_bw=80.0,
+             peak_extra_bytes=2 * grad(4096, 4096)),
+        _row("listmle_kernels_triton", 65536, 512, speedup_vs_reference_eager=30.0, pct_copy_bw=70.0,
+             peak_extra_bytes=grad(65536, 512) + PEAK_SLACK_BYTES),
+        _row("reference_eager", 16, 10, ms=1.0),
+    ]
+    text = format_targets(rows, "cuda").splitlines()
+    eager = next(line for line in text if "reference eager" in line)
+    assert "MISSED 1/3" in eager and "worst 8.5 at 4096 x 4096" in eager
+    copy = next(line for line in text if "copy bandwidth" in line)
+    assert "MISSED 1/2" in copy and "worst 70 at 65536 x 512" in copy
+    memory = next(line for line in text if "peak extra memory" in line)
+    assert "MISSED 1/3" in memory and "4096 x 4096" in memory
+    assert any(line.strip().startswith("not measured") and "torch.compile" in line for line in text)
+    cpu = format_targets([_row("listmle_kernels_torch", 256, 100, speedup_vs_reference_eager=3.4)], "cpu")
+    assert "met" in cpu and "worst 3.4 at 256 x 100" in cpu
