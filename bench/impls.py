@@ -11,8 +11,10 @@ reported as skipped with a reason when missing; their math is never re-implement
 from __future__ import annotations
 
 import functools
+import importlib.util
 import os
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable
 
 import torch
@@ -264,6 +266,40 @@ class SentenceTransformersLoss(Impl):
         return Prepared(functools.partial(loss_module, [queries, docs], labels), flat, grad_to_padded)
 
 
+ALLRANK_IMPORTS = {  # listMLE.py's two imports, and the values they bind in allRank 1.4.x
+    "from allrank.data.dataset_loading import PADDED_Y_VALUE": {"PADDED_Y_VALUE": -1},
+    "from allrank.models.losses import DEFAULT_EPS": {"DEFAULT_EPS": 1e-10},
+}
+
+
+def load_allrank_listmle():
+    """allRank's `listMLE`, from the installed package (`pip install --no-deps allRank`).
+
+    allRank pins torch <= 1.8, and importing `allrank.models.losses` runs the package's whole import
+    chain (gcsfs, tensorboardX, torchvision), so next to a current torch the import usually fails.
+    Then the function is run from the installed `listMLE.py` itself, with its two imported constants
+    supplied; the file must import exactly those, or this refuses (another allRank version).
+    """
+    try:
+        from allrank.models.losses.listMLE import listMLE
+        return listMLE
+    except ImportError:
+        spec = importlib.util.find_spec("allrank")  # locates the package without running it
+        if spec is None or not spec.submodule_search_locations:
+            raise
+    path = Path(spec.submodule_search_locations[0]) / "models" / "losses" / "listMLE.py"
+    source = path.read_text()
+    namespace = {}
+    for line in source.splitlines():
+        if line.startswith(("from allrank", "import allrank")):
+            if line.strip() not in ALLRANK_IMPORTS:
+                raise ImportError(f"{path} imports {line.strip()!r}: not the allRank version this bench knows")
+            namespace.update(ALLRANK_IMPORTS[line.strip()])
+    kept = [line if not line.startswith("from allrank") else "" for line in source.splitlines()]
+    exec(compile("\n".join(kept), str(path), "exec"), namespace)
+    return namespace["listMLE"]
+
+
 class AllRankListMLE(Impl):
     """allRank's listMLE(y_pred, y_true): sort-by-labels ListMLE only, padding marked by label -1."""
 
@@ -272,9 +308,9 @@ class AllRankListMLE(Impl):
 
     def availability(self, device):
         try:
-            from allrank.models.losses.listMLE import listMLE  # noqa: F401
+            load_allrank_listmle()
         except Exception as exc:
-            return False, f"skipped: not installed ({type(exc).__name__})"
+            return False, f"skipped: not installed ({type(exc).__name__}; pip install --no-deps allRank)"
         return True, ""
 
     def supports(self, case):
@@ -283,10 +319,8 @@ class AllRankListMLE(Impl):
         return True, ""
 
     def prepare(self, case, inputs):
-        from allrank.models.losses.listMLE import listMLE
-
         y_true = inputs.labels.masked_fill(~inputs.valid_mask(), -1.0)  # allRank's PADDED_Y_VALUE
-        return Prepared(functools.partial(listMLE, inputs.scores, y_true), inputs.scores, _identity)
+        return Prepared(functools.partial(load_allrank_listmle(), inputs.scores, y_true), inputs.scores, _identity)
 
 
 def all_impls(validate: bool = False) -> list[Impl]:

@@ -90,3 +90,16 @@ def test_targets_report_the_worst_case_and_count_misses():
     assert any(line.strip().startswith("not measured") and "torch.compile" in line for line in text)
     cpu = format_targets([_row("listmle_kernels_torch", 256, 100, speedup_vs_reference_eager=3.4)], "cpu")
     assert "met" in cpu and "worst 3.4 at 256 x 100" in cpu
+
+
+def test_allrank_listmle_matches_the_reference():
+    from bench.impls import AllRankListMLE
+    impl = AllRankListMLE()
+    available, why = impl.availability(torch.device("cpu"))
+    if not available:
+        pytest.skip(why)  # `make install` installs it
+    case = Case(5, 12, order="labels", weighting="listmle", ragged=True)
+    inputs = make_inputs(case, "cpu", seed=3)
+    want = check.reference_result(case, inputs)
+    got = check.loss_and_grad(impl.prepare(case, inputs), case)
+    assert check.compare(case, got, want, inputs.valid_mask()).ok
