@@ -11,10 +11,11 @@ setup(
     packages=find_packages(include=["listmle_kernels", "listmle_kernels.*", "reference"]),
     install_requires=[
         "torch>=2.4",
+        "numpy",  # its SIMD sort orders CPU rows by labels (listmle_kernels/target_order.py)
         "triton>=3.0; platform_system == 'Linux'",
     ],
     extras_require={
-        "dev": ["pytest", "pytest-benchmark", "pytest-xdist", "hypothesis", "numpy"],
+        "dev": ["pytest", "pytest-benchmark", "pytest-xdist", "hypothesis"],
         "train": ["transformers>=4.56", "datasets", "tqdm", "tokenizers"],
         "bench": ["matplotlib"],
         # optional: the drop-in losses, and the tests that compare against sentence-transformers itself

@@ -7,9 +7,12 @@ It builds the same packed sort key as the kernel, so both backends agree on stab
     packed = key << 32 | random_bits << index_bits | (L - 1 - position)
 
 Sorting `packed` descending gives labels descending, then (random ties) random bits, then input
-order. Every packed value is distinct, so the sort's own stability never matters.
+order. Every packed value is distinct, so only the sorted values are needed: the position is in
+their low bits, as in the kernel. Sorting values is what CPUs do fastest (numpy's SIMD sort: ~0.1 ms
+for 256 x 100 here, against ~1 ms for torch.sort's values and indices).
 """
 
+import numpy as np
 import torch
 
 INT32_MIN = -(2 ** 31)
@@ -17,8 +20,7 @@ INT32_MIN = -(2 ** 31)
 
 def order_preserving_int32(labels: torch.Tensor) -> torch.Tensor:
     """Map float32 labels to int32 keys with the same order (-0.0 and 0.0 map to the same key)."""
-    x = labels.to(torch.float32)
-    x = torch.where(x == 0, torch.zeros_like(x), x)
+    x = labels.to(torch.float32) + 0.0  # IEEE: -0.0 + 0.0 = +0.0, so the two zeros tie
     bits = x.view(torch.int32)
     # Negative floats order backwards as integers: flip their 31 magnitude bits.
     return bits ^ ((bits >> 31) & 0x7FFFFFFF)
@@ -29,16 +31,23 @@ def index_bits(length: int) -> int:
     return max(1, (length - 1).bit_length())
 
 
+def sorted_rows(keys: torch.Tensor) -> torch.Tensor:
+    """Each row of an int64 tensor sorted ascending (values only)."""
+    if keys.device.type == "cpu":
+        return torch.from_numpy(np.sort(keys.numpy(), axis=1))
+    return torch.sort(keys, dim=1).values
+
+
 def target_order(labels, real, random_ties: bool, seed: int) -> torch.Tensor:
     """(B, L) int64: the positions of each row in target order, real documents first."""
     batch, length = labels.shape
     bits = index_bits(length)
-    key = torch.where(real, order_preserving_int32(labels), torch.full_like(real, INT32_MIN, dtype=torch.int32))
-    position = torch.arange(length, device=labels.device)
-    low = (length - 1 - position).expand(batch, length)
+    packed = order_preserving_int32(labels).to(torch.int64).masked_fill_(~real, INT32_MIN).bitwise_left_shift_(32)
+    packed.bitwise_or_(torch.arange(length - 1, -1, -1, device=labels.device))  # L - 1 - position
     if random_ties:
         gen = torch.Generator(device=labels.device).manual_seed(seed)
         rand = torch.randint(0, 2 ** (32 - bits), (batch, length), generator=gen, device=labels.device)
-        low = low | (rand << bits)
-    packed = (key.to(torch.int64) << 32) | low
-    return torch.sort(packed, dim=1, descending=True).indices
+        packed.bitwise_or_(rand.bitwise_left_shift_(bits))
+    # ~x reverses the order of int64 without overflow: an ascending sort of ~packed is descending.
+    descending = sorted_rows(packed.bitwise_not_()).bitwise_not_()
+    return (length - 1) - (descending & ((1 << bits) - 1))

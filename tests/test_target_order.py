@@ -1,0 +1,42 @@
+"""The target order when sorting by labels (PyTorch side: the torch backend and the long-row pre-pass)."""
+
+import torch
+from hypothesis import given
+from hypothesis import strategies as st
+
+from listmle_kernels.target_order import target_order
+
+from cases import DEVICE
+
+
+@st.composite
+def labelled_rows(draw):
+    batch, length = draw(st.integers(1, 5)), draw(st.integers(1, 70))
+    values = st.sampled_from([0.0, -0.0, 1.0, 2.0, -1.5, 1e-30, -3e38, float("inf"), float("-inf")])
+    labels = torch.tensor(draw(st.lists(values, min_size=batch * length, max_size=batch * length)))
+    real = torch.tensor(draw(st.lists(st.booleans(), min_size=batch * length, max_size=batch * length)))
+    return labels.view(batch, length), real.view(batch, length)
+
+
+def literal_order(labels, real):
+    """Real documents first, labels descending (the two zeros equal), input order among ties and padding."""
+    return torch.tensor([sorted(range(len(row)), key=lambda j: (not ok[j], -float(row[j]) + 0.0 if ok[j] else 0, j))
+                         for row, ok in zip(labels.tolist(), real.tolist())])
+
+
+@given(rows=labelled_rows())
+def test_stable_order_is_the_literal_sort(rows):
+    labels, real = rows
+    order = target_order(labels.to(DEVICE), real.to(DEVICE), random_ties=False, seed=0)
+    assert torch.equal(order.cpu(), literal_order(labels, real))
+
+
+@given(rows=labelled_rows(), seed=st.integers(0, 2 ** 31 - 1))
+def test_random_order_sorts_labels_and_shuffles_only_ties(rows, seed):
+    labels, real = rows
+    order = target_order(labels.to(DEVICE), real.to(DEVICE), random_ties=True, seed=seed).cpu()
+    assert torch.equal(order, target_order(labels.to(DEVICE), real.to(DEVICE), True, seed).cpu())  # seeded
+    assert torch.equal(order.sort(1).values, torch.arange(labels.shape[1]).expand_as(order))  # a permutation
+    key = torch.where(real, labels + 0.0, float("nan")).gather(1, order)
+    literal_key = torch.where(real, labels + 0.0, float("nan")).gather(1, literal_order(labels, real))
+    torch.testing.assert_close(key, literal_key, equal_nan=True, rtol=0, atol=0)  # same labels, same places
