@@ -224,7 +224,8 @@ def launch_config(block: int, chunks: int, batch: int, sort_in_kernel: bool) -> 
     """(rows packed into one program, num_warps) for rows scanned in blocks of `block` slots.
 
     Short rows are packed to about ROW_TILE slots a program; one warp per 256 slots, up to 16.
-    Untuned on a GPU yet: `python -m bench.tune` sweeps the alternatives on one.
+    Untuned on a GPU yet: `python -m bench.tune` sweeps the alternatives on one. `sort_in_kernel`
+    is not used yet: ptxas already shows the sort wanting other configurations (bench/NOTES.md).
     """
     rows = max(1, min(ROW_TILE // block, triton.next_power_of_2(batch))) if chunks == 1 else 1
     return rows, max(1, min(16, rows * block // 256))
