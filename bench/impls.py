@@ -272,6 +272,7 @@ ALLRANK_IMPORTS = {  # listMLE.py's two imports, and the values they bind in all
 }
 
 
+@functools.cache
 def load_allrank_listmle():
     """allRank's `listMLE`, from the installed package (`pip install --no-deps allRank`).
 
@@ -288,14 +289,14 @@ def load_allrank_listmle():
         if spec is None or not spec.submodule_search_locations:
             raise
     path = Path(spec.submodule_search_locations[0]) / "models" / "losses" / "listMLE.py"
-    source = path.read_text()
-    namespace = {}
-    for line in source.splitlines():
+    namespace, kept = {}, []
+    for line in path.read_text().splitlines():
         if line.startswith(("from allrank", "import allrank")):
             if line.strip() not in ALLRANK_IMPORTS:
                 raise ImportError(f"{path} imports {line.strip()!r}: not the allRank version this bench knows")
             namespace.update(ALLRANK_IMPORTS[line.strip()])
-    kept = [line if not line.startswith("from allrank") else "" for line in source.splitlines()]
+            line = ""  # keeps the line numbers of tracebacks
+        kept.append(line)
     exec(compile("\n".join(kept), str(path), "exec"), namespace)
     return namespace["listMLE"]
 

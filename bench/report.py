@@ -129,6 +129,10 @@ def _fmt(value, spec: str, missing: str = "-") -> str:
     return missing if value is None else format(value, spec)
 
 
+def gradient_bytes(row: dict) -> int:
+    return row["B"] * row["L"] * (2 if row["dtype"] == "bfloat16" else 4)
+
+
 def format_table(rows: list[dict], device_type: str) -> str:
     """One line per case: our time, each baseline's time and our speedup over it, % of copy BW, memory."""
     kernel = KERNEL_BY_DEVICE[device_type]
@@ -159,7 +163,7 @@ def format_table(rows: list[dict], device_type: str) -> str:
             line += f" {_fmt(other_ms, '.4f', other.get('status', '-')[:8]):>14} {_fmt(speedup, '.1f'):>6}"
         line += f" {_fmt(ours.get('pct_copy_bw'), '.1f'):>8}"
         if device_type == "cuda":
-            grad_mb = ours["B"] * ours["L"] * (2 if ours["dtype"] == "bfloat16" else 4) / 2**20
+            grad_mb = gradient_bytes(ours) / 2**20
             peak = ours.get("peak_extra_bytes")
             line += f" {_fmt(ours.get('graph_ms'), '.4f'):>9} {_fmt(peak / 2**20 if peak else None, '.2f'):>8}"
             line += f" {grad_mb if ours['direction'] == 'fwd+bwd' else 0:>8.2f}"
@@ -171,10 +175,6 @@ def format_table(rows: list[dict], device_type: str) -> str:
 COPY_BW_MIN_ELEMENTS = 1 << 24
 PEAK_SLACK_BYTES_PER_ROW = 64       # the O(B) of "gradient + O(B)": per-row losses, lengths, seeds
 PEAK_SLACK_BYTES = 1 << 20          # allocator rounding on small cases
-
-
-def gradient_bytes(row: dict) -> int:
-    return row["B"] * row["L"] * (2 if row["dtype"] == "bfloat16" else 4)
 
 
 def _peak_over_gradient(row: dict):

@@ -11,10 +11,10 @@ from listmle_kernels import triton_listmle as tk
 @pytest.mark.parametrize("length, order", [(8, "input"), (100, "labels"), (4096, "labels"), (16384, "input"),
                                            (16384, "labels")])
 def test_candidates_cover_the_heuristic_and_stay_in_range(length, order):
-    block, chunks = tune.kernel_geometry(length, order)
+    sort_in_kernel, block, chunks = tk.row_geometry(length, order == "labels")
     assert block >= min(length, tk.MAX_BLOCK) or chunks > 1
     options = tune.candidates(block, chunks)
-    assert tk.launch_config(block, chunks, 1 << 20, order == "labels" and chunks == 1) in options
+    assert tk.launch_config(block, chunks, 1 << 20, sort_in_kernel) in options
     for rows, warps in options:
         assert 1 <= rows * block // (warps * 32) <= 64
         assert rows == 1 or chunks == 1

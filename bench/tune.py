@@ -25,20 +25,11 @@ import torch
 from bench import cases as cases_mod
 from bench import report, timing
 from bench.__main__ import DEFAULT_OUT, int_list, str_list
+from bench.impls import ListmleKernels
 
 WARPS = (2, 4, 8, 16, 32)
 SLOTS_PER_PROGRAM = (512, 1024, 2048, 4096, 8192)  # rows x block, for rows that fit one block
 TARGET_ELEMENTS = 1 << 24
-
-
-def kernel_geometry(length: int, order: str) -> tuple[int, int]:
-    """(block, chunks) the launcher uses for rows of `length` slots."""
-    import triton
-
-    from listmle_kernels import triton_listmle as tk
-    sort_in_kernel = order == "labels" and length <= tk.SORT_MAX_BLOCK
-    block = min(triton.next_power_of_2(length), tk.SORT_MAX_BLOCK if sort_in_kernel else tk.MAX_BLOCK)
-    return block, triton.next_power_of_2(triton.cdiv(length, block))
 
 
 def candidates(block: int, chunks: int) -> list[tuple[int, int]]:
@@ -66,18 +57,11 @@ def tuning_cases(lengths, orders, dtypes) -> list[cases_mod.Case]:
 
 
 def fwd_bwd_step(case: cases_mod.Case, device: torch.device):
-    """The timed unit over rotating input copies: loss and gradient, as the benchmark times it."""
-    from listmle_kernels import listmle_loss
-
-    def one(inputs):
-        def step():
-            loss = listmle_loss(inputs.scores, inputs.labels, lengths=inputs.lengths,
-                                respect_input_order=case.order == "input", validate=False)
-            return torch.autograd.grad(loss, inputs.scores)
-        return step
-
+    """The timed unit over rotating input copies: loss and gradient, as the benchmark times the kernel."""
+    kernel = ListmleKernels("triton", validate=False)
     copies = timing.rotation_count(case, device, torch.cuda.mem_get_info(device)[0])
-    return timing.rotating([one(cases_mod.make_inputs(case, device, seed)) for seed in range(copies)])
+    return timing.rotating([timing.make_step(kernel.prepare(case, cases_mod.make_inputs(case, device, seed)), case)
+                            for seed in range(copies)])
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -106,8 +90,8 @@ def main(argv=None) -> int:
     path = args.out / f"tune-{device.type}-{stamp}.json"
     rows, summary = [], []
     for case in tuning_cases(args.L, args.orders, args.dtypes):
-        block, chunks = kernel_geometry(case.L, case.order)
-        current = tk.launch_config(block, chunks, case.B, case.order == "labels" and chunks == 1)
+        sort_in_kernel, block, chunks = tk.row_geometry(case.L, case.order == "labels")
+        current = tk.launch_config(block, chunks, case.B, sort_in_kernel)
         step = fwd_bwd_step(case, device)
         timed = []
         for rows_per_program, warps in candidates(block, chunks):

@@ -45,15 +45,16 @@ def graph_freed_after_backward() -> bool:
     return keep_graph is not None and not keep_graph()
 
 
-def scale_saved_gradient(grad, grad_output, reduction, backend):
-    """grad_output * the saved gradient: in place when the graph is freed, else a new tensor."""
-    if not graph_freed_after_backward():
-        scale = grad_output.to(grad.dtype)
-        return grad * (scale[:, None] if reduction == "none" else scale)
-    if backend == "triton":
+def scale_saved_gradient(grad, grad_output, backend):
+    """grad_output ((B,) for reduction "none", else a scalar) * the saved gradient: in place when the
+    graph is freed, else a new tensor."""
+    in_place = graph_freed_after_backward()
+    if in_place and backend == "triton":
         from .triton_scale import scale_rows_
         return scale_rows_(grad, grad_output)
-    return grad.mul_((grad_output[:, None] if reduction == "none" else grad_output).to(grad.dtype))
+    scale = grad_output.to(grad.dtype)
+    scale = scale[:, None] if scale.dim() == 1 else scale
+    return grad.mul_(scale) if in_place else grad * scale
 
 
 def reduce_rows(row_loss, reduction):
@@ -81,7 +82,7 @@ class ListMLEFunction(torch.autograd.Function):
                                generator, reduction, validate, backend)
         mean_scale = 1.0 / scores.shape[0] if reduction == "mean" and scores.shape[0] else 1.0
         row_loss, grad = compute_rows(inputs, seed, mean_scale, ctx.needs_input_grad[0])
-        ctx.reduction, ctx.backend = reduction, inputs.backend
+        ctx.backend = inputs.backend
         ctx.save_for_backward(grad)
         return reduce_rows(row_loss, reduction)
 
@@ -90,4 +91,4 @@ class ListMLEFunction(torch.autograd.Function):
         (grad,) = ctx.saved_tensors
         if grad is None:  # only a lambda-weight tensor asked for a gradient; it is a constant
             return (None,) * 11
-        return (scale_saved_gradient(grad, grad_output, ctx.reduction, ctx.backend),) + (None,) * 10
+        return (scale_saved_gradient(grad, grad_output, ctx.backend),) + (None,) * 10

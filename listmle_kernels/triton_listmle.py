@@ -220,6 +220,14 @@ def _listmle_kernel(
     tl.store(loss_ptr + rows64, -loss, mask=row_ok)
 
 
+def row_geometry(length: int, sort_by_labels: bool) -> tuple[bool, int, int]:
+    """(sorted in the kernel, block, chunks) for rows of `length` slots: rows longer than one sort
+    block get their order from the torch pre-pass; rows longer than one block are scanned in chunks."""
+    sort_in_kernel = sort_by_labels and length <= SORT_MAX_BLOCK
+    block = min(triton.next_power_of_2(length), SORT_MAX_BLOCK if sort_in_kernel else MAX_BLOCK)
+    return sort_in_kernel, block, triton.next_power_of_2(triton.cdiv(length, block))
+
+
 def launch_config(block: int, chunks: int, batch: int, sort_in_kernel: bool) -> tuple[int, int]:
     """(rows packed into one program, num_warps) for rows scanned in blocks of `block` slots.
 
@@ -241,16 +249,12 @@ def triton_listmle(inputs: ListMLEInputs, seed: int, row_scale: float, need_grad
     batch, length = scores.shape
     row_loss = torch.empty(batch, dtype=accumulator_dtype(scores.dtype), device=scores.device)
 
+    sort_in_kernel, block, chunks = row_geometry(length, inputs.sort_by_labels)
     order = None
-    if inputs.sort_by_labels and length > SORT_MAX_BLOCK:
+    if inputs.sort_by_labels and not sort_in_kernel:
         # Too long to sort in one block: one argsort pre-pass, same keys as the kernel's.
         order = target_order(inputs.labels, real_mask(scores, inputs.mask, inputs.lengths),
                              inputs.random_ties, seed)
-    sort_in_kernel = inputs.sort_by_labels and order is None
-
-    block = triton.next_power_of_2(length)
-    block = min(block, SORT_MAX_BLOCK if sort_in_kernel else MAX_BLOCK)
-    chunks = triton.next_power_of_2(triton.cdiv(length, block))
     rows, num_warps = launch_config(block, chunks, batch, sort_in_kernel)
 
     grad = torch.empty((batch, length), dtype=scores.dtype, device=scores.device) if need_grad else None

@@ -14,6 +14,8 @@ REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if REPO_ROOT not in sys.path:
     sys.path.insert(0, REPO_ROOT)
 
+from train.loop import read_jsonl  # noqa: E402,F401  (tests read the logs as train.compare does)
+
 TOPICS = ["apple", "river", "engine", "violin", "glacier", "copper", "falcon", "tulip", "comet", "harbor",
           "pepper", "marble", "canyon", "lantern", "meadow", "oyster"]
 THINGS = ["price", "colour", "history", "size", "origin", "use"]
@@ -151,8 +153,3 @@ def assert_resume_is_exact(train_main, full_args, resumed_args, argv, full, resu
     assert [r["step"] for r in resumed_log] == [1, 2, 3, 4, 5, 6]
     assert strip(resumed_log) == strip(read_jsonl(full / "train_log.jsonl"))  # same losses, lrs, grad norms
     assert read_jsonl(resumed / "eval_results.jsonl") == read_jsonl(full / "eval_results.jsonl")
-
-
-def read_jsonl(path):
-    with open(path) as f:
-        return [json.loads(line) for line in f if line.strip()]
