@@ -90,6 +90,9 @@ def resource_table():
                 compiled = compile_for_h100("fp32", constants, num_warps=warps)
                 print(f"{'sort' if order else 'input'} {rows:3d} x {block:4d}, {warps:2d} warps: "
                       f"{ptxas_resources(compiled)}", flush=True)
+    for name, change in [("without the gradient", dict(STORE_GRAD=False)), ("p-ListMLE", dict(WEIGHTS=1))]:
+        compiled = compile_for_h100("fp32", dict(base, ORDER=0, ROWS=16, BLOCK=128, **change), num_warps=8)
+        print(f"input  16 x  128,  8 warps, {name}: {ptxas_resources(compiled)}", flush=True)
 
 
 if __name__ == "__main__":
