@@ -9,7 +9,7 @@ import time
 import numpy as np
 import torch
 
-from listmle_kernels.target_order import order_preserving_int32, target_order
+from listmle_kernels.target_order import packed_keys, target_order
 
 
 def median_ms(fn, repeats=300):
@@ -28,13 +28,13 @@ def main(batch=256, length=100):
     gen = torch.Generator().manual_seed(0)
     labels = torch.rand(batch, length, generator=gen)
     real = torch.rand(batch, length, generator=gen) < 0.8
-    packed = (order_preserving_int32(labels).to(torch.int64) << 32) | torch.arange(length - 1, -1, -1)
+    packed = packed_keys(labels, real, False, 0)
     rows = [
         ("target_order, stable ties", lambda: target_order(labels, real, False, 0)),
         ("target_order, random ties", lambda: target_order(labels, real, True, 0)),
-        ("torch.sort of the packed keys (values + indices)", lambda: torch.sort(packed, dim=1, descending=True)),
-        ("np.argsort of the packed keys", lambda: np.argsort(~packed.numpy(), axis=1)),
-        ("np.sort of the packed keys (values)", lambda: np.sort(~packed.numpy(), axis=1)),
+        ("torch.sort of the packed keys (values + indices)", lambda: torch.sort(packed, dim=1)),
+        ("np.argsort of the packed keys", lambda: np.argsort(packed.numpy(), axis=1)),
+        ("np.sort of the packed keys (values)", lambda: np.sort(packed.numpy(), axis=1)),
     ]
     print(f"{batch} x {length}, one torch thread, median ms")
     for name, fn in rows:
