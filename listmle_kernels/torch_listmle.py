@@ -40,9 +40,9 @@ def _rank_weights(inputs: ListMLEInputs, real, realf, acc):
         # (2^(n-1-r) - 1) / sum, scaled by 2^-n so it never overflows: (2^-(r+1) - 2^-n) / (1 - (n+1) 2^-n)
         n = realf.sum(1, keepdim=True)
         tail = torch.exp2(-n)
-        total = 1 - (n + 1) * tail
-        inv_total = torch.where(total > 0, total, float("inf")).reciprocal()  # n <= 1: all weights 0
-        return (torch.exp2(-(rank + 1).to(acc)) - tail).mul_(inv_total).mul_(realf)
+        # n <= 1: the total and every numerator are 0; over `tiny` the weights stay 0
+        total = (1 - (n + 1) * tail).clamp_min_(torch.finfo(acc).tiny)
+        return (torch.exp2(-(rank + 1).to(acc)) - tail).mul_(realf).div_(total)
     w = inputs.weights.to(acc).expand_as(real).gather(1, rank.expand_as(real).clamp(min=0)) * realf
     return w / (w.sum(1, keepdim=True) + 1e-10)
 
