@@ -252,7 +252,7 @@ def triton_listmle(inputs: ListMLEInputs, seed: int, row_scale: float, need_grad
     sort_in_kernel, block, chunks = row_geometry(length, inputs.sort_by_labels)
     order = None
     if inputs.sort_by_labels and not sort_in_kernel:
-        # Too long to sort in one block: one argsort pre-pass, same keys as the kernel's.
+        # Too long to sort in one block: one sort pre-pass in PyTorch, same order as the kernel's.
         order = target_order(inputs.labels, real_mask(scores, inputs.mask, inputs.lengths),
                              inputs.random_ties, seed)
     rows, num_warps = launch_config(block, chunks, batch, sort_in_kernel)
