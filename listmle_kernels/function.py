@@ -32,7 +32,7 @@ def compiled_listmle_rows(scores, labels, mask, lengths, lambda_weight, respect_
     inputs, seed = prepare(scores, labels, mask, lengths, lambda_weight, respect_input_order, ties, generator,
                            reduction, validate, backend)
     return listmle_rows(scores, inputs.labels, inputs.mask, inputs.lengths, inputs.weights,
-                        inputs.weight_kind, inputs.random_ties, seed, 1.0, need_grad, inputs.backend)
+                        inputs.weight_kind, inputs.random_ties, seed, 1, need_grad, inputs.backend)
 
 
 def graph_freed_after_backward() -> bool:
@@ -80,8 +80,8 @@ class ListMLEFunction(torch.autograd.Function):
                 generator, reduction, validate, backend):
         inputs, seed = prepare(scores, labels, mask, lengths, lambda_weight, respect_input_order, ties,
                                generator, reduction, validate, backend)
-        mean_scale = 1.0 / scores.shape[0] if reduction == "mean" and scores.shape[0] else 1.0
-        row_loss, grad = compute_rows(inputs, seed, mean_scale, ctx.needs_input_grad[0])
+        row_divisor = scores.shape[0] if reduction == "mean" and scores.shape[0] else 1
+        row_loss, grad = compute_rows(inputs, seed, row_divisor, ctx.needs_input_grad[0])
         ctx.backend = inputs.backend
         ctx.save_for_backward(grad)
         return reduce_rows(row_loss, reduction)

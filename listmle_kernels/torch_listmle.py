@@ -79,8 +79,8 @@ def _log_space_sums(s, real, realf, w, need_grad):
     return log_prob, torch.where(real, torch.exp(s + torch.logcumsumexp(log_terms, 1)) - w, 0)
 
 
-def torch_listmle(inputs: ListMLEInputs, seed: int, row_scale: float, need_grad: bool):
-    """Per-row losses (B,) in float32/float64 and the gradient of sum(row_scale * loss), or None."""
+def torch_listmle(inputs: ListMLEInputs, seed: int, row_divisor: int, need_grad: bool):
+    """Per-row losses (B,) in float32/float64 and the gradient of sum(loss) / row_divisor, or None."""
     scores = inputs.scores.detach()
     real = real_mask(scores, inputs.mask, inputs.lengths)
     order = None
@@ -101,7 +101,7 @@ def torch_listmle(inputs: ListMLEInputs, seed: int, row_scale: float, need_grad:
     row_loss = -(w * log_prob).sum(1)
     if grad is None:
         return row_loss, None
-    grad = (grad * row_scale).to(scores.dtype)
+    grad = (grad / row_divisor if row_divisor != 1 else grad).to(scores.dtype)
     if order is not None:
         grad = torch.empty_like(grad).scatter_(1, order, grad)
     return row_loss, grad

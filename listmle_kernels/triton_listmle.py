@@ -112,7 +112,9 @@ def _sorted_by_labels(rows64, row_ok, cols, L, seed, labels_ptr, stride_yb, stri
     return pos, tl.sum(real.to(tl.int32), axis=1)
 
 
-@triton.jit
+# The seed changes every call with random ties and the divisor with the batch: specialising on
+# their values (== 1, divisible by 16) would compile new variants in the middle of training.
+@triton.jit(do_not_specialize=["row_divisor", "seed"])
 def _listmle_kernel(
     scores_ptr, stride_sb, stride_sl,
     labels_ptr, stride_yb, stride_yl,
@@ -121,12 +123,13 @@ def _listmle_kernel(
     order_ptr, stride_ob, stride_ol,
     weights_ptr, stride_wb, stride_wl,
     loss_ptr, grad_ptr, stride_gb, stride_gl,
-    B, L, num_chunks, row_scale, seed,
+    B, L, num_chunks, row_divisor, seed,
     REAL: tl.constexpr, ORDER: tl.constexpr, WEIGHTS: tl.constexpr, RANDOM_TIES: tl.constexpr,
     STORE_GRAD: tl.constexpr, ROWS: tl.constexpr, BLOCK: tl.constexpr, CHUNKS: tl.constexpr,
     INDEX_BITS: tl.constexpr,
 ):
     acc = loss_ptr.dtype.element_ty  # float32, or float64 for float64 scores
+    inv_divisor = 1.0 / tl.full([], row_divisor, acc)  # 1/B of reduction="mean", exact in float64 too
     rows = tl.program_id(0) * ROWS + tl.arange(0, ROWS)
     row_ok = rows < B
     rows64 = rows.to(tl.int64)
@@ -212,7 +215,7 @@ def _listmle_kernel(
             p_m, p_s = _lse_combine(p_m, p_s, prefix_m[:, None], prefix_s[:, None])
             a_m, a_s = _lse_total(a)
             prefix_m, prefix_s = _lse_combine(prefix_m, prefix_s, a_m, a_s)
-            grad = tl.where(real, tl.exp(s + p_m + tl.log(p_s)) - w, 0.0) * row_scale
+            grad = tl.where(real, tl.exp(s + p_m + tl.log(p_s)) - w, 0.0) * inv_divisor
             written = row_ok[:, None] & (pos < L)
             tl.store(grad_ptr + rows64[:, None] * stride_gb + pos * stride_gl,
                      grad.to(grad_ptr.dtype.element_ty), mask=written)
@@ -243,8 +246,8 @@ def _strides(tensor):
     return (tensor, tensor.stride(0), tensor.stride(1)) if tensor is not None else None
 
 
-def triton_listmle(inputs: ListMLEInputs, seed: int, row_scale: float, need_grad: bool):
-    """Launch the kernel: per-row losses (B,) and the gradient of sum(row_scale * loss), or None."""
+def triton_listmle(inputs: ListMLEInputs, seed: int, row_divisor: int, need_grad: bool):
+    """Launch the kernel: per-row losses (B,) and the gradient of sum(loss) / row_divisor, or None."""
     scores = inputs.scores.detach()
     batch, length = scores.shape
     row_loss = torch.empty(batch, dtype=accumulator_dtype(scores.dtype), device=scores.device)
@@ -263,6 +266,8 @@ def triton_listmle(inputs: ListMLEInputs, seed: int, row_scale: float, need_grad
     if labels is not None and labels.dtype == torch.bool:
         labels = labels.view(torch.uint8)
     mask = inputs.mask.view(torch.uint8) if inputs.mask is not None else None
+    # The kernel reads lengths[row] unstrided (a slice or an expanded scalar is copied: O(B)).
+    lengths = inputs.lengths.contiguous() if inputs.lengths is not None else None
     weights = inputs.weights if inputs.weight_kind == WEIGHTS_TENSOR else None
     real_kind = REAL_MASK if mask is not None else REAL_LENGTHS if inputs.lengths is not None else REAL_ALL
     order_kind = ORDER_SORT if sort_in_kernel else ORDER_GIVEN if order is not None else ORDER_INPUT
@@ -271,11 +276,11 @@ def triton_listmle(inputs: ListMLEInputs, seed: int, row_scale: float, need_grad
         *_strides(scores),
         *(_strides(labels) if sort_in_kernel else dummy),
         *(_strides(mask) or dummy),
-        inputs.lengths if inputs.lengths is not None else row_loss,
+        lengths if lengths is not None else row_loss,
         *(_strides(order) or dummy),
         *(_strides(weights) or dummy),
         row_loss, *(_strides(grad) or dummy),
-        batch, length, triton.cdiv(length, block), row_scale, seed,
+        batch, length, triton.cdiv(length, block), row_divisor, seed,
         REAL=real_kind, ORDER=order_kind, WEIGHTS=inputs.weight_kind,
         RANDOM_TIES=inputs.random_ties, STORE_GRAD=need_grad, ROWS=rows, BLOCK=block, CHUNKS=chunks,
         INDEX_BITS=block.bit_length() - 1,

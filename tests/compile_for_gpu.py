@@ -41,7 +41,7 @@ def signature(score_type):
         elif param.name in pointers:
             sig[param.name] = "*" + pointers[param.name]
         else:
-            sig[param.name] = "fp32" if param.name == "row_scale" else "i32"
+            sig[param.name] = "i32"
     return sig
 
 

@@ -179,6 +179,17 @@ def test_non_contiguous_inputs(backend):
     torch.testing.assert_close(grad, ref_grad)
 
 
+def test_non_contiguous_lengths(backend):
+    scores = randn(4, 7, seed=13)
+    lengths = torch.tensor([[3, 9], [0, 9], [7, 9], [5, 9]], device=DEVICE)[:, 0]  # stride 2
+    for strided, dense in ((lengths, lengths.contiguous()),
+                           (torch.tensor(4, device=DEVICE).expand(4), torch.full((4,), 4, device=DEVICE))):
+        loss, grad = loss_and_grad(scores, lengths=strided, reduction="none", backend=backend)
+        ref_loss, ref_grad = loss_and_grad(scores, lengths=dense, reduction="none", backend=backend)
+        torch.testing.assert_close(loss, ref_loss)
+        torch.testing.assert_close(grad, ref_grad)
+
+
 def test_label_dtypes(backend):
     scores = randn(4, 9, seed=11)
     labels = torch.randint(0, 3, (4, 9), generator=torch.Generator().manual_seed(1)).to(DEVICE)
