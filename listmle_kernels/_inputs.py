@@ -155,6 +155,11 @@ def parse_inputs(scores, labels, mask, lengths, lambda_weight, respect_input_ord
         if not weights.is_floating_point():
             raise TypeError(f"{name} must be floating point, got dtype {weights.dtype}")
         weights = weights.detach()
+        if validate and not compiling():
+            # The gradient's scan sums w_r exp(-lse_r) in log space, where a negative weight has no log.
+            negative = (weights < 0) & real_mask(scores, None, real_count(scores, mask, lengths))
+            if bool(negative.any()):
+                raise ValueError(f"{name} must be >= 0 at real ranks, got {weights[negative].min().item()}")
         weight_kind = WEIGHTS_TENSOR
 
     if backend == "auto":

@@ -23,13 +23,14 @@ def listmle_loss(scores, labels=None, *, mask=None, lengths=None, lambda_weight=
         lambda_weight: None (ListMLE, w = 1); "plistmle" (p-ListMLE, sentence-transformers 6.2:
             raw w = 2^(n - rank) - 1 for rank = 1..n); a (B, L) tensor of per-rank weights (column r
             weighs the r-th document of the target order); or a callable(rank_mask) -> (B, L) weights,
-            rank_mask[b, r] = r < n_b. Lambda weights are normalised per row: w / (sum(w) + 1e-10).
+            rank_mask[b, r] = r < n_b. Lambda weights are normalised per row: w / (sum(w) + 1e-10),
+            and must be >= 0 at real ranks.
         respect_input_order: True: the input order of the real documents is the target ranking
             (labels ignored). False: sort by labels, descending.
         ties: when sorting, "stable" keeps input order among equal labels; "random" shuffles them.
         generator: torch.Generator that seeds "random" ties (default: torch's global generator).
         reduction: "mean" (sum of row losses / B, as sentence-transformers), "sum" or "none" (B,).
-        validate: check values too (NaN labels, lengths range); may cost a host sync on CUDA.
+        validate: check values too (NaN labels, lengths range, weights >= 0); may cost a host sync on CUDA.
         backend: "auto" (Triton for CUDA tensors, PyTorch otherwise), "triton" or "torch".
 
     Returns the loss in float32 (float64 for float64 scores); the gradient has the scores' dtype

@@ -1,5 +1,7 @@
 """Bad input: a clear ValueError/TypeError naming the argument, before any kernel runs."""
 
+import math
+
 import pytest
 import torch
 
@@ -32,6 +34,9 @@ S = torch.zeros(2, 3)
     ((S,), dict(lambda_weight=torch.ones(2, 3, dtype=torch.long)), TypeError, r"lambda_weight must be floating"),
     ((S,), dict(lambda_weight=lambda m: torch.ones(1, 3)), ValueError,
      r"lambda_weight\(rank_mask\) must have the shape of scores"),
+    ((S,), dict(lambda_weight=torch.tensor([[1.0, -0.5, 0.0], [1.0, 1.0, 1.0]])), ValueError,
+     r"lambda_weight must be >= 0 at real ranks, got -0.5"),
+    ((S,), dict(lambda_weight=lambda m: -m.float()), ValueError, r"lambda_weight\(rank_mask\) must be >= 0 .* -1"),
     ((S,), dict(ties="shuffle"), ValueError, r"ties must be one of \('stable', 'random'\), got 'shuffle'"),
     ((S,), dict(reduction="avg"), ValueError, r"reduction must be one of .*'avg'"),
     ((S,), dict(backend="cuda"), ValueError, r"backend must be one of .*'cuda'"),
@@ -45,6 +50,13 @@ def test_nan_labels_at_padding_are_fine():
     labels = torch.tensor([[0.0, float("nan"), 1.0]])
     loss = listmle_loss(torch.zeros(1, 3), labels, lengths=torch.tensor([1]), respect_input_order=False)
     assert loss == 0
+
+
+def test_negative_weights_at_padded_ranks_are_ignored():
+    weights = torch.tensor([[1.0, -1.0, -1.0], [1.0, 1.0, 1.0]])
+    loss = listmle_loss(S, lengths=torch.tensor([1, 3]), lambda_weight=weights, reduction="none")
+    # row 1: one document, loss 0; row 2: weights 1/3 each, loss (log 3 + log 2 + log 1) / 3
+    torch.testing.assert_close(loss, torch.tensor([0.0, math.log(6.0) / 3]))
 
 
 def test_triton_needs_cuda_or_the_interpreter(monkeypatch):
