@@ -39,12 +39,14 @@ ORDER_INPUT, ORDER_SORT, ORDER_GIVEN = 0, 1, 2
 def _lse_combine(m1, s1, m2, s2):
     """Merge two log-sum-exp partials (max, sum of exp(x - max)).
 
-    Symmetric (Triton's reverse scans need commutative combines) and guarded: two empty
-    partials (-inf, 0) merge to (-inf, 0), not to NaN from exp(-inf - -inf).
+    One exp per merge (the scans are bound by exp throughput): only the smaller partial is rescaled,
+    by exp(min - max) <= 1. Symmetric, bit for bit (Triton's reverse scans need commutative
+    combines), and guarded: two empty partials (-inf, 0) merge to (-inf, 0), not to NaN from
+    exp(-inf - -inf).
     """
     m = tl.maximum(m1, m2)
-    m_safe = tl.where(m == float("-inf"), 0.0, m)
-    return m, s1 * tl.exp(m1 - m_safe) + s2 * tl.exp(m2 - m_safe)
+    rescale = tl.exp(tl.minimum(m1, m2) - tl.where(m == float("-inf"), 0.0, m))
+    return m, tl.where(m1 >= m2, s1 + s2 * rescale, s2 + s1 * rescale)
 
 
 @triton.jit
@@ -210,7 +212,10 @@ def _listmle_kernel(
 
         if STORE_GRAD:
             # P_j = log sum_{r <= j} w_r exp(-lse_r): forward scan merged with the chunks to the left.
-            a = tl.where(real & (w > 0), tl.log(w) - lse, float("-inf"))
+            if WEIGHTS == 0:
+                a = tl.where(real, -lse, float("-inf"))  # log w = 0: no log to take
+            else:
+                a = tl.where(real & (w > 0), tl.log(w) - lse, float("-inf"))
             p_m, p_s = tl.associative_scan((a, (a > float("-inf")).to(acc)), 1, _lse_combine)
             p_m, p_s = _lse_combine(p_m, p_s, prefix_m[:, None], prefix_s[:, None])
             a_m, a_s = _lse_total(a)

@@ -11,23 +11,35 @@ import torch
 import triton
 import triton.language as tl
 
-BLOCK = 4096  # gradient elements per program
+TILE = 4096  # gradient elements per program: ROWS rows x COLS columns
 
 
 @triton.jit
-def _scale_rows_kernel(grad_ptr, scale_ptr, stride_scale, L, numel, PER_ROW: tl.constexpr, BLOCK: tl.constexpr):
-    offs = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
-    inside = offs < numel
-    if PER_ROW:
-        scale = tl.load(scale_ptr + (offs // L) * stride_scale, mask=inside, other=1.0)
+def _scale_rows_kernel(grad_ptr, scale_ptr, stride_scale, B, L,
+                       PER_ROW: tl.constexpr, ROWS: tl.constexpr, COLS: tl.constexpr):
+    rows = tl.program_id(0) * ROWS + tl.arange(0, ROWS)
+    cols = tl.program_id(1) * COLS + tl.arange(0, COLS)
+    row_ok = rows < B
+    rows64 = rows.to(tl.int64)
+    if PER_ROW:  # one scale a row, read once per row of the tile (no per-element row index)
+        scale = tl.load(scale_ptr + rows64 * stride_scale, mask=row_ok, other=1.0)
         differs = tl.sum((scale != 1.0).to(tl.int32), axis=0) > 0
+        scale = scale[:, None]
     else:
         scale = tl.load(scale_ptr)
         differs = scale != 1.0  # NaN differs too, and propagates
     if differs:
+        offs = rows64[:, None] * L + cols[None, :]
+        inside = row_ok[:, None] & (cols < L)[None, :]
         grad = tl.load(grad_ptr + offs, mask=inside)
         # In grad_output's precision (float32, or float64 for float64 scores), then back to the gradient's.
         tl.store(grad_ptr + offs, (grad.to(scale.dtype) * scale).to(grad_ptr.dtype.element_ty), mask=inside)
+
+
+def tile_shape(batch: int, length: int) -> tuple[int, int]:
+    """(rows, cols) of one program's tile: whole short rows, TILE elements at most."""
+    cols = min(triton.next_power_of_2(length), TILE)
+    return min(TILE // cols, triton.next_power_of_2(batch)), cols
 
 
 def scale_rows_(grad: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
@@ -38,8 +50,9 @@ def scale_rows_(grad: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
     if grad.numel() == 0:
         return grad
     per_row = scale.dim() == 1
-    _scale_rows_kernel[(triton.cdiv(grad.numel(), BLOCK),)](
-        grad, scale, scale.stride(0) if per_row else 0, length, grad.numel(),
-        PER_ROW=per_row, BLOCK=BLOCK, num_warps=8,
+    rows, cols = tile_shape(batch, length)
+    _scale_rows_kernel[(triton.cdiv(batch, rows), triton.cdiv(length, cols))](
+        grad, scale, scale.stride(0) if per_row else 0, batch, length,
+        PER_ROW=per_row, ROWS=rows, COLS=cols, num_warps=8,
     )
     return grad

@@ -20,7 +20,7 @@ from triton.compiler import ASTSource
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from listmle_kernels.triton_listmle import _listmle_kernel, launch_config  # noqa: E402
-from listmle_kernels.triton_scale import BLOCK as SCALE_BLOCK, _scale_rows_kernel  # noqa: E402
+from listmle_kernels.triton_scale import _scale_rows_kernel, tile_shape as scale_tile_shape  # noqa: E402
 
 CONFIGS = [  # (score type, constexprs): the heaviest sort, the chunked scan, packed short rows, float64
     ("bf16", dict(REAL=1, ORDER=1, WEIGHTS=1, RANDOM_TIES=True, STORE_GRAD=True, ROWS=1, BLOCK=4096, CHUNKS=1)),
@@ -56,9 +56,10 @@ def compile_for_h100(score_type, constants, num_warps=None):
 
 def compile_scale_for_h100(grad_type, per_row):
     scale_type = "fp64" if grad_type == "fp64" else "fp32"
-    sig = dict(grad_ptr="*" + grad_type, scale_ptr="*" + scale_type, stride_scale="i32", L="i32", numel="i64",
-               PER_ROW="constexpr", BLOCK="constexpr")
-    source = ASTSource(fn=_scale_rows_kernel, signature=sig, constexprs=dict(PER_ROW=per_row, BLOCK=SCALE_BLOCK))
+    sig = dict(grad_ptr="*" + grad_type, scale_ptr="*" + scale_type, stride_scale="i32", B="i32", L="i32",
+               PER_ROW="constexpr", ROWS="constexpr", COLS="constexpr")
+    rows, cols = scale_tile_shape(64, 100)  # short rows, several to a program
+    source = ASTSource(fn=_scale_rows_kernel, signature=sig, constexprs=dict(PER_ROW=per_row, ROWS=rows, COLS=cols))
     return triton.compile(source, target=GPUTarget("cuda", 90, 32), options={"num_warps": 8})
 
 

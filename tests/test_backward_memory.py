@@ -63,6 +63,7 @@ def test_a_lambda_weight_that_requires_grad_is_a_constant():
                                               min_size=8, max_size=8),
        seed=st.integers(0, 2 ** 31 - 1))
 @example(batch=2, length=1, dtype=torch.float32, per_row=True, values=[1.0, 2.0] + [1.0] * 6, seed=0)
+@example(batch=8, length=3, dtype=torch.float32, per_row=True, values=[1.0] * 6 + [0.5, 1.0], seed=0)  # 8 rows a tile
 @example(batch=3, length=1500, dtype=torch.bfloat16, per_row=True, values=[2.0] + [1.0] * 7, seed=0)
 @example(batch=3, length=1500, dtype=torch.float16, per_row=True, values=[1.0, 1.0, -2.0] + [1.0] * 5, seed=0)
 def test_triton_scale_in_place_equals_a_multiply(batch, length, dtype, per_row, values, seed):
