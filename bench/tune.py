@@ -44,7 +44,7 @@ def forced_launch_config(rows: int, num_warps: int):
     """Make the launcher use (rows, num_warps) for every launch inside the block."""
     from listmle_kernels import triton_listmle as tk
     original = tk.launch_config
-    tk.launch_config = lambda block, chunks, batch, sort_in_kernel: (rows, num_warps)
+    tk.launch_config = lambda *args: (rows, num_warps)
     try:
         yield
     finally:
@@ -91,7 +91,7 @@ def main(argv=None) -> int:
     rows, summary = [], []
     for case in tuning_cases(args.L, args.orders, args.dtypes):
         sort_in_kernel, block, chunks = tk.row_geometry(case.L, case.order == "labels")
-        current = tk.launch_config(block, chunks, case.B, sort_in_kernel)
+        current = tk.launch_config(block, chunks, case.B, sort_in_kernel, tk.sm_count(device))
         step = fwd_bwd_step(case, device)
         timed = []
         for rows_per_program, warps in candidates(block, chunks):

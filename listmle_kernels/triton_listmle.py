@@ -19,6 +19,8 @@ the chunk totals gives every chunk the carry of everything to its right, pass 2 
 chunk with that carry and a running prefix carry for P. Deterministic: no atomics.
 """
 
+import functools
+
 import torch
 import triton
 import triton.language as tl
@@ -236,15 +238,27 @@ def row_geometry(length: int, sort_by_labels: bool) -> tuple[bool, int, int]:
     return sort_in_kernel, block, triton.next_power_of_2(triton.cdiv(length, block))
 
 
-def launch_config(block: int, chunks: int, batch: int, sort_in_kernel: bool) -> tuple[int, int]:
+def launch_config(block: int, chunks: int, batch: int, sort_in_kernel: bool, sm_count: int = 0) -> tuple[int, int]:
     """(rows packed into one program, num_warps) for rows scanned in blocks of `block` slots.
 
-    Short rows are packed to about ROW_TILE slots a program; one warp per 256 slots, up to 16.
+    Short rows are packed to about ROW_TILE slots a program, but never so many that fewer than two
+    programs per SM remain (`sm_count`; 0 = unknown, no limit): 64 x 100 packed 16 rows a program
+    would leave 128 of an H100's 132 SMs idle. One warp per 256 slots, up to 16.
     Untuned on a GPU yet: `python -m bench.tune` sweeps the alternatives on one. `sort_in_kernel`
     is not used yet: ptxas already shows the sort wanting other configurations (bench/NOTES.md).
     """
-    rows = max(1, min(ROW_TILE // block, triton.next_power_of_2(batch))) if chunks == 1 else 1
+    rows = 1
+    if chunks == 1:
+        rows = max(1, min(ROW_TILE // block, triton.next_power_of_2(batch)))
+        if sm_count:
+            rows = min(rows, 1 << max(0, (batch // (2 * sm_count)).bit_length() - 1))  # a power of two
     return rows, max(1, min(16, rows * block // 256))
+
+
+@functools.lru_cache(maxsize=None)
+def sm_count(device: torch.device) -> int:
+    """Streaming multiprocessors of a CUDA device; 0 elsewhere (the interpreter)."""
+    return torch.cuda.get_device_properties(device).multi_processor_count if device.type == "cuda" else 0
 
 
 def _strides(tensor):
@@ -263,7 +277,7 @@ def triton_listmle(inputs: ListMLEInputs, seed: int, row_divisor: int, need_grad
         # Too long to sort in one block: one sort pre-pass in PyTorch, same order as the kernel's.
         order = target_order(inputs.labels, real_mask(scores, inputs.mask, inputs.lengths),
                              inputs.random_ties, seed)
-    rows, num_warps = launch_config(block, chunks, batch, sort_in_kernel)
+    rows, num_warps = launch_config(block, chunks, batch, sort_in_kernel, sm_count(scores.device))
 
     grad = torch.empty((batch, length), dtype=scores.dtype, device=scores.device) if need_grad else None
     dummy = (row_loss, 0, 0)

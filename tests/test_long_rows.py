@@ -46,6 +46,18 @@ def test_any_launch_config_matches_reference(problem, rows, num_warps):
         assert_kernel_matches_reference(scores, labels, kwargs)
 
 
+@given(batch=st.integers(1, 1 << 20), length=st.integers(1, 1 << 17), sort=st.booleans(),
+       sm_count=st.sampled_from([0, 1, 108, 132]))
+def test_launch_config_keeps_the_gpu_busy(batch, length, sort, sm_count):
+    """Powers of two; packing never leaves fewer than two programs per SM when the batch has them."""
+    sort_in_kernel, block, chunks = triton_listmle.row_geometry(length, sort)
+    rows, num_warps = triton_listmle.launch_config(block, chunks, batch, sort_in_kernel, sm_count)
+    assert rows & (rows - 1) == 0 and num_warps & (num_warps - 1) == 0 and 1 <= num_warps <= 16
+    assert rows == 1 or (chunks == 1 and rows * block <= triton_listmle.ROW_TILE and rows < 2 * batch)
+    if sm_count and rows > 1:
+        assert -(-batch // rows) >= 2 * sm_count
+
+
 @pytest.mark.parametrize("length, kwargs", [
     (65536, dict()),
     (20000, dict(lengths=torch.tensor([20000, 12345]))),
