@@ -30,24 +30,37 @@ CONFIGS = [  # (score type, constexprs): the heaviest sort, the chunked scan, pa
 ]
 
 
-def signature(score_type):
+def launch_specialisation(score_type, constants, aligned=True):
+    """(signature, constexprs, attrs) as a launch on contiguous (B, L) tensors specialises the kernel.
+
+    Triton turns integer arguments equal to 1 into constants (here: every column stride, and
+    num_chunks for one-chunk rows) and marks pointers and integers divisible by 16 as such, which
+    decides vector widths and registers. `aligned`: L (so every row stride) and B are multiples of 16,
+    as in 64 x 128; otherwise (64 x 100) only the pointers are. row_divisor and seed are never
+    specialised (see the kernel).
+    """
     acc = "fp64" if score_type == "fp64" else "fp32"
     pointers = dict(scores_ptr=score_type, labels_ptr="i64", mask_ptr="u8", lengths_ptr="i64", order_ptr="i64",
                     weights_ptr="fp64", loss_ptr=acc, grad_ptr=score_type)
-    sig = {}
-    for param in _listmle_kernel.params:
-        if param.is_constexpr:
-            sig[param.name] = "constexpr"
-        elif param.name in pointers:
-            sig[param.name] = "*" + pointers[param.name]
-        else:
-            sig[param.name] = "i32"
-    return sig
+    units = {"stride_sl", "stride_yl", "stride_ml", "stride_ol", "stride_wl", "stride_gl"}
+    if constants["CHUNKS"] == 1:
+        units.add("num_chunks")
+    sig, constexprs, attrs = {}, dict(constants, INDEX_BITS=constants["BLOCK"].bit_length() - 1), {}
+    for index, param in enumerate(_listmle_kernel.params):
+        name = param.name
+        if param.is_constexpr or name in units:
+            sig[name] = "constexpr"
+            constexprs.setdefault(name, 1)
+            continue
+        sig[name] = "*" + pointers[name] if name in pointers else "i32"
+        if name in pointers or (aligned and (name.startswith("stride_") or name in ("B", "L"))):
+            attrs[(index,)] = [["tt.divisibility", 16]]
+    return sig, constexprs, attrs
 
 
-def compile_for_h100(score_type, constants, num_warps=None):
-    constants = dict(constants, INDEX_BITS=constants["BLOCK"].bit_length() - 1)
-    source = ASTSource(fn=_listmle_kernel, signature=signature(score_type), constexprs=constants)
+def compile_for_h100(score_type, constants, num_warps=None, aligned=True):
+    sig, constexprs, attrs = launch_specialisation(score_type, constants, aligned)
+    source = ASTSource(fn=_listmle_kernel, signature=sig, constexprs=constexprs, attrs=attrs)
     if num_warps is None:  # what the launcher picks
         num_warps = launch_config(constants["BLOCK"], constants["CHUNKS"], constants["ROWS"],
                                   constants["ORDER"] == 1)[1]
@@ -83,14 +96,21 @@ def ptxas_resources(compiled) -> str:
 
 
 def resource_table():
+    """Registers and spills per (order, rows x block, warps), aligned rows; then the launcher's pick
+    with unaligned rows (L not a multiple of 16)."""
     base = dict(REAL=2, WEIGHTS=0, RANDOM_TIES=False, STORE_GRAD=True, CHUNKS=1)
+    tiles = [(64, 32), (16, 128), (4, 512), (2, 1024), (1, 2048), (1, 4096)]
     for order in (0, 1):
-        for rows, block in [(64, 32), (16, 128), (4, 512), (2, 1024), (1, 2048), (1, 4096)]:
+        for rows, block in tiles:
             for warps in (4, 8, 16, 32):
-                constants = dict(base, ORDER=order, ROWS=rows, BLOCK=block)
-                compiled = compile_for_h100("fp32", constants, num_warps=warps)
+                compiled = compile_for_h100("fp32", dict(base, ORDER=order, ROWS=rows, BLOCK=block), num_warps=warps)
                 print(f"{'sort' if order else 'input'} {rows:3d} x {block:4d}, {warps:2d} warps: "
                       f"{ptxas_resources(compiled)}", flush=True)
+    for order in (0, 1):
+        for rows, block in tiles:
+            compiled = compile_for_h100("fp32", dict(base, ORDER=order, ROWS=rows, BLOCK=block), aligned=False)
+            print(f"{'sort' if order else 'input'} {rows:3d} x {block:4d}, launcher's warps, unaligned rows: "
+                  f"{ptxas_resources(compiled)}", flush=True)
     for name, change in [("without the gradient", dict(STORE_GRAD=False)), ("p-ListMLE", dict(WEIGHTS=1))]:
         compiled = compile_for_h100("fp32", dict(base, ORDER=0, ROWS=16, BLOCK=128, **change), num_warps=8)
         print(f"input  16 x  128,  8 warps, {name}: {ptxas_resources(compiled)}", flush=True)
