@@ -5,7 +5,7 @@ in chunks of BLOCK "slots"; slot r is the r-th document of the target order:
 
   * input order:          slot r = position r, padding leaves holes (rank = real docs before it);
   * sort in kernel:       one block: pack (label key, tie bits, position) into int64, tl.sort it;
-  * order given:          rows too long to sort in one block get their order from one torch argsort.
+  * order given:          rows too long to sort in one block get their order from target_order.py.
 
 Math (see torch_listmle.py for the same formulas in PyTorch): with the suffix log-sum-exp
 lse_r = log sum_{t >= r} exp s_t over real slots,
