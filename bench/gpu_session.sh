@@ -4,6 +4,7 @@
 #   bash bench/gpu_session.sh prepare                  # here, once: what must travel, into .gpu/
 #   LISTMLE_GIT_COMMIT=<sha> bash bench/gpu_session.sh check|bench|tune|train   # on the GPU machine,
 #                                                      # carrying .gpu; results land in $OUT
+#   BUDGET_S=<seconds> caps bench and tune (default 540 / 520) to what is left of the session.
 #
 # check: the test suite natively (Triton compiled), compute-sanitizer memcheck over every kernel
 #        path, the sm_90 compile report. bench: the full grid. tune: the launch-configuration
@@ -45,10 +46,10 @@ check)
     ;;
 bench)
     "$py" -m pip install -q --no-deps --no-index --target /tmp/site .gpu/allRank-*.whl && export PYTHONPATH=$PYTHONPATH:/tmp/site
-    "$py" -m bench --time-budget-s 540 --out "$out"
+    "$py" -m bench --time-budget-s "${BUDGET_S:-540}" --out "$out"
     ;;
 tune)
-    "$py" -m bench.tune --time-budget-s 520 --out "$out"
+    "$py" -m bench.tune --time-budget-s "${BUDGET_S:-520}" --out "$out"
     ;;
 train)
     # Keep checkpoints off $OUT (only 8 files of 16 MiB come back); copy the logs and the comparison.
