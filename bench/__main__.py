@@ -134,6 +134,19 @@ def main(argv=None) -> int:
     selected = build_cases(args, device)
     print(f"{len(selected)} cases x {sum(a[0] for a in availability.values())} implementations")
     rows = []
+    args.out.mkdir(parents=True, exist_ok=True)
+    stem = report.output_stem(args.out, device, meta["timestamp_utc"])
+
+    def save(step_share):
+        """Write the JSON and CSV of all measured so far: after every case, so a killed run keeps them."""
+        report.add_speedups(rows, device.type)
+        meta["wall_s"] = time.perf_counter() - started
+        extras = {"notes": notes, "self_check": {"ok": ok, "message": message}, "copy_bandwidth": copy,
+                  "availability": {k: {"available": a, "note": n} for k, (a, n) in availability.items()},
+                  "training_step": step_share}
+        report.write_json(stem.with_suffix(".json"), meta, rows, extras)
+        report.write_csv(stem.with_suffix(".csv"), rows)
+
     signal.signal(signal.SIGTERM, _raise_interrupt)  # `timeout` sends SIGTERM: still write the results
     try:
         for index, case in enumerate(selected, 1):
@@ -145,25 +158,16 @@ def main(argv=None) -> int:
             t0 = time.perf_counter()
             case_rows = runner.run_case(case, impls, availability, device, args.seed, args.quick, copy["bytes_per_s"])
             rows += case_rows
+            save({"status": "not measured yet"})
             timed = ", ".join(f"{r['label']} {r['ms']:.3f}" for r in case_rows if r.get("status") == "ok")
             print(f"[{index}/{len(selected)}] {case.name()}: {timed} ms ({time.perf_counter() - t0:.1f}s)", flush=True)
     except KeyboardInterrupt:
         notes.append(f"Interrupted after {len({r['case'] for r in rows})} of {len(selected)} cases.")
         print(notes[-1])
         args.no_train_step = True
-    report.add_speedups(rows, device.type)
-
     step_share = ({"status": "skipped (--no-train-step, or the run was interrupted)"} if args.no_train_step
                   else training_step.loss_share(impls, availability, device, args.quick))
-
-    args.out.mkdir(parents=True, exist_ok=True)
-    stem = report.output_stem(args.out, device, meta["timestamp_utc"])
-    meta["wall_s"] = time.perf_counter() - started
-    extras = {"notes": notes, "self_check": {"ok": ok, "message": message}, "copy_bandwidth": copy,
-              "availability": {k: {"available": a, "note": n} for k, (a, n) in availability.items()},
-              "training_step": step_share}
-    report.write_json(stem.with_suffix(".json"), meta, rows, extras)
-    report.write_csv(stem.with_suffix(".csv"), rows)
+    save(step_share)
     written = [stem.with_suffix(".json"), stem.with_suffix(".csv")]
     if not args.no_plots:
         written += plots.write_plots(rows, device.type, meta["device"], stem)

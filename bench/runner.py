@@ -19,9 +19,9 @@ from bench.impls import Impl
 
 # CUDA graphs only matter where launch overhead is a visible part of the time.
 MAX_ELEMENTS_CUDA_GRAPH = 1 << 16
-# Implementations whose loss syncs with the host (Python lists, .tolist(), host-side randperm) and so
-# cannot be captured in a CUDA graph.
-NOT_GRAPH_CAPTURABLE = {"sentence_transformers", "allrank"}
+# Implementations whose loss syncs with the host (Python lists, .tolist(), host-side randperm; the
+# PyTorch path checks its rows' score span on the host) and so cannot be captured in a CUDA graph.
+NOT_GRAPH_CAPTURABLE = {"sentence_transformers", "allrank", "listmle_kernels_torch"}
 
 
 def free_device_bytes(device: torch.device) -> int | None:

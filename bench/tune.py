@@ -97,13 +97,19 @@ def main(argv=None) -> int:
         for rows_per_program, warps in candidates(block, chunks):
             if time.monotonic() - started > args.time_budget_s:
                 break
-            with forced_launch_config(rows_per_program, warps):
-                ms = timing.time_cuda(step)[0]
+            row = dict(B=case.B, L=case.L, order=case.order, dtype=case.dtype, block=block, chunks=chunks,
+                       rows=rows_per_program, num_warps=warps, heuristic=(rows_per_program, warps) == tuple(current))
+            try:  # one configuration the compiler or the device refuses must not end the sweep
+                with forced_launch_config(rows_per_program, warps):
+                    ms = timing.time_cuda(step)[0]
+            except Exception as exc:  # OutOfResources, a compile error, OOM
+                rows.append(dict(row, error=f"{type(exc).__name__}: {str(exc)[:200]}"))
+                print(f"  {case.B} x {case.L} {case.order}: rows {rows_per_program}, {warps} warps failed: "
+                      f"{type(exc).__name__}", flush=True)
+                continue
             pct = 100.0 * cases_mod.minimal_bytes(case) / (ms * 1e-3) / copy["bytes_per_s"]
             timed.append((ms, rows_per_program, warps))
-            rows.append(dict(B=case.B, L=case.L, order=case.order, dtype=case.dtype, block=block, chunks=chunks,
-                             rows=rows_per_program, num_warps=warps, ms=ms, pct_copy_bw=pct,
-                             heuristic=(rows_per_program, warps) == tuple(current)))
+            rows.append(dict(row, ms=ms, pct_copy_bw=pct))
             path.write_text(json.dumps({"meta": meta, "copy_bandwidth": copy, "rows": rows}, indent=1))
         if timed:
             best = min(timed)

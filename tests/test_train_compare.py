@@ -27,6 +27,8 @@ from train_fixtures import make_training_material, read_jsonl, training_args
 RUN_FLAGS = ["--train-queries", "36", "--val-queries", "4", "--batch-size", "4", "--max-steps", "3",
              "--eval-steps", "3", "--lr", "1e-3", "--eval-data", "heldout", "--loss", "plistmle", "--sort-by-labels",
              "--ties", "stable"]
+# With a GPU the suite runs the kernel compiled, which needs CUDA tensors (no interpreter); float32 there too.
+ON_DEVICE = ["--device", "cuda", "--bf16", "off"] if torch.cuda.is_available() else []
 
 
 @pytest.fixture(scope="module")
@@ -62,9 +64,9 @@ def test_fused_and_reference_runs_train_alike(material, tmp_path, monkeypatch, c
     random.seed(123)
     torch.manual_seed(123)
     state_before = (random.getstate(), torch.get_rng_state())
-    # training_args' --output-dir is the comparison's; --loss-backend triton: the kernel, interpreted on CPU
-    assert compare_main(training_args(material, out) + RUN_FLAGS + ["--loss-backend", "triton",
-                                                                    "--timing-skip-steps", "1"]) == 0
+    # training_args' --output-dir is the comparison's; --loss-backend triton: the kernel (interpreted on CPU)
+    assert compare_main(training_args(material, out) + RUN_FLAGS + ON_DEVICE + ["--loss-backend", "triton",
+                                                                                "--timing-skip-steps", "1"]) == 0
 
     # 3 training steps + 2 validation batches each; the reference oracle only in the reference run
     assert calls_by_run == {"triton": {"reference": 0, "listmle_loss": 5},
