@@ -45,20 +45,11 @@ def import_package_at(rev: str, into: Path):
     return importlib.import_module(OLD_NAME)
 
 
-class PackageAt(ListmleKernels):
-    """The bench's listmle_kernels implementation, calling another copy of the package."""
-
-    def __init__(self, package, label):
-        super().__init__("torch", validate=False)
-        self.package, self.name, self.label = package, label, label
-
-    def prepare(self, case, inputs):
-        real = sys.modules["listmle_kernels"]
-        sys.modules["listmle_kernels"] = self.package  # ListmleKernels.prepare imports it by name
-        try:
-            return super().prepare(case, inputs)
-        finally:
-            sys.modules["listmle_kernels"] = real
+def torch_path_of(package: str, label: str) -> ListmleKernels:
+    """The bench's listmle_kernels implementation (PyTorch path) of `package`, named `label`."""
+    impl = ListmleKernels("torch", validate=False, package=package)
+    impl.name = impl.label = label
+    return impl
 
 
 def main(argv=None):
@@ -70,13 +61,12 @@ def main(argv=None):
     p.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
     args = p.parse_args(argv)
     torch.set_num_threads(1)
-    import listmle_kernels
 
     with tempfile.TemporaryDirectory() as tmp:
-        old = import_package_at(args.rev, Path(tmp))
+        import_package_at(args.rev, Path(tmp))
         rev = subprocess.run(["git", "rev-parse", "--short", args.rev], cwd=ROOT, capture_output=True,
                              text=True, check=True).stdout.strip()
-        impls = {"rev": PackageAt(old, f"at {rev}"), "now": PackageAt(listmle_kernels, "now"),
+        impls = {"rev": torch_path_of(OLD_NAME, f"at {rev}"), "now": torch_path_of("listmle_kernels", "now"),
                  "ref": ReferenceEager()}
         rows = []
         for (B, L), direction, weighting, order in itertools.product(

@@ -11,6 +11,7 @@ reported as skipped with a reason when missing; their math is never re-implement
 from __future__ import annotations
 
 import functools
+import importlib
 import importlib.util
 import os
 from dataclasses import dataclass
@@ -115,11 +116,13 @@ class Impl:
 
 
 class ListmleKernels(Impl):
-    """listmle_kernels.listmle_loss with backend="triton" or "torch"."""
+    """listmle_kernels.listmle_loss with backend="triton" or "torch" (`package`: another copy of it, under
+    another name, as `python -m bench.compare_commits` imports an older commit's)."""
 
-    def __init__(self, backend: str, validate: bool):
+    def __init__(self, backend: str, validate: bool, package: str = "listmle_kernels"):
         self.backend = backend
         self.validate = validate
+        self.package = package
         self.name = f"listmle_kernels_{backend}"
         self.label = f"lk-{backend}"
 
@@ -136,10 +139,8 @@ class ListmleKernels(Impl):
         return True, ""
 
     def prepare(self, case, inputs):
-        from listmle_kernels import listmle_loss
-
         loss_fn = functools.partial(
-            listmle_loss,
+            importlib.import_module(self.package).listmle_loss,
             inputs.scores,
             inputs.labels,
             lengths=inputs.lengths,

@@ -4,23 +4,11 @@ Times, on one torch thread, `target_order` at 256 x 100 (80% real documents, sta
 against sorting the same packed int64 keys with torch.sort (values and indices), and the bare sorts.
 """
 
-import time
-
 import numpy as np
 import torch
 
+from bench.timing import time_cpu
 from listmle_kernels.target_order import packed_keys, target_order
-
-
-def median_ms(fn, repeats=300):
-    for _ in range(10):
-        fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return 1e3 * float(np.median(times))
 
 
 def main(batch=256, length=100):
@@ -38,7 +26,7 @@ def main(batch=256, length=100):
     ]
     print(f"{batch} x {length}, one torch thread, median ms")
     for name, fn in rows:
-        print(f"  {median_ms(fn):7.3f}  {name}")
+        print(f"  {time_cpu(fn, warmup=10, min_seconds=0.5, max_repeats=300)[0]:7.3f}  {name}")
 
 
 if __name__ == "__main__":
