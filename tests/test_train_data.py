@@ -3,6 +3,7 @@
 import train_fixtures  # noqa: F401  (first: puts the repository root on sys.path)
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -12,6 +13,8 @@ import torch
 from train.data import (batch_indices, collate, load_msmarco_rows, pad_scores, split_validation, steps_per_epoch,
                         to_listwise)
 from train.hub import HubUnavailableError
+from train.inputs import UsageError, looks_like_local_path
+from train.loop import main as train_main
 from train.nanobeir import bm25_rank, heldout_samples, load_nanobeir
 
 from train_fixtures import make_msmarco_rows, write_json, write_nanobeir_dir
@@ -127,6 +130,8 @@ def test_hub_unreachable_message_names_offline_flags(tmp_path):
     message = out.stderr.strip().splitlines()[-1]
     for flag in ("--model", "--train-data", "--eval-data", "HF_HUB_OFFLINE"):
         assert flag in message
+    named_files = re.findall(r"train/[\w/.-]+\.md", message)
+    assert named_files and all(os.path.isfile(os.path.join(ROOT, name)) for name in named_files)
     with pytest.raises(HubUnavailableError):
         env_backup = {k: os.environ.get(k) for k in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE")}
         try:
@@ -135,3 +140,43 @@ def test_hub_unreachable_message_names_offline_flags(tmp_path):
         finally:
             for k, v in env_backup.items():
                 os.environ.pop(k, None) if v is None else os.environ.__setitem__(k, v)
+
+
+def test_too_many_validation_queries_is_a_usage_error(tmp_path, capsys):
+    """The default --val-queries 1000 with a small local file: one line suggesting a smaller value, exit code 2."""
+    rows = write_json(tmp_path / "rows.json", make_msmarco_rows(10))
+    assert train_main(["--train-data", rows, "--output-dir", str(tmp_path / "out"), "--eval-data", "heldout"]) == 2
+    error = capsys.readouterr().err.strip()
+    assert error.startswith("python -m train: error: --val-queries 1000 ") and "smaller --val-queries" in error
+    assert len(error.splitlines()) == 1
+
+
+@pytest.mark.parametrize("value, local", [
+    ("/no/such/dir", True), ("./model", True), ("../data", True), ("~/rows.json", True), ("rows.jsonl", True),
+    ("a/b/c", True), ("tests/nothing-here", True), ("microsoft/ms_marco", False), ("bert-base-uncased", False),
+    ("sentence-transformers/NanoBEIR-en", False)])
+def test_what_counts_as_a_local_path(value, local):
+    assert looks_like_local_path(value) == local
+
+
+@pytest.mark.parametrize("flag", ["--train-data", "--eval-data", "--model", "--candidates"])
+def test_missing_local_paths_name_the_flag_before_any_hub_access(tmp_path, capsys, flag):
+    rows = write_json(tmp_path / "rows.json", make_msmarco_rows(10))
+    missing = str(tmp_path / "missing")
+    value = f"dense:{missing}" if flag == "--candidates" else missing
+    # every other input is a hub id: reaching any hub loader would print the hub paragraph instead
+    argv = ["--output-dir", str(tmp_path / "out"), "--train-data", rows, flag, value]
+    assert train_main(argv) == 2
+    error = capsys.readouterr().err.strip()
+    assert error.startswith(f"python -m train: error: {flag}: no such file or directory: {missing} ")
+
+
+def test_local_nanobeir_directory_missing_a_dataset(tmp_path, capsys):
+    rows = make_msmarco_rows(12)
+    nano = write_nanobeir_dir(tmp_path / "nano", rows)  # NanoMSMARCO only; the default list also asks for nfcorpus, nq
+    with pytest.raises(UsageError, match="NanoNFCorpus.*--eval-datasets msmarco"):
+        load_nanobeir(nano, ["msmarco", "nfcorpus", "nq"])
+    assert train_main(["--train-data", write_json(tmp_path / "rows.json", rows), "--val-queries", "0",
+                       "--eval-data", nano, "--output-dir", str(tmp_path / "out")]) == 2
+    error = capsys.readouterr().err.strip().splitlines()[-1]
+    assert os.path.join(nano, "NanoNFCorpus") in error and "--eval-datasets msmarco" in error

@@ -82,3 +82,26 @@ def test_torchrun_two_processes_match_one(material, tmp_path):
     assert [r["step"] for r in ddp_log] == [1, 2, 3, 4]
     assert [r["loss"] for r in ddp_log] == pytest.approx([r["loss"] for r in single_log], rel=1e-4)
     assert (ddp / "checkpoint-4" / "rng_state_1.pt").exists() and (ddp / "best-model").is_dir()
+
+
+def test_fresh_run_into_an_earlier_runs_directory(material, tmp_path, capsys):
+    """An earlier run's higher-numbered checkpoints would outlive the new run's in the keep-the-last-two rotation
+    (the new checkpoint-1 deleted right after it was written) and be what --resume picks up: a fresh run stops
+    with one line naming --resume and --overwrite-output-dir, and --overwrite-output-dir starts afresh."""
+    out = tmp_path / "run"
+    argv = common(material, out) + ["--train-queries", "12", "--val-queries", "0", "--batch-size", "4",
+                                    "--eval-data", "heldout", "--rerank-k", "5"]
+    assert train_main(argv + ["--max-steps", "3", "--eval-steps", "2"]) == 0
+    earlier = sorted(os.listdir(out))
+    assert earlier == ["best-model", "checkpoint-2", "checkpoint-3", "eval_results.jsonl", "train_log.jsonl"]
+
+    capsys.readouterr()
+    assert train_main(argv + ["--max-steps", "1", "--eval-steps", "1"]) == 2
+    error = capsys.readouterr().err.strip()
+    assert len(error.splitlines()) == 1 and "--resume" in error and "--overwrite-output-dir" in error
+    assert sorted(os.listdir(out)) == earlier  # nothing touched
+
+    assert train_main(argv + ["--max-steps", "1", "--eval-steps", "1", "--overwrite-output-dir"]) == 0
+    assert sorted(os.listdir(out)) == ["best-model", "checkpoint-1", "eval_results.jsonl", "train_log.jsonl"]
+    assert [r["step"] for r in read_jsonl(out / "train_log.jsonl")] == [1]
+    assert [r["step"] for r in read_jsonl(out / "eval_results.jsonl")] == [0, 1]

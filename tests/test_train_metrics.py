@@ -119,3 +119,30 @@ def test_agrees_with_sentence_transformers_evaluator():
 class _Ignore:
     def __getattr__(self, name):
         return lambda *args, **kwargs: None
+
+
+@pytest.mark.parametrize("head_bias", [0.0, 25.0])
+def test_model_evaluation_agrees_with_sentence_transformers_cross_encoder(tmp_path, head_bias):
+    """Our evaluation of a saved one-label model equals CrossEncoderRerankingEvaluator(CrossEncoder(dir)) on the same
+    samples and max_length. head_bias 25 puts every logit far above 16.6, where CrossEncoder.predict's float32
+    sigmoid rounds them all to 1.0: the scores tie there, and ours must tie the same way."""
+    evaluation = pytest.importorskip("sentence_transformers.cross_encoder.evaluation")
+    from sentence_transformers.cross_encoder import CrossEncoder
+    import torch
+    from train.evaluate import evaluate_model
+    from train.models import load_model, save_model
+    from train.nanobeir import load_nanobeir
+    from train_fixtures import make_msmarco_rows, make_tiny_bert, write_nanobeir_dir
+
+    rows = make_msmarco_rows(12)
+    model, tokenizer = load_model("cross-encoder", make_tiny_bert(tmp_path / "bert", rows))
+    with torch.no_grad():
+        model.classifier.bias.fill_(head_bias)  # logits of the random head: about head_bias +- 1
+    save_model("cross-encoder", model, tokenizer, tmp_path / "saved")
+    samples = load_nanobeir(write_nanobeir_dir(tmp_path / "nano", rows), ["msmarco"], rerank_k=5)["NanoMSMARCO_R5"]
+
+    theirs = evaluation.CrossEncoderRerankingEvaluator(samples, name="x", write_csv=False)(
+        CrossEncoder(str(tmp_path / "saved"), max_length=32, device="cpu"))
+    ours = evaluate_model(*load_model("cross-encoder", tmp_path / "saved"), {"x": samples}, "mean", max_length=32,
+                          progress=False)
+    assert {k: v for k, v in ours.items() if k.startswith("x_")} == pytest.approx(theirs, abs=1e-6)

@@ -5,9 +5,10 @@ DIR/comparison.md (also printed), DIR/loss_curves.png. Exit code 1 when the loss
 tolerances, the run's own exit code when a run fails.
 
 Both runs happen in this one process (not under torchrun), one after the other; each starts from the global state
-the first one saw (RNG states restored, GPU cache emptied), so they differ only in the loss. The reference knows
-only stable ties: keep `--respect-input-order` (the default) or use `--ties stable`; with random ties the two would
-train on different target orders anyway.
+the first one saw (RNG states restored, GPU cache emptied), so they differ only in the loss. Both start afresh: a
+comparison run again into the same DIR replaces both runs. The reference knows only stable ties: keep
+`--respect-input-order` (the default) or use `--ties stable`; with random ties the two would train on different
+target orders anyway.
 """
 
 import argparse
@@ -53,8 +54,10 @@ def build_parser():
 
 
 def parse_run_args(train_argv, loss_backend, output_dir):
-    """The `python -m train` arguments of one run (later flags win, so these override the user's)."""
-    return parse_args(train_argv + ["--loss-backend", loss_backend, "--output-dir", output_dir])
+    """The `python -m train` arguments of one run (later flags win, so these override the user's). Both runs start
+    afresh (no --resume), so a comparison run again into the same DIR replaces its runs."""
+    return parse_args(train_argv + ["--loss-backend", loss_backend, "--output-dir", output_dir,
+                                    "--overwrite-output-dir"])
 
 
 @contextlib.contextmanager
@@ -91,10 +94,11 @@ def main(argv=None):
     compare_args, train_argv = build_parser().parse_known_args(argv)
     out = compare_args.output_dir
     run_dirs = {name: os.path.join(out, name) for name in RUNS}
-    fused_args = parse_run_args(train_argv, parse_args(train_argv).loss_backend, run_dirs["fused"])
-    reference_args = parse_run_args(train_argv, "reference", run_dirs["reference"])  # errors before any training
-    if fused_args.loss_backend not in PACKAGE_BACKENDS or fused_args.resume:
+    requested = parse_args(train_argv)
+    if requested.loss_backend not in PACKAGE_BACKENDS or requested.resume:
         build_parser().error(f"the fused run needs a package --loss-backend {PACKAGE_BACKENDS} and no --resume")
+    fused_args = parse_run_args(train_argv, requested.loss_backend, run_dirs["fused"])
+    reference_args = parse_run_args(train_argv, "reference", run_dirs["reference"])  # errors before any training
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
         build_parser().error("runs as one process (the two runs follow each other); not under torchrun")
 

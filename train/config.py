@@ -60,8 +60,9 @@ def build_parser():
     p.add_argument("--warmup-ratio", type=float, default=0.1)
     p.add_argument("--epochs", type=int, default=1)
     p.add_argument("--max-steps", type=int, default=None, help="stop after this many steps (overrides --epochs)")
-    p.add_argument("--eval-steps", type=int, default=None,
-                   help="evaluate and checkpoint every N steps (default: 5 times per run); also at step 0 and at the end")
+    p.add_argument("--eval-steps", type=int, default=500,
+                   help="evaluate and checkpoint every N steps (default 500, the published training script's "
+                        "eval_steps and save_steps); also at step 0 and at the end")
     p.add_argument("--seed", type=int, default=12)
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     p.add_argument("--bf16", choices=["auto", "on", "off"], default="auto",
@@ -69,6 +70,9 @@ def build_parser():
     p.add_argument("--output-dir", default="output/listmle-minilm")
     p.add_argument("--resume", nargs="?", const="latest", default=None,
                    help="continue from the latest checkpoint in --output-dir, or from the given checkpoint directory")
+    p.add_argument("--overwrite-output-dir", action="store_true",
+                   help="start afresh in an --output-dir that holds an earlier run: delete its checkpoint-*/, "
+                        "best-model/ and logs first (without this flag, such a directory stops the run)")
     return p
 
 
@@ -77,6 +81,10 @@ def parse_args(argv=None):
     args = parser.parse_args(argv)
     if args.arch == "bi-encoder" and args.candidates != "bm25":
         parser.error("--candidates applies to --arch cross-encoder (a bi-encoder is evaluated by dense retrieval)")
+    if args.eval_steps < 1:
+        parser.error(f"--eval-steps must be at least 1, got {args.eval_steps}")
+    if args.resume and args.overwrite_output_dir:
+        parser.error("--overwrite-output-dir starts a fresh run; it cannot be combined with --resume")
     if reference_unsupported(args):
         parser.error(reference_unsupported(args))
     return args

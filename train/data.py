@@ -13,6 +13,7 @@ import random
 import torch
 
 from .hub import hub_unavailable
+from .inputs import UsageError
 
 MSMARCO_HUB_ID = "microsoft/ms_marco"
 MSMARCO_CONFIG = "v1.1"
@@ -75,7 +76,9 @@ def split_validation(records, val_queries, seed):
     if val_queries <= 0:
         return records, []
     if val_queries >= len(records):
-        raise ValueError(f"--val-queries {val_queries} leaves no training queries out of {len(records)}")
+        raise UsageError(f"--val-queries {val_queries} leaves no training queries: the training data has "
+                         f"{len(records)} queries with a selected passage; pass a smaller --val-queries "
+                         f"(0: no validation loss)")
     chosen = set(random.Random(seed).sample(range(len(records)), val_queries))
     train = [r for i, r in enumerate(records) if i not in chosen]
     val = [r for i, r in enumerate(records) if i in chosen]

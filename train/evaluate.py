@@ -18,6 +18,7 @@ from .biencoder import saved_pooling
 from .data import load_msmarco_rows, to_listwise
 from .hub import HubUnavailableError
 from .inference import run_batched
+from .inputs import UsageError, check_local_paths
 from .models import ARCHS, load_model
 from .nanobeir import (NANOBEIR_HUB_ID, evaluate_datasets, format_table, heldout_retrieval_set,
                        load_nanobeir_retrieval, reranking_samples)
@@ -25,12 +26,17 @@ from .retrieval import dense_rankings, evaluate_retrieval, format_retrieval_tabl
 
 
 def make_score_fn(model, tokenizer, max_length=512, batch_size=64, device="cpu", bf16=False, progress=True):
-    """score_fn(list of (query, doc)) -> np.ndarray of model logits, in the order given."""
+    """score_fn(list of (query, doc)) -> np.ndarray of sigmoid(logit) in float32, in the order given.
+
+    These are the scores CrossEncoderRerankingEvaluator ranks: sentence-transformers' CrossEncoder.predict upcasts
+    a one-label model's logits to float32 and applies its default Sigmoid. Ranking the same values keeps the ties
+    the same: float32 sigmoid rounds every logit above ~16.6 to 1.0 (and nearby large logits to one value)."""
 
     def forward(pairs):
         encoded = tokenizer([q for q, _ in pairs], [d for _, d in pairs], padding=True, truncation=True,
                             max_length=max_length, return_tensors="pt").to(device)
-        return model(**encoded).logits[:, 0]
+        logits = model(**encoded).logits[:, 0].float()  # bf16 under autocast: upcast first, as CrossEncoder does
+        return torch.sigmoid(logits)
 
     def score_fn(pairs):
         return run_batched(model, pairs, forward, batch_size, device, bf16, length=lambda p: len(p[0]) + len(p[1]),
@@ -44,10 +50,10 @@ def load_retrieval_sets(eval_data, eval_datasets="msmarco,nfcorpus,nq", train_da
     "NanoBEIR") or the held-out rows of --train-data ("MSMARCOHeldOut"; "HeldOut")."""
     if eval_data == "heldout":
         if train_data is None or train_queries is None:
-            raise ValueError("--eval-data heldout needs --train-data FILE and --train-queries N")
+            raise UsageError("--eval-data heldout needs --train-data FILE and --train-queries N")
         rows = load_msmarco_rows(train_data)[train_queries:]
         if not rows:
-            raise ValueError(f"--train-queries {train_queries} leaves no held-out rows in {train_data}")
+            raise UsageError(f"--train-queries {train_queries} leaves no held-out rows in {train_data}")
         records = to_listwise(rows, positives_first=False)  # queries without a selected passage have no qrels
         return {"MSMARCOHeldOut": heldout_retrieval_set(records)}, "HeldOut"
     names = [name.strip() for name in eval_datasets.split(",") if name.strip()]
@@ -81,7 +87,7 @@ def parse_candidates(candidates):
         return None
     if candidates.startswith("dense:") and len(candidates) > len("dense:"):
         return candidates[len("dense:") :]
-    raise ValueError(f"--candidates must be 'bm25' or 'dense:MODEL_DIR', got {candidates!r}")
+    raise UsageError(f"--candidates must be 'bm25' or 'dense:MODEL_DIR', got {candidates!r}")
 
 
 def load_evaluation(arch, eval_data, eval_datasets, rerank_k=100, train_data=None, train_queries=None,
@@ -91,7 +97,7 @@ def load_evaluation(arch, eval_data, eval_datasets, rerank_k=100, train_data=Non
     dense_dir = parse_candidates(candidates)
     if arch == "bi-encoder":
         if dense_dir is not None:
-            raise ValueError("--candidates applies to the cross-encoder's reranking evaluation only")
+            raise UsageError("--candidates applies to the cross-encoder's reranking evaluation only")
         retrieval_sets, prefix = load_retrieval_sets(eval_data, eval_datasets, train_data, train_queries)
         return retrieval_sets, f"{prefix}_mean"
     with torch.random.fork_rng(devices=[]):  # loading the retriever must not move the seeded init of the model
@@ -142,12 +148,16 @@ def main(argv=None):
     device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
     bf16 = args.bf16 == "on" or (args.bf16 == "auto" and device == "cuda" and torch.cuda.is_bf16_supported())
     try:
+        check_local_paths(args)
         eval_sets, mean_name = load_evaluation(args.arch, args.eval_data, args.eval_datasets, args.rerank_k,
                                                args.train_data, args.train_queries, args.candidates, args.max_length,
                                                args.batch_size, device, bf16)
         model, tokenizer = load_model(args.arch, args.model)
     except HubUnavailableError as exc:
         print(exc, file=sys.stderr)
+        return 2
+    except UsageError as exc:
+        print(f"{p.prog}: error: {exc}", file=sys.stderr)
         return 2
     pooling = args.pooling or saved_pooling(args.model)
     results, table, _ = run_evaluation(args.arch, model.to(device), tokenizer, eval_sets, mean_name, pooling,

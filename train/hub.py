@@ -7,7 +7,7 @@ OFFLINE_HELP = (
     "v1.1 rows as JSON or JSON lines: query_id, query, passages{{is_selected, passage_text}}), and --eval-data DIR "
     "(NanoBEIR tables as DIR/NanoMSMARCO/{{corpus,queries,qrels,bm25}}.jsonl) or --eval-data heldout together with "
     "--train-queries N (rerank the queries of --train-data past the first N); setting HF_HUB_OFFLINE=1 skips the "
-    "network attempts. See train/README_SECTION.md."
+    "network attempts. See the section \"Offline: no hub\" of train/README.md."
 )
 
 

@@ -44,10 +44,12 @@ from .data import (batch_indices, collate, load_msmarco_rows, pad_scores, split_
                    to_listwise)
 from .evaluate import load_evaluation, run_evaluation
 from .hub import HubUnavailableError
+from .inputs import UsageError, check_local_paths
 from .losses import ranking_loss
 from .models import load_model, load_weights, save_model
 
-KEEP_CHECKPOINTS = 2
+KEEP_CHECKPOINTS = 2  # the published script's save_total_limit
+RUN_OUTPUTS = ("train_log.jsonl", "eval_results.jsonl", "best-model")  # besides checkpoint-<step>/
 
 
 def batch_scores(model, tokenizer, records, args, device, use_bf16):
@@ -125,20 +127,57 @@ def read_jsonl(path):
         return [json.loads(line) for line in f if line.strip()]
 
 
+def checkpoints(output_dir):
+    """checkpoint-<step> directories in output_dir, oldest step first."""
+    return sorted(glob.glob(os.path.join(output_dir, "checkpoint-*")), key=lambda p: int(p.rsplit("-", 1)[1]))
+
+
+def earlier_run_outputs(output_dir):
+    """What an earlier run left in output_dir: its checkpoints, logs and best model."""
+    named = [os.path.join(output_dir, name) for name in RUN_OUTPUTS]
+    return checkpoints(output_dir) + [path for path in named if os.path.exists(path)]
+
+
+def check_fresh_output_dir(args):
+    """A fresh run must not mix with an earlier one: the rotation keeping the last KEEP_CHECKPOINTS would delete
+    the new run's checkpoints in favour of the old, higher-numbered ones, and --resume would pick those up."""
+    if args.resume or args.overwrite_output_dir:
+        return
+    found = earlier_run_outputs(args.output_dir)
+    if found:
+        names = ", ".join(os.path.basename(path) for path in found)
+        raise UsageError(f"--output-dir {args.output_dir} holds an earlier run ({names}); pass --resume to continue "
+                         f"it or --overwrite-output-dir to delete it and start afresh")
+
+
+def remove_earlier_run(output_dir):
+    for path in earlier_run_outputs(output_dir):
+        shutil.rmtree(path) if os.path.isdir(path) else os.remove(path)
+
+
 def main(argv=None):
     return run(parse_args(argv))
 
 
 def run(args):
-    """train(args) with an unreachable hub input reported as one paragraph and exit code 2."""
+    """train(args) with an unreachable hub input reported as one paragraph, and a flag value that cannot work as
+    one argparse-style line; both with exit code 2."""
     try:
         return train(args)
     except HubUnavailableError as exc:
         print(exc, file=sys.stderr)
         return 2
+    except UsageError as exc:
+        print(f"python -m train: error: {exc}", file=sys.stderr)
+        return 2
 
 
 def train(args):
+    # ------------------------------------------------------------------ inputs that cannot work stop here, cheaply
+    # (every rank checks before init_process_group, so before rank 0 writes anything into --output-dir)
+    check_local_paths(args)
+    check_fresh_output_dir(args)
+
     # ------------------------------------------------------------------ processes, device, precision, seeds
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
@@ -170,7 +209,6 @@ def train(args):
         args.candidates, args.max_length, args.eval_batch_size, device, use_bf16) if master else ({}, None)
     per_epoch = steps_per_epoch(len(train_records), args.batch_size, world_size)
     total_steps = args.max_steps if args.max_steps is not None else args.epochs * per_epoch
-    eval_steps = args.eval_steps or max(1, total_steps // 5)
     if master:
         print(f"{len(rows)} rows -> {len(records)} queries with a selected passage: {len(train_records)} train, "
               f"{len(val_records)} validation; {per_epoch} steps per epoch, {total_steps} steps, "
@@ -195,9 +233,9 @@ def train(args):
     if args.resume:
         checkpoint = args.resume
         if checkpoint == "latest":
-            found = sorted(glob.glob(os.path.join(args.output_dir, "checkpoint-*")), key=lambda p: int(p.rsplit("-", 1)[1]))
+            found = checkpoints(args.output_dir)
             if not found:
-                raise FileNotFoundError(f"--resume: no checkpoint-* in {args.output_dir}")
+                raise UsageError(f"--resume: no checkpoint-* in --output-dir {args.output_dir}")
             checkpoint = found[-1]
         state = torch.load(os.path.join(checkpoint, "trainer_state.pt"), map_location="cpu", weights_only=False)
         load_weights(args.arch, raw_model, checkpoint)
@@ -210,9 +248,7 @@ def train(args):
             truncate_jsonl(eval_path, step)
             print(f"resumed from {checkpoint} at step {step}")
     elif master:
-        for path in (log_path, eval_path):
-            if os.path.exists(path):
-                os.remove(path)
+        remove_earlier_run(args.output_dir)  # only --overwrite-output-dir lets an earlier run get this far
 
     def evaluate_and_checkpoint(step):
         nonlocal best
@@ -233,8 +269,7 @@ def train(args):
                 save_model(args.arch, raw_model, tokenizer, path, args.pooling)
                 torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "step": step,
                             "best": best, "args": vars(args)}, os.path.join(path, "trainer_state.pt"))
-                old = sorted(glob.glob(os.path.join(args.output_dir, "checkpoint-*")), key=lambda p: int(p.rsplit("-", 1)[1]))
-                for stale in old[:-KEEP_CHECKPOINTS]:
+                for stale in checkpoints(args.output_dir)[:-KEEP_CHECKPOINTS]:
                     shutil.rmtree(stale)
         if distributed:
             dist.barrier()  # the checkpoint directory exists before every rank writes its RNG state into it
@@ -271,7 +306,7 @@ def train(args):
             append_jsonl(log_path, record)
             progress.set_postfix(loss=f"{record['loss']:.4f}", lr=f"{lr:.2e}")
             progress.update(1)
-        if step % eval_steps == 0 or step == total_steps:
+        if step % args.eval_steps == 0 or step == total_steps:
             evaluate_and_checkpoint(step)
     progress.close()
     if master and best is not None:

@@ -27,6 +27,7 @@ from collections import Counter
 import numpy as np
 
 from .hub import hub_unavailable
+from .inputs import UsageError
 from .metrics import ranking_metrics
 
 NANOBEIR_HUB_ID = "sentence-transformers/NanoBEIR-en"
@@ -132,6 +133,8 @@ def _read_jsonl(path):
 def _load_tables(source, split):
     """The four NanoBEIR tables of one split, from a local directory or from the hub."""
     if os.path.isdir(source):
+        if not os.path.isdir(os.path.join(source, split)):
+            raise missing_split_error(source, split)
         return {table: _read_jsonl(os.path.join(source, split, f"{table}.jsonl"))
                 for table in ("corpus", "queries", "qrels", "bm25")}
     try:
@@ -139,6 +142,16 @@ def _load_tables(source, split):
         return {table: list(load_dataset(source, table, split=split)) for table in ("corpus", "queries", "qrels", "bm25")}
     except Exception as exc:  # no network, no such dataset, ...: one clear message naming the offline flags
         raise hub_unavailable(f"{source} ({split})", exc) from exc
+
+
+def missing_split_error(source, split):
+    """A local --eval-data directory without one of the --eval-datasets: name it and the datasets that are there."""
+    short_names = {directory: short for short, directory in NANOBEIR_SPLITS.items()}
+    present = sorted(short_names.get(d, d) for d in os.listdir(source) if os.path.isdir(os.path.join(source, d)))
+    hint = (f"pass --eval-datasets {','.join(present)} to evaluate on the datasets it holds" if present else
+            "it holds no dataset directory such as NanoMSMARCO/")
+    return UsageError(f"--eval-data {source}: {os.path.join(source, split)} does not exist (a dataset of "
+                      f"--eval-datasets); {hint}")
 
 
 def nanobeir_retrieval_set(tables):

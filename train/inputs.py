@@ -1,0 +1,41 @@
+"""Command-line inputs that cannot work, reported as one line naming the flag (exit code 2) before any hub access.
+
+A value for --model, --train-data, --eval-data or --candidates dense:... is either a local path or a hub id
+(`name` or `org/name`). One that can only be a local path but does not exist would otherwise fall through to the
+hub loaders and be reported as an unreachable hub.
+"""
+
+import os
+
+LOCAL_PREFIXES = ("/", "./", "../", "~")
+LOCAL_SUFFIXES = (".json", ".jsonl", "/")
+
+
+class UsageError(ValueError):
+    """A flag's value cannot work; the CLIs print it argparse-style and exit with status 2."""
+
+
+def looks_like_local_path(value):
+    """True when `value` cannot be a hub id: an explicit path, a file name, more than `org/name`, or `org/name`
+    whose first part is a local directory (e.g. output/best-model)."""
+    if value.startswith(LOCAL_PREFIXES) or value.endswith(LOCAL_SUFFIXES):
+        return True
+    parts = value.split("/")
+    return len(parts) > 2 or (len(parts) == 2 and os.path.isdir(parts[0]))
+
+
+def input_paths(args):
+    """[(flag, value)] of the inputs that may name local paths (`python -m train` and `train.evaluate` share them)."""
+    paths = [("--model", args.model), ("--train-data", args.train_data)]
+    if args.eval_data != "heldout":
+        paths.append(("--eval-data", args.eval_data))
+    if args.candidates.startswith("dense:"):
+        paths.append(("--candidates", args.candidates[len("dense:") :]))
+    return paths
+
+
+def check_local_paths(args):
+    """Raise UsageError for the first input that is clearly a local path and does not exist."""
+    for flag, value in input_paths(args):
+        if value and looks_like_local_path(value) and not os.path.exists(value):
+            raise UsageError(f"{flag}: no such file or directory: {value} (hub ids look like 'org/name')")
