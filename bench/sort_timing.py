@@ -1,14 +1,14 @@
 """python -m bench.sort_timing: where the CPU sort-by-labels time goes (the figures in bench/NOTES.md).
 
-Times, on one torch thread, `target_order` at 256 x 100 (80% real documents, stable and random ties)
-against sorting the same packed int64 keys with torch.sort (values and indices), and the bare sorts.
+Times, on one torch thread, both builds of the target order at 256 x 100 (80% real documents, stable
+and random ties), and the bare sorts of the same keys int64 keys.
 """
 
 import numpy as np
 import torch
 
 from bench.timing import time_cpu
-from listmle_kernels.target_order import packed_keys, target_order
+from listmle_kernels.target_order import numpy_target_order, torch_target_order
 
 
 def main(batch=256, length=100):
@@ -16,13 +16,15 @@ def main(batch=256, length=100):
     gen = torch.Generator().manual_seed(0)
     labels = torch.rand(batch, length, generator=gen)
     real = torch.rand(batch, length, generator=gen) < 0.8
-    packed = packed_keys(labels, real, False, 0)
+    keys = torch.randint(0, 2 ** 62, (batch, length), generator=gen)  # for the bare sorts
     rows = [
-        ("target_order, stable ties", lambda: target_order(labels, real, False, 0)),
-        ("target_order, random ties", lambda: target_order(labels, real, True, 0)),
-        ("torch.sort of the packed keys (values + indices)", lambda: torch.sort(packed, dim=1)),
-        ("np.argsort of the packed keys", lambda: np.argsort(packed.numpy(), axis=1)),
-        ("np.sort of the packed keys (values)", lambda: np.sort(packed.numpy(), axis=1)),
+        ("numpy_target_order, stable ties (the CPU path)", lambda: numpy_target_order(labels, real, False, 0)),
+        ("numpy_target_order, random ties", lambda: numpy_target_order(labels, real, True, 0)),
+        ("torch_target_order, stable ties (the CUDA path)", lambda: torch_target_order(labels, real, False, 0)),
+        ("torch_target_order, random ties", lambda: torch_target_order(labels, real, True, 0)),
+        ("torch.sort of random int64 keys (values + indices)", lambda: torch.sort(keys, dim=1)),
+        ("np.argsort of random int64 keys", lambda: np.argsort(keys.numpy(), axis=1)),
+        ("np.sort of random int64 keys (values)", lambda: np.sort(keys.numpy(), axis=1)),
     ]
     print(f"{batch} x {length}, one torch thread, median ms")
     for name, fn in rows:

@@ -1,12 +1,19 @@
-"""The target order when sorting by labels (PyTorch side: the torch backend and the long-row pre-pass)."""
+"""The target order when sorting by labels (outside the kernel: the torch backend and the long-row pre-pass).
 
+Both builds run here: numpy's (CPU tensors) and torch's (CUDA tensors; run on the CPU too).
+"""
+
+import pytest
 import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
-from listmle_kernels.target_order import target_order
+from listmle_kernels.target_order import numpy_target_order, target_order, torch_target_order
 
 from cases import DEVICE
+
+BUILDS = {"dispatch": lambda labels, real, *args: target_order(labels.to(DEVICE), real.to(DEVICE), *args).cpu(),
+          "numpy": numpy_target_order, "torch": torch_target_order}
 
 
 @st.composite
@@ -24,18 +31,19 @@ def literal_order(labels, real):
                          for row, ok in zip(labels.tolist(), real.tolist())])
 
 
+@pytest.mark.parametrize("build", BUILDS)
 @given(rows=labelled_rows())
-def test_stable_order_is_the_literal_sort(rows):
+def test_stable_order_is_the_literal_sort(build, rows):
     labels, real = rows
-    order = target_order(labels.to(DEVICE), real.to(DEVICE), random_ties=False, seed=0)
-    assert torch.equal(order.cpu(), literal_order(labels, real))
+    assert torch.equal(BUILDS[build](labels, real, False, 0), literal_order(labels, real))
 
 
+@pytest.mark.parametrize("build", BUILDS)
 @given(rows=labelled_rows(), seed=st.integers(0, 2 ** 31 - 1))
-def test_random_order_sorts_labels_and_shuffles_only_ties(rows, seed):
+def test_random_order_sorts_labels_and_shuffles_only_ties(build, rows, seed):
     labels, real = rows
-    order = target_order(labels.to(DEVICE), real.to(DEVICE), random_ties=True, seed=seed).cpu()
-    assert torch.equal(order, target_order(labels.to(DEVICE), real.to(DEVICE), True, seed).cpu())  # seeded
+    order = BUILDS[build](labels, real, True, seed)
+    assert torch.equal(order, BUILDS[build](labels, real, True, seed))  # seeded
     assert torch.equal(order.sort(1).values, torch.arange(labels.shape[1]).expand_as(order))  # a permutation
     key = torch.where(real, labels + 0.0, float("nan")).gather(1, order)
     literal_key = torch.where(real, labels + 0.0, float("nan")).gather(1, literal_order(labels, real))
