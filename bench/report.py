@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import datetime
+import importlib.metadata
 import json
 import os
 import platform
@@ -35,6 +36,12 @@ def _git(*args: str) -> str | None:
 
 
 def _version(module_name: str) -> str | None:
+    # The installed distribution's metadata first: importing sentence-transformers just to read its
+    # __version__ takes seconds. A package run from a source tree has no metadata: import it.
+    try:
+        return importlib.metadata.version(module_name)
+    except importlib.metadata.PackageNotFoundError:
+        pass
     try:
         module = __import__(module_name)
     except Exception:

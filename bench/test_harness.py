@@ -103,3 +103,33 @@ def test_allrank_listmle_matches_the_reference():
     want = check.reference_result(case, inputs)
     got = check.loss_and_grad(impl.prepare(case, inputs), case)
     assert check.compare(case, got, want, inputs.valid_mask()).ok
+
+
+def test_training_step_runs_and_skips_what_does_not_accept_its_case(monkeypatch):
+    pytest.importorskip("transformers")
+    from transformers import BertConfig, BertForSequenceClassification
+
+    from bench import training_step
+    from bench.impls import AllRankListMLE, ListmleKernels
+
+    def tiny_bert(device):  # the step's shapes on a 1-layer BERT: seconds on a CPU, nothing downloaded
+        config = BertConfig(vocab_size=30522, hidden_size=8, num_hidden_layers=1, num_attention_heads=1,
+                            intermediate_size=16, num_labels=1)
+        torch.manual_seed(0)
+        return BertForSequenceClassification(config).to(device).train()
+
+    monkeypatch.setattr(training_step, "build_model", tiny_bert)
+    monkeypatch.setitem(training_step.SEQ_LEN, "cpu", 8)
+    grid_only = ReferenceEager()
+    grid_only.label, grid_only.groups = "grid-only", ("grid",)  # as ref-compile without --compile-sweep
+    impls = [ListmleKernels("torch", validate=False), grid_only, AllRankListMLE()]
+    device = torch.device("cpu")
+    result = training_step.loss_share(impls, {i.name: i.availability(device) for i in impls}, device, quick=False)
+
+    assert result["status"] == "ok"
+    statuses = {label: r["status"] for label, r in result["impls"].items()}
+    assert statuses["lk-torch"] == "ok" and result["impls"]["lk-torch"]["step_ms"] > 0
+    assert statuses["grid-only"].startswith("skipped: only run on the grid cases")
+    # allRank's listMLE needs labels, which the step's input-order case has none of
+    assert statuses["allrank"].startswith("skipped"), statuses["allrank"]
+    assert "grid-only    skipped" in training_step.format_loss_share(result)

@@ -74,6 +74,10 @@ def loss_share(impls: list[Impl], availability: dict, device: torch.device, quic
         if not available:
             per_impl[impl.label] = {"status": reason}
             continue
+        accepted, why_not = impl.accepts(case)  # e.g. allRank's listMLE only sorts by labels
+        if not accepted:
+            per_impl[impl.label] = {"status": f"skipped: {why_not}"}
+            continue
         try:
             step = step_with(lambda logits, impl=impl: impl.prepare(case, Inputs(logits, None, None)).loss_fn())
             step_ms = time_whole_step(step)

@@ -1,6 +1,10 @@
 """The sentence-transformers drop-in against sentence-transformers' own losses, on a real CrossEncoder."""
 
+import inspect
 import os
+import random
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -57,6 +61,75 @@ def test_same_loss_and_gradient_as_sentence_transformers(cross_encoder, kind, re
     for grad, ref in zip(grads, ref_grads):
         torch.testing.assert_close(grad, ref, rtol=1e-4, atol=1e-6)
     assert ours(cross_encoder, **kwargs).get_config_dict().keys() == theirs(cross_encoder, **kwargs).get_config_dict().keys()
+
+
+def tied_batch(seed=0):
+    """Binary labels on 23 / 41 / 60 documents: many equal labels, ragged lists."""
+    rng = random.Random(seed)
+    words = " ".join(doc for docs in DOCS for doc in docs).split()
+    sizes = [23, 41, 60]
+    docs = [[" ".join(rng.choices(words, k=4)) for _ in range(n)] for n in sizes]
+    labels = [torch.tensor([float(rng.random() < 0.2) for _ in range(n)]) for n in sizes]
+    return (QUERIES, docs), labels
+
+
+@pytest.mark.parametrize("ours, theirs", [(fused.ListMLELoss, st_losses.ListMLELoss),
+                                          (fused.PListMLELoss, st_losses.PListMLELoss)])
+def test_tied_labels_are_ordered_as_sentence_transformers_orders_them(cross_encoder, ours, theirs):
+    """With ties the loss depends on how equal labels are ordered: the drop-in follows sentence-transformers'
+    own (unstable) sort, not the kernel's stable one."""
+    inputs, labels = tied_batch()
+
+    def loss_and_grads_on(loss_fn):
+        cross_encoder.zero_grad()
+        loss = loss_fn(inputs, labels)
+        loss.backward()
+        return loss.detach(), [p.grad.clone() for p in cross_encoder.parameters() if p.grad is not None]
+
+    loss, grads = loss_and_grads_on(ours(cross_encoder, respect_input_order=False))
+    ref_loss, ref_grads = loss_and_grads_on(theirs(cross_encoder, respect_input_order=False))
+    torch.testing.assert_close(loss, ref_loss, rtol=1e-5, atol=1e-6)
+    # atol 1e-5 (gradients here are O(1)): the classifier bias' gradient is 0 (ListMLE ignores a shift of
+    # all scores) up to float32 rounding of sums over 124 documents; another tie order changes them by O(1)
+    for grad, ref in zip(grads, ref_grads):
+        torch.testing.assert_close(grad, ref, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("ours, theirs", [(fused.ListMLELoss, st_losses.ListMLELoss),
+                                          (fused.PListMLELoss, st_losses.PListMLELoss)])
+def test_stable_ties_keep_input_order_among_equal_labels(cross_encoder, ours, theirs):
+    (queries, docs), labels = tied_batch()
+    with torch.no_grad():
+        loss = ours(cross_encoder, respect_input_order=False, ties="stable")((queries, docs), labels)
+        # the same documents put in stable label order by hand, scored in that order
+        orders = [torch.sort(row, descending=True, stable=True).indices.tolist() for row in labels]
+        ref = theirs(cross_encoder)((queries, [[row[i] for i in order] for row, order in zip(docs, orders)]),
+                                    [row[order] for row, order in zip(labels, orders)])
+    torch.testing.assert_close(loss, ref, rtol=1e-5, atol=1e-6)
+
+
+def test_ties_is_a_keyword_only_addition(cross_encoder):
+    for ours, theirs in [(fused.ListMLELoss, st_losses.ListMLELoss), (fused.PListMLELoss, st_losses.PListMLELoss)]:
+        params = list(inspect.signature(ours).parameters.values())
+        assert [p.name for p in params] == list(inspect.signature(theirs).parameters) + ["ties"]
+        assert params[-1].kind is inspect.Parameter.KEYWORD_ONLY and params[-1].default is None
+        assert ours(cross_encoder, respect_input_order=False, ties="random").get_config_dict()["ties"] == "random"
+    with pytest.raises(ValueError, match="ties must be"):
+        fused.PListMLELoss(cross_encoder, ties="unstable")
+
+
+def run_with_sentence_transformers_blocked(code):
+    """Runs `code` in a fresh interpreter where `import sentence_transformers` fails."""
+    blocked = "import sys; sys.modules['sentence_transformers'] = None\n"
+    return subprocess.run([sys.executable, "-c", blocked + code], capture_output=True, text=True,
+                          cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def test_import_without_sentence_transformers():
+    assert run_with_sentence_transformers_blocked("import listmle_kernels").returncode == 0
+    result = run_with_sentence_transformers_blocked("import listmle_kernels.integrations.sentence_transformers")
+    assert "ImportError" in result.stderr
+    assert "pip install listmle-kernels[sentence-transformers]" in result.stderr
 
 
 def test_mismatched_labels_are_rejected(cross_encoder):

@@ -6,17 +6,31 @@ gradient come from the fused kernel. A one-line change:
 
     from listmle_kernels.integrations.sentence_transformers import PListMLELoss, PListMLELambdaWeight
 
+With `respect_input_order=False`, equal labels (with binary labels: all the negatives) are ordered as
+sentence-transformers orders them, by its unstable `torch.sort` on the same labels matrix, so the loss
+is the same. The keyword-only `ties="stable"` (input order among equal labels) or `"random"` (seeded
+shuffle) sorts inside the kernel instead: faster, and a defined order where the unstable sort's is
+whatever its implementation does, but no longer sentence-transformers' loss when labels tie.
+
 The default `PListMLELambdaWeight()` runs inside the kernel (where it is the kernel's "plistmle",
 as in sentence-transformers 6.2); a `rank_discount_fn` (or any other lambda-weight module, or an older
-release's default) is called with the rank mask exactly as sentence-transformers calls it.
-Needs sentence-transformers (`pip install listmle-kernels[sentence-transformers]`).
+release's default) is called with the rank mask exactly as sentence-transformers calls it. Custom
+weights must be >= 0 at real ranks (a ValueError otherwise) and are normalised over the real ranks
+only; sentence-transformers accepts negative weights and normalises over all columns, padding
+included, so the two agree when `rank_discount_fn` returns 0 at padding, as its docs require.
+Needs sentence-transformers >= 6 (`pip install listmle-kernels[sentence-transformers]`).
 """
 
 from functools import cache
 
 import torch
-from sentence_transformers.cross_encoder import losses as st_losses
-from sentence_transformers.util import batch_to_device
+from torch import nn
+try:
+    from sentence_transformers.cross_encoder import losses as st_losses
+    from sentence_transformers.util import batch_to_device
+except ImportError as err:
+    raise ImportError(f"listmle_kernels.integrations.sentence_transformers needs sentence-transformers >= 6 "
+                      f"({err}): pip install listmle-kernels[sentence-transformers]") from err
 
 from ..functional import listmle_loss
 
@@ -36,13 +50,8 @@ def _score_pairs(model, pairs, mini_batch_size, prompt, task):
     """One logit per (query, document) pair, in `mini_batch_size` chunks (sentence-transformers' rule)."""
     logits = []
     for start in range(0, len(pairs), mini_batch_size):
-        chunk = pairs[start:start + mini_batch_size]
-        if hasattr(model, "preprocess"):  # sentence-transformers >= 6
-            features = batch_to_device(model.preprocess(chunk, prompt=prompt, task=task), model.device)
-            logits.append(model(features)["scores"].view(-1))
-        else:  # 5.x
-            features = model.tokenizer(chunk, padding=True, truncation=True, return_tensors="pt").to(model.device)
-            logits.append(model.model(**features)[0].view(-1))
+        features = model.preprocess(pairs[start:start + mini_batch_size], prompt=prompt, task=task)
+        logits.append(model(batch_to_device(features, model.device))["scores"].view(-1))
     return torch.cat(logits)
 
 
@@ -66,24 +75,59 @@ class _FusedListMLEForward:
             mini_batch_size = len(pairs)
         logits = self.activation_fn(_score_pairs(self.model, pairs, mini_batch_size, prompt, task).float())
 
-        device = logits.device
+        device = self.model.device  # where sentence-transformers builds its matrices (and sorts)
         lengths = torch.tensor(sizes, device=device)
         real = torch.arange(max(sizes, default=0), device=device)[None, :] < lengths[:, None]
-        scores = logits.new_zeros(real.shape).masked_scatter(real, logits)
-        label_matrix = torch.zeros(real.shape, device=device).masked_scatter(
-            real, torch.cat([torch.as_tensor(row, dtype=torch.float32) for row in labels]).to(device))
+        scores = logits.new_zeros(real.shape).masked_scatter(real, logits.to(device))
+        # sentence-transformers' labels matrix: float32, -inf at padding, so padding sorts last
+        label_matrix = torch.full(real.shape, float("-inf"), device=device).masked_scatter(
+            real, torch.cat([torch.as_tensor(row).float() for row in labels]).to(device))
 
         weight = self.lambda_weight
         if (type(weight) is PListMLELambdaWeight and weight.rank_discount_fn is None
                 and _default_weights_match_kernel()):
             weight = "plistmle"  # the default weights, computed in the kernel
-        return listmle_loss(scores, label_matrix, lengths=lengths, lambda_weight=weight,
-                            respect_input_order=self.respect_input_order)
+        if self.respect_input_order or self.ties is not None:
+            return listmle_loss(scores, label_matrix, lengths=lengths, lambda_weight=weight,
+                                respect_input_order=self.respect_input_order, ties=self.ties or "stable")
+        # Equal labels (binary labels: every negative) leave the order to torch's unstable sort, and
+        # the loss depends on it; the same sort call on the same matrix gives sentence-transformers' order.
+        order = label_matrix.sort(descending=True, dim=1).indices
+        return listmle_loss(scores.gather(1, order), lengths=lengths, lambda_weight=weight,
+                            respect_input_order=True)
+
+    def get_config_dict(self):
+        config = super().get_config_dict()
+        if self.ties is not None:  # the default is sentence-transformers' own config
+            config["ties"] = self.ties
+        return config
+
+
+def _check_ties(ties):
+    if ties not in (None, "stable", "random"):
+        raise ValueError(f"ties must be None (sentence-transformers' order), 'stable' or 'random'; got {ties!r}")
+    return ties
 
 
 class PListMLELoss(_FusedListMLEForward, st_losses.PListMLELoss):
-    """sentence-transformers' `PListMLELoss`, computed by the fused kernel."""
+    """sentence-transformers' `PListMLELoss`, computed by the fused kernel.
+
+    `ties` (keyword-only, used with respect_input_order=False): None orders equal labels as
+    sentence-transformers does; "stable" / "random" sort inside the kernel instead.
+    """
+
+    def __init__(self, model, lambda_weight=PListMLELambdaWeight(), activation_fn=nn.Identity(),
+                 mini_batch_size=None, respect_input_order=True, *, ties=None):
+        super().__init__(model, lambda_weight=lambda_weight, activation_fn=activation_fn,
+                         mini_batch_size=mini_batch_size, respect_input_order=respect_input_order)
+        self.ties = _check_ties(ties)
 
 
 class ListMLELoss(_FusedListMLEForward, st_losses.ListMLELoss):
-    """sentence-transformers' `ListMLELoss`, computed by the fused kernel."""
+    """sentence-transformers' `ListMLELoss`, computed by the fused kernel (`ties` as in `PListMLELoss`)."""
+
+    def __init__(self, model, activation_fn=nn.Identity(), mini_batch_size=None, respect_input_order=True,
+                 *, ties=None):
+        super().__init__(model, activation_fn=activation_fn, mini_batch_size=mini_batch_size,
+                         respect_input_order=respect_input_order)
+        self.ties = _check_ties(ties)
