@@ -50,22 +50,23 @@ def _rank_weights(inputs: ListMLEInputs, real, realf, acc):
 def _linear_sums(s, real, realf, w, need_grad):
     """(s - lse at real slots, gradient or None) through exp and cumsum; None if a row spans too much.
 
-    Few full-size ops, on purpose (this is the CPU hot path): one `where` removes padding (which may
-    hold NaN); z is clamped so exp never takes its slow underflow path, and padding is zeroed by a
-    multiply, so it drops out of every sum.
+    Few full-size ops and few fresh buffers, on purpose (this is the CPU hot path, and at 256 x 100
+    the sort-by-labels path's working set already spills the L2 cache): one `where` removes padding
+    (which may hold NaN); z is clamped so exp never takes its slow underflow path, and padding is
+    zeroed by a multiply, so it drops out of every sum. Later steps reuse earlier buffers in place.
     """
     span, finfo = LINEAR_SPAN[s.dtype], torch.finfo(s.dtype)
-    masked = torch.where(real, s, float("-inf"))
-    z = masked - masked.amax(1, keepdim=True).clamp_min(finfo.min)  # empty rows: no -inf - -inf
-    z = z.clamp_min_(-(span + 4))  # exp stays normal: no slow underflow path
-    if float((z * realf).amin()) < -span:
+    z = torch.where(real, s, float("-inf"))
+    z.sub_(z.amax(1, keepdim=True).clamp_min_(finfo.min))  # empty rows: no -inf - -inf
+    z.clamp_min_(-(span + 4))  # exp stays normal: no slow underflow path
+    if float(torch.mul(z, realf).amin()) < -span:
         return None
     e = torch.exp(z).mul_(realf)
-    suffix = e.flip(1).cumsum(1).flip(1).clamp_min_(finfo.tiny)  # >= e at real slots; 0 at trailing padding
-    log_prob = z - torch.log(suffix)  # finite everywhere; padding is weighted by w = 0
+    suffix = e.flip(1).cumsum_(1).flip(1).clamp_min_(finfo.tiny)  # >= e at real slots; 0 at trailing padding
+    log_prob = z.sub_(torch.log(suffix))  # finite everywhere; padding is weighted by w = 0
     if not need_grad:
         return log_prob, None
-    return log_prob, e * (w / suffix).cumsum(1) - w
+    return log_prob, torch.div(w, suffix).cumsum_(1).mul_(e).sub_(w)
 
 
 def _log_space_sums(s, real, realf, w, need_grad):
@@ -101,7 +102,7 @@ def torch_listmle(inputs: ListMLEInputs, seed: int, row_divisor: int, need_grad:
     row_loss = -(w * log_prob).sum(1)
     if grad is None:
         return row_loss, None
-    grad = (grad / row_divisor if row_divisor != 1 else grad).to(scores.dtype)
+    grad = (grad.div_(row_divisor) if row_divisor != 1 else grad).to(scores.dtype)
     if order is not None:
         grad = torch.empty_like(grad).scatter_(1, order, grad)
     return row_loss, grad
