@@ -8,6 +8,7 @@ times the Triton interpreter: callers decide what is timed, and bench.impls refu
 
 from __future__ import annotations
 
+import itertools
 import math
 import statistics
 import time
@@ -97,8 +98,11 @@ def time_cpu_interleaved(
 
     Round-robin because a CPU shared with other jobs changes speed over seconds: timing A fully, then
     B, lets a load spike land on one of them; interleaving spreads it over both, so their ratio (the
-    speedup) stays meaningful. Each sample runs a step enough times to last >= min_sample_ms, so
-    perf_counter's resolution and call overhead do not dominate tiny cases.
+    speedup) stays meaningful. Rounds cycle through every order of the steps, so each step follows
+    each other one equally often: a step that leaves the caches cold (the eager reference) would
+    otherwise slow whichever step always comes after it (a plain rotation of three gave one of two
+    identical copies a 4-14% head start). Each sample runs a step enough times to last
+    >= min_sample_ms, so perf_counter's resolution and call overhead do not dominate tiny cases.
     """
     repeats = {}
     for name, step in steps.items():
@@ -108,11 +112,11 @@ def time_cpu_interleaved(
         per_call_ms = (time.perf_counter() - t0) * 1e3 / warmup
         repeats[name] = max(1, math.ceil(min_sample_ms / max(per_call_ms, 1e-6)))
     samples = {name: [] for name in steps}
-    names = list(steps)
+    orders = list(itertools.permutations(steps))
     started = time.perf_counter()
     rounds = 0
-    while rounds < min_rounds or (time.perf_counter() - started < min_seconds * len(names) and rounds < max_rounds):
-        for name in names[rounds % len(names):] + names[: rounds % len(names)]:  # rotate who goes first
+    while rounds < min_rounds or (time.perf_counter() - started < min_seconds * len(steps) and rounds < max_rounds):
+        for name in orders[rounds % len(orders)]:
             step, n = steps[name], repeats[name]
             t0 = time.perf_counter()
             for _ in range(n):
