@@ -25,6 +25,7 @@ from bench.cases import Case, Inputs
 # Largest B*L given to sentence-transformers: its loss builds a Python list of B*L (query, doc) pairs
 # and a Python list of per-row label tensors every call, which costs seconds at millions of elements.
 MAX_ELEMENTS_SENTENCE_TRANSFORMERS = 1 << 20
+MAX_ORACLE_ROWS = 256
 
 
 @dataclass
@@ -161,6 +162,38 @@ class ReferenceEager(Impl):
         loss_fn = functools.partial(
             reference_eager_loss, inputs.scores, inputs.labels, inputs.lengths,
             weighting=case.weighting, respect_input_order=case.order == "input",
+        )
+        return Prepared(loss_fn, inputs.scores, _identity)
+
+
+class ReferenceOracle(Impl):
+    """`reference.listmle_reference`, the literal per-row oracle the tests use: what the issue names
+    "reference/ eager". A Python loop over rows, so only forward+backward float32 in the mode sweep
+    at B <= MAX_ORACLE_ROWS; the vectorised reference above is the stricter baseline."""
+
+    name = "reference_oracle"
+    label = "oracle"
+    groups = ("modes",)
+
+    def availability(self, device):
+        try:
+            import reference  # noqa: F401
+        except Exception as exc:
+            return False, f"skipped: reference/ not importable ({type(exc).__name__})"
+        return True, ""
+
+    def supports(self, case):
+        if case.B > MAX_ORACLE_ROWS or case.direction != "fwd+bwd" or case.dtype != "float32":
+            return False, f"a loop over rows: fwd+bwd float32 at B <= {MAX_ORACLE_ROWS} only"
+        return True, ""
+
+    def prepare(self, case, inputs):
+        from reference import listmle_reference
+
+        loss_fn = functools.partial(
+            listmle_reference, inputs.scores, inputs.labels if case.order == "labels" else None,
+            lengths=inputs.lengths, lambda_weight="plistmle" if case.weighting == "plistmle" else None,
+            respect_input_order=case.order == "input",
         )
         return Prepared(loss_fn, inputs.scores, _identity)
 
@@ -331,6 +364,7 @@ def all_impls(validate: bool = False) -> list[Impl]:
         ListmleKernels("triton", validate),
         ListmleKernels("torch", validate),
         ReferenceEager(),
+        ReferenceOracle(),
         ReferenceCompiled(),
         SentenceTransformersLoss(),
         AllRankListMLE(),

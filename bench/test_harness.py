@@ -51,7 +51,7 @@ def test_minimal_bytes_counts_inputs_and_gradient():
 def test_cli_end_to_end_on_a_tiny_grid(tmp_path, capsys):
     status = main(["--device", "cpu", "--quick", "--B", "4", "--L", "8", "--sweep", "3x5",
                    "--directions", "fwd+bwd", "--weightings", "plistmle", "--dtypes", "float32",
-                   "--padding", "ragged", "--impls", "listmle_kernels_torch,reference_eager",
+                   "--padding", "ragged", "--impls", "listmle_kernels_torch,reference_eager,reference_oracle",
                    "--out", str(tmp_path)])
     assert status == 0
     (result_json,) = tmp_path.glob("*.json")
@@ -60,6 +60,10 @@ def test_cli_end_to_end_on_a_tiny_grid(tmp_path, capsys):
     statuses = {(r["case"], r["impl"]): r["status"] for r in data["results"]}
     assert all(status in ("ok", "skipped") for status in statuses.values()), statuses
     assert any(status == "ok" for status in statuses.values())
+    sweep_case = "B3xL5/fwd+bwd/plistmle/input/float32/ragged"
+    assert statuses[(sweep_case, "reference_oracle")] == "ok"  # checked against the vectorised reference too
+    ours = next(r for r in data["results"] if (r["case"], r["impl"]) == (sweep_case, "listmle_kernels_torch"))
+    assert ours["speedup_vs_reference_oracle"] > 0
     assert list(tmp_path.glob("*.csv")) and list(tmp_path.glob("*.png"))
     assert "GPU numbers" in capsys.readouterr().out
 
