@@ -52,6 +52,17 @@ def test_nan_labels_at_padding_are_fine():
     assert loss == 0
 
 
+def test_infinite_labels_are_not_nan():
+    """+inf and -inf labels sum to NaN: the NaN check's fast path must fall back, not raise."""
+    scores = torch.tensor([[0.5, -1.0, 2.0], [1.0, 0.0, -3.0]])
+    labels = torch.tensor([[float("inf"), float("-inf"), 1.0], [0.0, 1.0, 2.0]])
+    loss = listmle_loss(scores, labels, respect_input_order=False, reduction="none")
+    expected = listmle_loss(scores.gather(1, torch.tensor([[0, 2, 1], [2, 1, 0]])), reduction="none")
+    torch.testing.assert_close(loss, expected)
+    with pytest.raises(ValueError, match="NaN"):
+        listmle_loss(S, torch.tensor([[float("inf"), float("nan"), 1.0], [0.0, 1.0, 2.0]]), respect_input_order=False)
+
+
 def test_negative_weights_at_padded_ranks_are_ignored():
     weights = torch.tensor([[1.0, -1.0, -1.0], [1.0, 1.0, 1.0]])
     loss = listmle_loss(S, lengths=torch.tensor([1, 3]), lambda_weight=weights, reduction="none")
