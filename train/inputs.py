@@ -16,12 +16,14 @@ class UsageError(ValueError):
 
 
 def looks_like_local_path(value):
-    """True when `value` cannot be a hub id: an explicit path, a file name, more than `org/name`, or `org/name`
-    whose first part is a local directory (e.g. output/best-model)."""
+    """True when `value` cannot be a hub id: an explicit path, a file name, or more than `org/name`.
+
+    `org/name` stays a hub id even when a local directory `org/` exists (a folder named `microsoft/`
+    must not turn the default model into a missing path); the hub error then says that no local path
+    of that name exists either."""
     if value.startswith(LOCAL_PREFIXES) or value.endswith(LOCAL_SUFFIXES):
         return True
-    parts = value.split("/")
-    return len(parts) > 2 or (len(parts) == 2 and os.path.isdir(parts[0]))
+    return len(value.split("/")) > 2
 
 
 def input_paths(args):
