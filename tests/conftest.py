@@ -10,6 +10,14 @@ import torch
 
 if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")  # must be set before triton is imported
+try:
+    # Imported here, under that setting: triton.language's own @triton.jit helpers (tl.zeros, ...) pick
+    # interpreted or compiled at import, so a first import inside a test that unsets TRITON_INTERPRET
+    # (test_errors does) would break every interpreted kernel run after it in the same process.
+    import triton  # noqa: F401
+    import triton.language  # noqa: F401
+except ImportError:
+    pass
 
 from hypothesis import HealthCheck, settings  # noqa: E402
 
