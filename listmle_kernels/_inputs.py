@@ -65,10 +65,8 @@ def _nan_at_real(labels, mask, lengths) -> bool:
     if bool(torch.isfinite(labels.sum(dtype=torch.float64))):
         return False
     nan = torch.isnan(labels)
-    if mask is not None:
-        nan &= mask
-    elif lengths is not None:
-        nan &= torch.arange(labels.shape[1], device=labels.device) < lengths[:, None]
+    if mask is not None or lengths is not None:
+        nan &= real_mask(labels, mask, lengths)
     return bool(nan.any())
 
 

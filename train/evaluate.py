@@ -18,7 +18,7 @@ from .biencoder import saved_pooling
 from .data import load_msmarco_rows, to_listwise
 from .hub import HubUnavailableError
 from .inference import run_batched
-from .inputs import UsageError, check_local_paths
+from .inputs import UsageError, check_local_paths, parse_candidates
 from .models import ARCHS, load_model
 from .nanobeir import (NANOBEIR_HUB_ID, evaluate_datasets, format_table, heldout_retrieval_set,
                        load_nanobeir_retrieval, reranking_samples)
@@ -79,15 +79,6 @@ def dense_first_stage(model_dir, max_length=512, batch_size=64, device="cpu", bf
     pooling = saved_pooling(model_dir)
     return lambda retrieval_set, k: dense_rankings(model, tokenizer, retrieval_set, pooling, k, max_length=max_length,
                                                    batch_size=batch_size, device=device, bf16=bf16, progress=progress)
-
-
-def parse_candidates(candidates):
-    """'bm25' -> None; 'dense:MODEL_DIR' -> MODEL_DIR."""
-    if candidates == "bm25":
-        return None
-    if candidates.startswith("dense:") and len(candidates) > len("dense:"):
-        return candidates[len("dense:") :]
-    raise UsageError(f"--candidates must be 'bm25' or 'dense:MODEL_DIR', got {candidates!r}")
 
 
 def load_evaluation(arch, eval_data, eval_datasets, rerank_k=100, train_data=None, train_queries=None,

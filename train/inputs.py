@@ -26,13 +26,23 @@ def looks_like_local_path(value):
     return len(value.split("/")) > 2
 
 
+def parse_candidates(candidates):
+    """'bm25' -> None; 'dense:MODEL_DIR' -> MODEL_DIR."""
+    if candidates == "bm25":
+        return None
+    if candidates.startswith("dense:") and len(candidates) > len("dense:"):
+        return candidates[len("dense:") :]
+    raise UsageError(f"--candidates must be 'bm25' or 'dense:MODEL_DIR', got {candidates!r}")
+
+
 def input_paths(args):
     """[(flag, value)] of the inputs that may name local paths (`python -m train` and `train.evaluate` share them)."""
     paths = [("--model", args.model), ("--train-data", args.train_data)]
     if args.eval_data != "heldout":
         paths.append(("--eval-data", args.eval_data))
-    if args.candidates.startswith("dense:"):
-        paths.append(("--candidates", args.candidates[len("dense:") :]))
+    dense_dir = parse_candidates(args.candidates)
+    if dense_dir is not None:
+        paths.append(("--candidates", dense_dir))
     return paths
 
 
