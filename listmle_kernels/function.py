@@ -3,7 +3,9 @@
 Forward computes the per-row losses and the gradient in one pass, with the reduction's scale folded
 in, and saves the gradient; backward only multiplies it by grad_output. When the backward frees the
 graph (no retain_graph / create_graph) the saved gradient is used once, so it is scaled in place and
-returned: forward+backward then allocates the gradient once, not twice.
+returned: forward+backward then allocates the gradient once, not twice. Where grad_output is 1
+(`loss.backward()`) the multiply is skipped: on the device by the Triton backend, on the host for
+CPU tensors.
 """
 
 import torch
@@ -51,7 +53,9 @@ def scale_saved_gradient(grad, grad_output, backend):
     in_place = graph_freed_after_backward()
     if in_place and backend == "triton":
         from .triton_scale import scale_rows_
-        return scale_rows_(grad, grad_output)
+        return scale_rows_(grad, grad_output)  # skips the multiply on the device where grad_output is 1
+    if in_place and grad_output.device.type == "cpu" and grad_output.numel() == 1 and grad_output.item() == 1:
+        return grad  # loss.backward(): the saved gradient is the answer (a host read, so no sync)
     scale = grad_output.to(grad.dtype)
     scale = scale[:, None] if scale.dim() == 1 else scale
     return grad.mul_(scale) if in_place else grad * scale
