@@ -31,6 +31,12 @@ def prepare(scores, labels, mask, lengths, lambda_weight, respect_input_order, t
 def compiled_listmle_rows(scores, labels, mask, lengths, lambda_weight, respect_input_order, ties, generator,
                           reduction, validate, backend, need_grad):
     """Check the arguments, then call the registered operator (the path torch.compile traces)."""
+    if generator is not None and ties == "random" and not respect_input_order:
+        # torch.compile traces torch's global generator (the seed becomes part of the graph) but no
+        # torch.Generator object; say so here rather than in a graph-break report
+        raise ValueError("ties='random' with a generator cannot be compiled: torch.compile does not trace "
+                         "torch.Generator objects; leave generator=None (the seed then comes from torch's "
+                         "global generator, reproducible under torch.manual_seed) or call the loss eagerly")
     inputs, seed = prepare(scores, labels, mask, lengths, lambda_weight, respect_input_order, ties, generator,
                            reduction, validate, backend)
     return listmle_rows(scores, inputs.labels, inputs.mask, inputs.lengths, inputs.weights,

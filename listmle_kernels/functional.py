@@ -29,6 +29,7 @@ def listmle_loss(scores, labels=None, *, mask=None, lengths=None, lambda_weight=
             (labels ignored). False: sort by labels, descending.
         ties: when sorting, "stable" keeps input order among equal labels; "random" shuffles them.
         generator: torch.Generator that seeds "random" ties (default: torch's global generator).
+            Not under torch.compile, which does not trace generators (the global one works there).
         reduction: "mean" (sum of row losses / B, as sentence-transformers), "sum" or "none" (B,).
         validate: check values too (NaN labels, lengths range, weights >= 0); may cost a host sync on CUDA.
         backend: "auto" (Triton for CUDA tensors, PyTorch otherwise), "triton" or "torch".

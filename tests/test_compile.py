@@ -45,3 +45,33 @@ def test_fullgraph_compile_matches_eager():
     (compiled_grad,) = torch.autograd.grad(compiled, model.weight)
     torch.testing.assert_close(compiled, eager)
     torch.testing.assert_close(compiled_grad, eager_grad)
+
+
+def test_fullgraph_compile_draws_random_ties_from_the_global_generator():
+    torch._dynamo.reset()
+    scores = torch.randn(4, 7, device=DEVICE, requires_grad=True)
+    binary = torch.randint(0, 2, (4, 7), device=DEVICE)
+    distinct = torch.rand(4, 7, device=DEVICE)
+
+    def loss(labels):
+        return listmle_loss(scores, labels, respect_input_order=False, ties="random")
+
+    compiled = torch.compile(loss, fullgraph=True)
+    # distinct labels: one order whatever the tie bits, so compiled equals eager
+    torch.testing.assert_close(compiled(distinct), loss(distinct))
+    torch.manual_seed(0)
+    first = torch.stack([compiled(binary).detach() for _ in range(8)])
+    torch.manual_seed(0)
+    again = torch.stack([compiled(binary).detach() for _ in range(8)])
+    torch.testing.assert_close(first, again, rtol=0, atol=0)  # seeded by torch.manual_seed
+    assert len(set(first.tolist())) > 1  # a new seed each call, not one baked into the graph
+
+
+def test_fullgraph_compile_names_the_generator_it_cannot_trace():
+    torch._dynamo.reset()
+    scores, labels, _ = sample()
+    generator = torch.Generator(device=DEVICE).manual_seed(0)
+    compiled = torch.compile(lambda s: listmle_loss(s, labels, respect_input_order=False, ties="random",
+                                                    generator=generator), fullgraph=True)
+    with pytest.raises(Exception, match="ties='random' with a generator cannot be compiled"):
+        compiled(scores)
