@@ -17,8 +17,9 @@ from bench import check, timing
 from bench.cases import Case, make_inputs, minimal_bytes
 from bench.impls import Impl
 
-# CUDA graphs only matter where launch overhead is a visible part of the time.
-MAX_ELEMENTS_CUDA_GRAPH = 1 << 16
+# Small shapes: launch overhead is a visible part of the time, so CUDA-graph replay and back-to-back
+# wall-clock times are measured as well.
+MAX_ELEMENTS_SMALL = 1 << 16
 # Implementations whose loss syncs with the host (Python lists, .tolist(), host-side randperm; the
 # PyTorch path checks its rows' score span on the host) and so cannot be captured in a CUDA graph.
 NOT_GRAPH_CAPTURABLE = {"sentence_transformers", "allrank", "listmle_kernels_torch"}
@@ -122,8 +123,13 @@ def record_time(row, case, result, copy_bytes_per_s) -> None:
 def measure_cuda_extras(row, case, name, step, quick) -> None:
     # Peak extra memory of one step (the gradient it returns included).
     row["peak_extra_bytes"] = timing.peak_extra_bytes_cuda(step)
+    if case.elements <= MAX_ELEMENTS_SMALL:
+        # Back to back with the host included: at small shapes `ms` (do_bench) is device time only.
+        w_median, w_q20, w_q80 = timing.time_back_to_back(step, torch.device("cuda"),
+                                                          min_seconds=0.02 if quick else 0.05)
+        row.update(wall_ms=w_median, wall_ms_q20=w_q20, wall_ms_q80=w_q80)
     # CUDA-graph replay for small shapes, where launch overhead is a visible part of the time.
-    if case.elements <= MAX_ELEMENTS_CUDA_GRAPH and name not in NOT_GRAPH_CAPTURABLE:
+    if case.elements <= MAX_ELEMENTS_SMALL and name not in NOT_GRAPH_CAPTURABLE:
         try:
             g_median, g_q20, g_q80 = timing.time_cuda_graph(step, rep_ms=50 if quick else 100)
             row.update(graph_ms=g_median, graph_ms_q20=g_q20, graph_ms_q80=g_q80)

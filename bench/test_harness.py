@@ -148,3 +148,51 @@ def test_training_step_runs_and_skips_what_does_not_accept_its_case(monkeypatch)
     # allRank's listMLE needs labels, which the step's input-order case has none of
     assert statuses["allrank"].startswith("skipped"), statuses["allrank"]
     assert "grid-only    skipped" in training_step.format_loss_share(result)
+
+
+def test_back_to_back_timer_reports_per_call_times_of_whole_samples(monkeypatch):
+    from bench import timing
+    clock = [0.0]
+    monkeypatch.setattr(timing.time, "perf_counter", lambda: clock[0])
+
+    def step():  # 0.3 ms a call on a fake clock: exact per-call figures, whatever the sample size
+        clock[0] += 3e-4
+
+    median, q20, q80 = timing.time_back_to_back(step, torch.device("cpu"), min_seconds=0.05, sample_ms=2.0)
+    assert (median, q20, q80) == pytest.approx((0.3, 0.3, 0.3))
+
+
+def test_wall_clock_speedups_reach_the_table_and_the_targets():
+    from bench.report import add_speedups, format_table, format_targets
+    rows = [_row("listmle_kernels_triton", 16, 10, ms=0.01, wall_ms=0.05),
+            _row("reference_eager", 16, 10, ms=0.2, wall_ms=0.4),
+            _row("listmle_kernels_triton", 4096, 4096, ms=1.0),  # large: no wall-clock time
+            _row("reference_eager", 4096, 4096, ms=20.0)]
+    add_speedups(rows, "cuda")
+    assert rows[0]["speedup_vs_reference_eager"] == pytest.approx(20.0)
+    assert rows[0]["wall_speedup_vs_reference_eager"] == pytest.approx(8.0)
+    assert "wall_speedup_vs_reference_eager" not in rows[2]
+    header, _, small, large = format_table(rows, "cuda").splitlines()
+    assert "wall ms" in header and "0.0500" in small and " 8.0 " in small
+    wall = next(line for line in format_targets(rows, "cuda").splitlines() if "back to back" in line)
+    assert "MISSED 1/1" in wall and "worst 8 at 16 x 10" in wall
+
+
+def test_cuda_extras_time_small_shapes_back_to_back(monkeypatch):
+    """The CUDA-only wiring, with the CUDA timers faked: small cases get a wall-clock time, and a graph
+    replay where capturable; large cases neither."""
+    from bench import runner, timing
+    monkeypatch.setattr(timing, "peak_extra_bytes_cuda", lambda step: 123)
+    monkeypatch.setattr(timing, "time_back_to_back", lambda step, device, min_seconds: (0.5, 0.4, 0.6))
+    monkeypatch.setattr(timing, "time_cuda_graph", lambda step, rep_ms: (0.1, 0.1, 0.1))
+    rows = {}
+    for name, (B, L) in [("listmle_kernels_triton", (16, 10)), ("listmle_kernels_torch", (16, 10)),
+                         ("listmle_kernels_triton", (4096, 4096))]:
+        row = rows[name, B] = {}
+        runner.measure_cuda_extras(row, Case(B, L), name, step=lambda: None, quick=False)
+    assert rows["listmle_kernels_triton", 16] == dict(peak_extra_bytes=123, wall_ms=0.5, wall_ms_q20=0.4,
+                                                      wall_ms_q80=0.6, graph_ms=0.1, graph_ms_q20=0.1,
+                                                      graph_ms_q80=0.1)
+    torch_path = rows["listmle_kernels_torch", 16]  # syncs with the host: not capturable, still timed
+    assert "graph_ms" not in torch_path and torch_path["wall_ms"] == 0.5
+    assert rows["listmle_kernels_triton", 4096] == dict(peak_extra_bytes=123)

@@ -1,9 +1,10 @@
 """Timers, peak memory and copy bandwidth.
 
 CUDA: triton.testing.do_bench (CUDA events, warm-up, L2 flushed before every call) reporting the
-median and the 20%/80% quantiles, plus do_bench_cudagraph for small shapes, where launch overhead is
-what a CUDA graph removes. CPU: time.perf_counter with warm-up, median of repeats. Nothing here ever
-times the Triton interpreter: callers decide what is timed, and bench.impls refuses interpreted Triton.
+median and the 20%/80% quantiles, plus, for small shapes, do_bench_cudagraph (what a CUDA graph
+removes of launch overhead) and back-to-back calls with the host's time included (what it costs).
+CPU: time.perf_counter with warm-up, median of repeats. Nothing here ever times the Triton
+interpreter: callers decide what is timed, and bench.impls refuses interpreted Triton.
 """
 
 from __future__ import annotations
@@ -70,6 +71,35 @@ def time_cuda_graph(step: Callable[[], object], rep_ms: int = 100) -> tuple[floa
 
     median, q20, q80 = triton.testing.do_bench_cudagraph(step, rep=rep_ms, quantiles=list(QUANTILES))
     return median, q20, q80
+
+
+def time_back_to_back(step: Callable[[], object], device: torch.device, min_seconds: float = 0.05,
+                      sample_ms: float = 2.0, min_samples: int = 5) -> tuple[float, float, float]:
+    """(median, q20, q80) milliseconds per call of `step` run back to back, host time included.
+
+    What a training loop pays for a launch-bound loss. do_bench flushes the L2 before every call,
+    and the device is still busy with that flush while the call is launched. So its figure is
+    device time, with the host's launch overhead hidden. Here nothing runs between calls. Each
+    sample times enough calls to last >= sample_ms between two synchronisations. The L2 is not
+    flushed; inputs still rotate.
+    """
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    sync()
+    t0 = time.perf_counter()
+    step()  # warm-up, and a first estimate of the cost of one call
+    sync()
+    calls = max(1, math.ceil(sample_ms / max((time.perf_counter() - t0) * 1e3, 1e-3)))
+    samples = []
+    started = time.perf_counter()
+    while len(samples) < min_samples or time.perf_counter() - started < min_seconds:
+        sync()
+        t0 = time.perf_counter()
+        for _ in range(calls):
+            step()
+        sync()
+        samples.append((time.perf_counter() - t0) * 1e3 / calls)
+    cuts = statistics.quantiles(samples, n=10, method="inclusive")
+    return statistics.median(samples), cuts[1], cuts[7]
 
 
 def time_cpu(
