@@ -101,10 +101,18 @@ def test_fused_and_reference_runs_train_alike(material, tmp_path, monkeypatch, c
         assert speed["timed_steps"] == [2, 3] and speed["median_queries_per_s"] > 0
         assert speed["median_steps_per_s"] == pytest.approx(speed["median_queries_per_s"] / 4)
     assert comparison["speed"]["skipped_warmup_steps"] == 1 and comparison["speed"]["fused_over_reference"] > 0
+    # the loss alone at the first batch's shapes (4 queries of the made-up data), and its share of a step
+    alone = comparison["speed"]["reference"]["loss_alone"]
+    assert alone["shape"][0] == 4 and alone["ms"] > 0 and 0 < alone["share_of_median_step"] < 1
+    if torch.cuda.is_available():  # the kernel compiled
+        assert comparison["speed"]["fused"]["loss_alone"]["ms"] > 0
+    else:  # the kernel interpreted: never timed as performance
+        assert "interpreted" in comparison["speed"]["fused"]["loss_alone"]["not_timed"]
 
     assert (out / "loss_curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     markdown = (out / "comparison.md").read_text()
     assert "**PASS**" in markdown and "## Evaluation" in markdown and "## Speed" in markdown
+    assert "loss share of a step" in markdown and f"{100 * alone['share_of_median_step']:.3g}%" in markdown
     assert markdown in capsys.readouterr().out
 
     # the second run is exactly what it would have been on its own: nothing leaked from the first
@@ -158,3 +166,11 @@ def test_loss_check_tolerances():
     assert loss_check([row(1, 1e-7), row(2, 5e-3)], loss_rtol=1e-2, first_step_rtol=1e-4) == []
     failures = loss_check([row(1, 1e-7, 2e-4), row(2, 2e-2)], loss_rtol=1e-2, first_step_rtol=1e-4)
     assert len(failures) == 2 and "step 2" in failures[0] and "grad_norm" in failures[1]
+
+
+def test_loss_alone_is_not_timed_where_its_shape_or_speed_means_nothing():
+    from train.compare import time_loss_alone
+    cpu = torch.device("cpu")
+    assert "in-batch" in time_loss_alone(SimpleNamespace(arch="bi-encoder"), cpu, "torch")["not_timed"]
+    if not torch.cuda.is_available():  # conftest runs Triton interpreted here
+        assert "interpreted" in time_loss_alone(SimpleNamespace(arch="cross-encoder"), cpu, "triton")["not_timed"]

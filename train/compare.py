@@ -22,12 +22,14 @@ import sys
 import torch
 
 from bench.report import run_metadata  # device, versions, git commit: recorded as the benchmarks record them
+from bench.timing import time_back_to_back
 from listmle_kernels._inputs import triton_unavailable_reason
 
-from .comparison import RUNS, plot_loss_curves, summarise, to_markdown
+from .comparison import RUNS, add_loss_shares, plot_loss_curves, summarise, to_markdown
 from .config import parse_args
+from .data import batch_indices, training_records
 from .loop import rng_state, run, set_rng_state
-from .losses import PACKAGE_BACKENDS
+from .losses import PACKAGE_BACKENDS, ranking_loss
 
 
 def build_parser():
@@ -89,6 +91,31 @@ def package_backend(loss_backend, device):
     return "triton" if device.type == "cuda" and triton_unavailable_reason(device) is None else "torch"
 
 
+def time_loss_alone(args, device, package_backend):
+    """The loss alone, forward + backward, at the shapes of the run's first batch (scores random, labels and list
+    lengths real), timed back to back with the host's time included as bench.timing does: the numerator of the
+    loss's share of a training step. A reason instead where there is no such number."""
+    if args.arch != "cross-encoder":
+        return {"not_timed": "the bi-encoder's score matrix depends on its in-batch candidates"}
+    if package_backend == "triton" and os.environ.get("TRITON_INTERPRET") == "1":
+        return {"not_timed": "interpreted Triton (TRITON_INTERPRET=1) is not performance"}
+    _, _, train_records, _ = training_records(args)
+    batch = [train_records[i] for i in batch_indices(len(train_records), args.batch_size, 0, 0, args.seed)]
+    lengths = torch.tensor([len(r["docs"]) for r in batch])
+    labels = torch.nn.utils.rnn.pad_sequence([torch.tensor(r["labels"], dtype=torch.float32) for r in batch],
+                                             batch_first=True)
+    generator = torch.Generator().manual_seed(args.seed)
+    scores = (2.0 * torch.randn(labels.shape, generator=generator)).to(device).requires_grad_()
+    padding = {"lengths": lengths.to(device)}
+    labels = labels.to(device)
+
+    def step():
+        return torch.autograd.grad(ranking_loss(scores, labels, padding, args), scores)
+
+    median, q20, q80 = time_back_to_back(step, device, min_seconds=0.5)
+    return {"ms": median, "ms_q20": q20, "ms_q80": q80, "shape": list(labels.shape)}
+
+
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else list(argv)
     compare_args, train_argv = build_parser().parse_known_args(argv)
@@ -121,6 +148,10 @@ def main(argv=None):
         **summarise(run_dirs, compare_args.loss_rtol, compare_args.first_step_rtol, compare_args.timing_skip_steps,
                     fused_args.batch_size),
     }
+    with rng_states_restored():  # random ties draw from the global generator
+        add_loss_shares(comparison["speed"], fused_args.batch_size, {
+            "fused": time_loss_alone(fused_args, device, comparison["runs"]["fused"]["package_backend"]),
+            "reference": time_loss_alone(reference_args, device, "reference")})
     with open(os.path.join(out, "comparison.json"), "w") as f:
         json.dump(comparison, f, indent=1, default=str)
     markdown = to_markdown(comparison)

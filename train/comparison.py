@@ -54,6 +54,18 @@ def median_speed(log, skip_steps, batch_size):
             "median_steps_per_s": queries_per_s / batch_size}
 
 
+def add_loss_shares(speed, batch_size, loss_alone):
+    """speed[run]["loss_alone"]: the loss's own time (or why it was not timed) and its share of the run's median
+    step, for each run that has a speed."""
+    for name, timing in loss_alone.items():
+        if name not in speed:
+            continue
+        if "ms" in timing:
+            step_ms = 1e3 * batch_size / speed[name]["median_queries_per_s"]
+            timing = {**timing, "share_of_median_step": timing["ms"] / step_ms}
+        speed[name]["loss_alone"] = timing
+
+
 def summarise(run_dirs, loss_rtol, first_step_rtol, timing_skip_steps, batch_size):
     """The comparison of two run directories {"fused": DIR, "reference": DIR} (train_log.jsonl and
     eval_results.jsonl of `python -m train`)."""
@@ -141,10 +153,22 @@ def to_markdown(comparison, max_table_steps=25):
     lines += ["", "## Speed", "",
               f"Median over steps {first_timed}-{last_timed}, {warmup}; a step is forward + loss + backward + "
               f"clipping + optimizer step of one batch of {comparison['batch_size']} queries.", "",
-              "| loss | queries/s | steps/s |", "|---|---:|---:|"]
-    lines += [f"| {name} | {speed[name]['median_queries_per_s']:.2f} | {speed[name]['median_steps_per_s']:.3f} |"
-              for name in RUNS]
-    lines += ["", f"fused / reference: {speed['fused_over_reference']:.2f}x queries/s.", ""]
+              "| loss | queries/s | steps/s | loss alone, ms | loss share of a step |", "|---|---:|---:|---:|---:|"]
+    notes = []
+    for name in RUNS:
+        alone = speed[name].get("loss_alone", {})
+        if "not_timed" in alone:
+            notes.append(f"{name}: loss alone not timed, {alone['not_timed']}.")
+        timed = "ms" in alone
+        lines.append(f"| {name} | {speed[name]['median_queries_per_s']:.2f} | {speed[name]['median_steps_per_s']:.3f} | "
+                     f"{alone['ms']:.4f} | {100 * alone['share_of_median_step']:.3g}% |" if timed else
+                     f"| {name} | {speed[name]['median_queries_per_s']:.2f} | {speed[name]['median_steps_per_s']:.3f} "
+                     f"| - | - |")
+    shapes = {tuple(speed[name]["loss_alone"]["shape"]) for name in RUNS if "ms" in speed[name].get("loss_alone", {})}
+    lines += ["", f"fused / reference: {speed['fused_over_reference']:.2f}x queries/s. Loss alone: forward + backward "
+              f"at the first batch's shapes ({', '.join(' x '.join(map(str, s)) for s in shapes) or '-'}; scores "
+              "random), calls back to back with the host's time included, median; its share is of the run's median "
+              "step."] + [""] + [f"- {note}" for note in notes] + [""]
     return "\n".join(lines)
 
 

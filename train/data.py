@@ -93,6 +93,16 @@ def steps_per_epoch(n_records, batch_size, world_size=1):
     return full + (1 if rest >= world_size else 0)
 
 
+def training_records(args):
+    """(rows read, listwise records, train records, validation records) of `python -m train`'s flags: the data, the
+    --train-queries cut, the positives-first lists and the seeded validation split."""
+    rows = load_msmarco_rows(args.train_data)
+    if args.train_queries is not None:
+        rows = rows[: args.train_queries]
+    records = to_listwise(rows, args.max_docs)
+    return (rows, records) + split_validation(records, args.val_queries, args.seed)
+
+
 def batch_indices(n_records, batch_size, step_in_epoch, epoch, seed, rank=0, world_size=1):
     """Record indices of this process's batch at a given step: one seeded permutation per epoch, global batch
     `step_in_epoch`, every world_size-th entry from `rank`. Pure function of its arguments, so resuming at any step

@@ -40,8 +40,7 @@ from tqdm.auto import tqdm
 
 from .config import parse_args
 from .biencoder import biencoder_scores
-from .data import (batch_indices, collate, load_msmarco_rows, pad_scores, split_validation, steps_per_epoch,
-                   to_listwise)
+from .data import batch_indices, collate, pad_scores, steps_per_epoch, training_records
 from .evaluate import load_evaluation, run_evaluation
 from .hub import HubUnavailableError
 from .inputs import UsageError, check_local_paths
@@ -199,11 +198,7 @@ def train(args):
     torch.manual_seed(args.seed)  # also seeds the new classifier head of the model below
 
     # ------------------------------------------------------------------ data
-    rows = load_msmarco_rows(args.train_data)
-    if args.train_queries is not None:
-        rows = rows[: args.train_queries]
-    records = to_listwise(rows, args.max_docs)
-    train_records, val_records = split_validation(records, args.val_queries, args.seed)
+    rows, records, train_records, val_records = training_records(args)
     eval_sets, mean_name = load_evaluation(
         args.arch, args.eval_data, args.eval_datasets, args.rerank_k, args.train_data, args.train_queries,
         args.candidates, args.max_length, args.eval_batch_size, device, use_bf16) if master else ({}, None)
