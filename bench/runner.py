@@ -123,13 +123,13 @@ def record_time(row, case, result, copy_bytes_per_s) -> None:
 def measure_cuda_extras(row, case, name, step, quick) -> None:
     # Peak extra memory of one step (the gradient it returns included).
     row["peak_extra_bytes"] = timing.peak_extra_bytes_cuda(step)
-    if case.elements <= MAX_ELEMENTS_SMALL:
-        # Back to back with the host included: at small shapes `ms` (do_bench) is device time only.
-        w_median, w_q20, w_q80 = timing.time_back_to_back(step, torch.device("cuda"),
-                                                          min_seconds=0.02 if quick else 0.05)
-        row.update(wall_ms=w_median, wall_ms_q20=w_q20, wall_ms_q80=w_q80)
-    # CUDA-graph replay for small shapes, where launch overhead is a visible part of the time.
-    if case.elements <= MAX_ELEMENTS_SMALL and name not in NOT_GRAPH_CAPTURABLE:
+    if case.elements > MAX_ELEMENTS_SMALL:
+        return
+    # Back to back with the host included: at small shapes `ms` (do_bench) is device time only.
+    w_median, w_q20, w_q80 = timing.time_back_to_back(step, torch.device("cuda"), min_seconds=0.02 if quick else 0.05)
+    row.update(wall_ms=w_median, wall_ms_q20=w_q20, wall_ms_q80=w_q80)
+    # CUDA-graph replay: what launch overhead a graph removes.
+    if name not in NOT_GRAPH_CAPTURABLE:
         try:
             g_median, g_q20, g_q80 = timing.time_cuda_graph(step, rep_ms=50 if quick else 100)
             row.update(graph_ms=g_median, graph_ms_q20=g_q20, graph_ms_q80=g_q80)

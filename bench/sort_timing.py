@@ -1,7 +1,7 @@
 """python -m bench.sort_timing: where the CPU sort-by-labels time goes (the figures in bench/NOTES.md).
 
 Times, on one torch thread, both builds of the target order at 256 x 100 (80% real documents, stable
-and random ties), and the bare sorts of the same keys int64 keys.
+and random ties), and bare sorts of random int64 keys of the same shape.
 """
 
 import numpy as np

@@ -26,6 +26,12 @@ ROTATE_BYTES = {"cuda": 128 << 20, "cpu": 32 << 20}
 MAX_ROTATIONS = 16
 
 
+def median_q20_q80(samples: list[float]) -> tuple[float, float, float]:
+    """The median and the 20%/80% quantiles (deciles 2 and 8) of timing samples."""
+    cuts = statistics.quantiles(samples, n=10, method="inclusive")
+    return statistics.median(samples), cuts[1], cuts[7]
+
+
 def rotation_count(case: Case, device: torch.device, free_bytes: int | None = None) -> int:
     per_set = case.elements * (case.torch_dtype.itemsize + (4 if case.order == "labels" else 0)) + case.B * 8
     count = max(1, min(MAX_ROTATIONS, math.ceil(ROTATE_BYTES[device.type] / per_set)))
@@ -98,8 +104,7 @@ def time_back_to_back(step: Callable[[], object], device: torch.device, min_seco
             step()
         sync()
         samples.append((time.perf_counter() - t0) * 1e3 / calls)
-    cuts = statistics.quantiles(samples, n=10, method="inclusive")
-    return statistics.median(samples), cuts[1], cuts[7]
+    return median_q20_q80(samples)
 
 
 def time_cpu(
@@ -115,8 +120,7 @@ def time_cpu(
         t0 = time.perf_counter()
         step()
         samples.append((time.perf_counter() - t0) * 1e3)
-    cuts = statistics.quantiles(samples, n=10, method="inclusive")  # deciles: cuts[1] = q20, cuts[7] = q80
-    return statistics.median(samples), cuts[1], cuts[7]
+    return median_q20_q80(samples)
 
 
 def balanced_orders(n: int) -> list[list[int]]:
@@ -145,9 +149,9 @@ def time_cpu_interleaved(
     speedup) stays meaningful. Rounds cycle through the orders of `balanced_orders`, so each step
     follows each other one equally often: a step that leaves the caches cold (the eager reference)
     would otherwise slow whichever step always comes after it (a plain rotation of three gave one of
-    two identical copies a 2-10% head start: results/compare-0dd0ce6-20261122T173711.json), and at least one full cycle runs. Each sample runs a
-    step enough times to last >= min_sample_ms, so perf_counter's resolution and call overhead do not
-    dominate tiny cases.
+    two identical copies a 2-10% head start: results/compare-0dd0ce6-20261122T173711.json), and at
+    least one full cycle runs. Each sample runs a step enough times to last >= min_sample_ms, so
+    perf_counter's resolution and call overhead do not dominate tiny cases.
     """
     repeats = {}
     for name, step in steps.items():
@@ -170,11 +174,7 @@ def time_cpu_interleaved(
                 step()
             samples[name].append((time.perf_counter() - t0) * 1e3 / n)
         rounds += 1
-    result = {}
-    for name, values in samples.items():
-        cuts = statistics.quantiles(values, n=10, method="inclusive")
-        result[name] = (statistics.median(values), cuts[1], cuts[7])
-    return result
+    return {name: median_q20_q80(values) for name, values in samples.items()}
 
 
 def time_step(step: Callable[[], object], device: torch.device, quick: bool) -> tuple[float, float, float]:

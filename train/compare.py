@@ -27,7 +27,7 @@ from listmle_kernels._inputs import triton_unavailable_reason
 
 from .comparison import RUNS, add_loss_shares, plot_loss_curves, summarise, to_markdown
 from .config import parse_args
-from .data import batch_indices, training_records
+from .data import batch_indices, list_lengths_and_labels, training_records
 from .loop import rng_state, run, set_rng_state
 from .losses import PACKAGE_BACKENDS, ranking_loss
 
@@ -101,9 +101,7 @@ def time_loss_alone(args, device, package_backend):
         return {"not_timed": "interpreted Triton (TRITON_INTERPRET=1) is not performance"}
     _, _, train_records, _ = training_records(args)
     batch = [train_records[i] for i in batch_indices(len(train_records), args.batch_size, 0, 0, args.seed)]
-    lengths = torch.tensor([len(r["docs"]) for r in batch])
-    labels = torch.nn.utils.rnn.pad_sequence([torch.tensor(r["labels"], dtype=torch.float32) for r in batch],
-                                             batch_first=True)
+    lengths, labels = list_lengths_and_labels(batch)
     generator = torch.Generator().manual_seed(args.seed)
     scores = (2.0 * torch.randn(labels.shape, generator=generator)).to(device).requires_grad_()
     padding = {"lengths": lengths.to(device)}

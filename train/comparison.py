@@ -159,11 +159,9 @@ def to_markdown(comparison, max_table_steps=25):
         alone = speed[name].get("loss_alone", {})
         if "not_timed" in alone:
             notes.append(f"{name}: loss alone not timed, {alone['not_timed']}.")
-        timed = "ms" in alone
-        lines.append(f"| {name} | {speed[name]['median_queries_per_s']:.2f} | {speed[name]['median_steps_per_s']:.3f} | "
-                     f"{alone['ms']:.4f} | {100 * alone['share_of_median_step']:.3g}% |" if timed else
-                     f"| {name} | {speed[name]['median_queries_per_s']:.2f} | {speed[name]['median_steps_per_s']:.3f} "
-                     f"| - | - |")
+        line = f"| {name} | {speed[name]['median_queries_per_s']:.2f} | {speed[name]['median_steps_per_s']:.3f} |"
+        line += (f" {alone['ms']:.4f} | {100 * alone['share_of_median_step']:.3g}% |" if "ms" in alone else " - | - |")
+        lines.append(line)
     shapes = {tuple(speed[name]["loss_alone"]["shape"]) for name in RUNS if "ms" in speed[name].get("loss_alone", {})}
     lines += ["", f"fused / reference: {speed['fused_over_reference']:.2f}x queries/s. Loss alone: forward + backward "
               f"at the first batch's shapes ({', '.join(' x '.join(map(str, s)) for s in shapes) or '-'}; scores "

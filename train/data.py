@@ -119,11 +119,16 @@ def collate(tokenizer, records, max_length):
     queries = [r["query"] for r in records for _ in r["docs"]]
     docs = [d for r in records for d in r["docs"]]
     encoded = tokenizer(queries, docs, padding=True, truncation=True, max_length=max_length, return_tensors="pt")
+    return (encoded,) + list_lengths_and_labels(records)
+
+
+def list_lengths_and_labels(records):
+    """(B,) list lengths and (B, max length) float labels, 0 at padding, of a batch of records."""
     lengths = torch.tensor([len(r["docs"]) for r in records])
     labels = torch.zeros(len(records), int(lengths.max()))
     for i, r in enumerate(records):
         labels[i, : len(r["labels"])] = torch.tensor(r["labels"])
-    return encoded, lengths, labels
+    return lengths, labels
 
 
 def pad_scores(flat_scores, lengths):

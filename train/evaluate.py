@@ -16,9 +16,8 @@ import torch
 
 from .biencoder import saved_pooling
 from .data import load_msmarco_rows, to_listwise
-from .hub import HubUnavailableError
 from .inference import run_batched
-from .inputs import UsageError, check_local_paths, parse_candidates
+from .inputs import INPUT_ERRORS, UsageError, check_local_paths, parse_candidates, report_input_error
 from .models import ARCHS, load_model
 from .nanobeir import (NANOBEIR_HUB_ID, evaluate_datasets, format_table, heldout_retrieval_set,
                        load_nanobeir_retrieval, reranking_samples)
@@ -144,12 +143,8 @@ def main(argv=None):
                                                args.train_data, args.train_queries, args.candidates, args.max_length,
                                                args.batch_size, device, bf16)
         model, tokenizer = load_model(args.arch, args.model)
-    except HubUnavailableError as exc:
-        print(exc, file=sys.stderr)
-        return 2
-    except UsageError as exc:
-        print(f"{p.prog}: error: {exc}", file=sys.stderr)
-        return 2
+    except INPUT_ERRORS as exc:
+        return report_input_error(p.prog, exc)
     pooling = args.pooling or saved_pooling(args.model)
     results, table, _ = run_evaluation(args.arch, model.to(device), tokenizer, eval_sets, mean_name, pooling,
                                        args.max_length, args.batch_size, device, bf16)

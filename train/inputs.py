@@ -6,6 +6,9 @@ hub loaders and be reported as an unreachable hub.
 """
 
 import os
+import sys
+
+from .hub import HubUnavailableError
 
 LOCAL_PREFIXES = ("/", "./", "../", "~")
 LOCAL_SUFFIXES = (".json", ".jsonl", "/")
@@ -13,6 +16,17 @@ LOCAL_SUFFIXES = (".json", ".jsonl", "/")
 
 class UsageError(ValueError):
     """A flag's value cannot work; the CLIs print it argparse-style and exit with status 2."""
+
+
+# What the CLIs catch around their work: an input that cannot work, reported by `report_input_error`.
+INPUT_ERRORS = (HubUnavailableError, UsageError)
+
+
+def report_input_error(prog, exc):
+    """Print an INPUT_ERRORS exception for the user (the hub's paragraph as it is, a UsageError as one argparse-style
+    line) and return the exit status, 2."""
+    print(exc if isinstance(exc, HubUnavailableError) else f"{prog}: error: {exc}", file=sys.stderr)
+    return 2
 
 
 def looks_like_local_path(value):

@@ -30,7 +30,6 @@ import math
 import os
 import random
 import shutil
-import sys
 import time
 
 import numpy as np
@@ -42,8 +41,7 @@ from .config import parse_args
 from .biencoder import biencoder_scores
 from .data import batch_indices, collate, pad_scores, steps_per_epoch, training_records
 from .evaluate import load_evaluation, run_evaluation
-from .hub import HubUnavailableError
-from .inputs import UsageError, check_local_paths
+from .inputs import INPUT_ERRORS, UsageError, check_local_paths, report_input_error
 from .losses import ranking_loss
 from .models import load_model, load_weights, save_model
 
@@ -163,12 +161,8 @@ def run(args):
     one argparse-style line; both with exit code 2."""
     try:
         return train(args)
-    except HubUnavailableError as exc:
-        print(exc, file=sys.stderr)
-        return 2
-    except UsageError as exc:
-        print(f"python -m train: error: {exc}", file=sys.stderr)
-        return 2
+    except INPUT_ERRORS as exc:
+        return report_input_error("python -m train", exc)
 
 
 def train(args):
