@@ -13,6 +13,11 @@ import torch
 from ._inputs import parse_inputs
 from .ops import compute_rows, listmle_rows
 
+SECOND_DERIVATIVE_ERROR = (
+    "listmle_loss has first derivatives only: its gradient is computed in the forward pass, so it has "
+    "no graph to differentiate again (Hessians, higher-order gradients, MAML-style meta-learning). "
+    "For second derivatives use reference.listmle_reference, the plain-autograd definition.")
+
 
 def draw_seed(generator) -> int:
     """One 31-bit seed for the random tie order, from `generator` (or torch's default generator)."""
@@ -74,6 +79,23 @@ def reduce_rows(row_loss, reduction):
     return row_loss.mean() if reduction == "mean" else row_loss.sum()
 
 
+class FirstDerivativeOnly(torch.autograd.Function):
+    """The saved gradient, tied to the scores it depends on, for a backward with create_graph=True.
+
+    Left as a plain tensor, autograd would take the gradient for a constant and every second
+    derivative for zero; tied to the scores, differentiating it again raises instead. The
+    derivative with respect to grad_output (the multiply after this) stays exact.
+    """
+
+    @staticmethod
+    def forward(ctx, grad, scores):
+        return grad.view_as(grad)
+
+    @staticmethod
+    def backward(ctx, _grad_of_grad):
+        raise NotImplementedError(SECOND_DERIVATIVE_ERROR)
+
+
 class ListMLEFunction(torch.autograd.Function):
     """ListMLE / p-ListMLE with a fused forward+backward.
 
@@ -94,11 +116,18 @@ class ListMLEFunction(torch.autograd.Function):
         row_loss, grad = compute_rows(inputs, seed, row_divisor, ctx.needs_input_grad[0])
         ctx.backend = inputs.backend
         ctx.save_for_backward(grad)
+        # Only a graph anchor for create_graph=True (never read, so not saved: no version check).
+        ctx.scores = scores
         return reduce_rows(row_loss, reduction)
 
     @staticmethod
     def backward(ctx, grad_output):
         (grad,) = ctx.saved_tensors
+        scores = ctx.scores
+        if graph_freed_after_backward():
+            ctx.scores = None  # released with the saved gradient, not when the loss tensor dies
         if grad is None:  # only a lambda-weight tensor asked for a gradient; it is a constant
             return (None,) * 11
+        if torch.is_grad_enabled():  # backward(create_graph=True)
+            grad = FirstDerivativeOnly.apply(grad, scores)
         return (scale_saved_gradient(grad, grad_output, ctx.backend),) + (None,) * 10

@@ -61,6 +61,7 @@ def _(scores, labels, mask, lengths, weights, weight_kind, random_ties, seed, ro
 
 def _setup_context(ctx, inputs, output):
     ctx.save_for_backward(output[1])
+    ctx.mark_non_differentiable(output[1])  # the gradient output has no derivative of its own
     ctx.set_materialize_grads(False)
 
 
