@@ -26,6 +26,7 @@ import triton
 import triton.language as tl
 
 from ._inputs import WEIGHTS_TENSOR, ListMLEInputs, real_mask
+from ._launch import on_device_of
 from .ops import accumulator_dtype
 from .target_order import target_order
 
@@ -291,18 +292,19 @@ def triton_listmle(inputs: ListMLEInputs, seed: int, row_divisor: int, need_grad
     real_kind = REAL_MASK if mask is not None else REAL_LENGTHS if inputs.lengths is not None else REAL_ALL
     order_kind = ORDER_SORT if sort_in_kernel else ORDER_GIVEN if order is not None else ORDER_INPUT
 
-    _listmle_kernel[(triton.cdiv(batch, rows),)](
-        *_strides(scores),
-        *(_strides(labels) if sort_in_kernel else dummy),
-        *(_strides(mask) or dummy),
-        lengths if lengths is not None else row_loss,
-        *(_strides(order) or dummy),
-        *(_strides(weights) or dummy),
-        row_loss, *(_strides(grad) or dummy),
-        batch, length, triton.cdiv(length, block), row_divisor, seed,
-        REAL=real_kind, ORDER=order_kind, WEIGHTS=inputs.weight_kind,
-        RANDOM_TIES=inputs.random_ties, STORE_GRAD=need_grad, ROWS=rows, BLOCK=block, CHUNKS=chunks,
-        INDEX_BITS=block.bit_length() - 1,
-        num_warps=num_warps,
-    )
+    with on_device_of(scores):
+        _listmle_kernel[(triton.cdiv(batch, rows),)](
+            *_strides(scores),
+            *(_strides(labels) if sort_in_kernel else dummy),
+            *(_strides(mask) or dummy),
+            lengths if lengths is not None else row_loss,
+            *(_strides(order) or dummy),
+            *(_strides(weights) or dummy),
+            row_loss, *(_strides(grad) or dummy),
+            batch, length, triton.cdiv(length, block), row_divisor, seed,
+            REAL=real_kind, ORDER=order_kind, WEIGHTS=inputs.weight_kind,
+            RANDOM_TIES=inputs.random_ties, STORE_GRAD=need_grad, ROWS=rows, BLOCK=block, CHUNKS=chunks,
+            INDEX_BITS=block.bit_length() - 1,
+            num_warps=num_warps,
+        )
     return row_loss, grad

@@ -11,6 +11,8 @@ import torch
 import triton
 import triton.language as tl
 
+from ._launch import on_device_of
+
 TILE = 4096  # gradient elements per program: ROWS rows x COLS columns
 
 
@@ -51,8 +53,9 @@ def scale_rows_(grad: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
         return grad
     per_row = scale.dim() == 1
     rows, cols = tile_shape(batch, length)
-    _scale_rows_kernel[(triton.cdiv(batch, rows), triton.cdiv(length, cols))](
-        grad, scale, scale.stride(0) if per_row else 0, batch, length,
-        PER_ROW=per_row, ROWS=rows, COLS=cols, num_warps=8,
-    )
+    with on_device_of(grad):
+        _scale_rows_kernel[(triton.cdiv(batch, rows), triton.cdiv(length, cols))](
+            grad, scale, scale.stride(0) if per_row else 0, batch, length,
+            PER_ROW=per_row, ROWS=rows, COLS=cols, num_warps=8,
+        )
     return grad

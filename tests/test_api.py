@@ -1,10 +1,14 @@
 """The public API: modules, the autograd Function, reductions, dtypes, backend selection."""
 
+import contextlib
+from types import SimpleNamespace
+
 import pytest
 import torch
 
 import listmle_kernels
 from listmle_kernels import ListMLEFunction, ListMLELoss, PListMLELoss, listmle_loss
+from listmle_kernels._launch import on_device_of
 
 from cases import DEVICE
 
@@ -91,3 +95,41 @@ def test_empty_inputs(backend):
                         lambda_weight="plistmle", backend=backend)
     loss.backward()
     assert loss == 0 and scores.grad.shape == (2, 0)
+
+
+def test_launch_guard_makes_the_tensors_cuda_device_current():
+    cuda_scores = SimpleNamespace(is_cuda=True, device=torch.device("cuda", 1))  # no GPU needed to build it
+    guard = on_device_of(cuda_scores)
+    assert isinstance(guard, torch.cuda.device) and guard.idx == 1
+    assert isinstance(on_device_of(torch.zeros(1)), contextlib.nullcontext)
+
+
+def test_both_triton_launches_run_under_the_guard_of_the_scores(monkeypatch):
+    """Triton launches on the current device, not the tensors' (see `_launch.py`): the forward
+    kernel and the backward's scaling kernel each run inside the guard of the scores' device."""
+    from listmle_kernels import triton_listmle, triton_scale
+    guarded = []
+
+    def recording_guard(tensor):
+        guarded.append(tensor.device)
+        return contextlib.nullcontext()
+
+    monkeypatch.setattr(triton_listmle, "on_device_of", recording_guard)
+    monkeypatch.setattr(triton_scale, "on_device_of", recording_guard)
+    scores, labels = problem()
+    scores.requires_grad_(True)
+    listmle_loss(scores, labels, respect_input_order=False, backend="triton").mul(2.0).backward()
+    assert guarded == [scores.device, scores.device]
+
+
+@pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs two CUDA devices")
+def test_scores_on_a_device_that_is_not_current():
+    scores, labels = problem()
+    with torch.cuda.device(0):
+        other = scores.to("cuda:1").requires_grad_(True)
+        loss = listmle_loss(other, labels.to("cuda:1"), respect_input_order=False)
+        loss.mul(2.0).backward()
+    cpu = scores.cpu().requires_grad_(True)
+    listmle_loss(cpu, labels.cpu(), respect_input_order=False).mul(2.0).backward()
+    torch.testing.assert_close(loss.cpu(), listmle_loss(cpu, labels.cpu(), respect_input_order=False).detach())
+    torch.testing.assert_close(other.grad.cpu(), cpu.grad, rtol=1e-5, atol=1e-6)
