@@ -133,3 +133,20 @@ def test_scores_on_a_device_that_is_not_current():
     listmle_loss(cpu, labels.cpu(), respect_input_order=False).mul(2.0).backward()
     torch.testing.assert_close(loss.cpu(), listmle_loss(cpu, labels.cpu(), respect_input_order=False).detach())
     torch.testing.assert_close(other.grad.cpu(), cpu.grad, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("backend", ["torch", "triton"])
+def test_autocast_changes_nothing(backend):
+    """Training loops call the loss inside autocast: loss and gradient equal the ones outside it."""
+    scores, labels = problem(batch=4, length=9)
+    results = []
+    for autocast in (False, True):
+        leaf = scores.clone().requires_grad_(True)
+        with torch.autocast(leaf.device.type, dtype=torch.bfloat16, enabled=autocast):
+            loss = listmle_loss(leaf, labels, lambda_weight="plistmle", respect_input_order=False, backend=backend)
+        loss.backward()
+        results.append((loss, leaf.grad))
+    (loss, grad), (autocast_loss, autocast_grad) = results
+    assert autocast_loss.dtype == torch.float32
+    torch.testing.assert_close(autocast_loss, loss, rtol=0, atol=0)
+    torch.testing.assert_close(autocast_grad, grad, rtol=0, atol=0)
