@@ -31,7 +31,8 @@ def listmle_loss(scores, labels=None, *, mask=None, lengths=None, lambda_weight=
         generator: torch.Generator that seeds "random" ties (default: torch's global generator).
             Not under torch.compile, which does not trace generators (the global one works there).
         reduction: "mean" (sum of row losses / B, as sentence-transformers), "sum" or "none" (B,).
-        validate: check values too (NaN labels, lengths range, weights >= 0); may cost a host sync on CUDA.
+        validate: check values too (NaN labels, lengths range, weights >= 0); on CUDA the checks are read
+            together, one host sync (a second when labels hold both +inf and -inf).
         backend: "auto" (Triton for CUDA tensors, PyTorch otherwise), "triton" or "torch".
 
     Returns the loss in float32 (float64 for float64 scores); the gradient has the scores' dtype

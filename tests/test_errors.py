@@ -8,6 +8,8 @@ import torch
 from listmle_kernels import listmle_loss
 from listmle_kernels._inputs import triton_unavailable_reason
 
+from cases import DEVICE
+
 S = torch.zeros(2, 3)
 
 
@@ -87,3 +89,47 @@ def test_tensors_on_different_devices():
 def test_tensors_on_different_devices_meta():
     with pytest.raises(ValueError, match=r"mask is on meta but scores are on cpu"):
         listmle_loss(S, mask=torch.ones(2, 3, dtype=torch.bool, device="meta"))
+
+
+def value_check_inputs(device):
+    scores = torch.zeros(2, 3, device=device)
+    labels = torch.tensor([[float("inf"), float("-inf"), 1.0], [0.0, 1.0, float("nan")]], device=device)
+    lengths = torch.tensor([3, 2], device=device)  # the NaN label is padding
+    weights = torch.tensor([[1.0, 0.5, 0.0], [1.0, 1.0, -1.0]], device=device)  # so is the negative weight
+    return scores, labels, lengths, weights
+
+
+@pytest.mark.parametrize("device", sorted({"cpu", DEVICE}))
+def test_value_checks_read_together_raise_the_first_failure(device):
+    """The value checks are read together (one host sync on CUDA) and raise in argument order."""
+    scores, labels, lengths, weights = value_check_inputs(device)
+    kwargs = dict(lambda_weight=weights, respect_input_order=False)
+    listmle_loss(scores, labels, lengths=lengths, **kwargs)  # infinite labels, NaN and negatives at padding: fine
+    too_long = torch.tensor([4, 3], device=device)
+    with pytest.raises(ValueError, match=r"lengths must lie in \[0, 3\].*got 4"):
+        listmle_loss(scores, labels, lengths=too_long, **kwargs)  # every check fails: lengths come first
+    with pytest.raises(ValueError, match="NaN"):
+        listmle_loss(scores, labels, lengths=torch.tensor([3, 3], device=device), **kwargs)
+    with pytest.raises(ValueError, match=r"must be >= 0 at real ranks, got -1"):
+        listmle_loss(scores, labels.nan_to_num(), lengths=torch.tensor([3, 3], device=device), **kwargs)
+
+
+def test_label_sums_that_overflow_are_not_nan():
+    """float32 labels whose sum overflows to inf: the NaN check's quick sum says nothing, no false alarm."""
+    labels = torch.tensor([[3e38, 3e38, -3e38, 1.0], [-3e38, 3e38, -3e38, 3e38]])
+    loss = listmle_loss(torch.zeros(2, 4), labels, respect_input_order=False, reduction="none")
+    assert torch.isfinite(loss).all()
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="host syncs exist only on CUDA")
+def test_value_checks_cost_one_host_sync_on_cuda():
+    scores, labels, lengths, weights = value_check_inputs("cuda")
+    labels = labels.nan_to_num(posinf=2.0, neginf=-2.0)  # +inf meeting -inf would ask for the masked check
+    listmle_loss(scores, labels, lengths=lengths, lambda_weight=weights, respect_input_order=False)  # warm up
+    torch.cuda.set_sync_debug_mode("warn")
+    try:
+        with pytest.warns(UserWarning) as syncs:
+            listmle_loss(scores, labels, lengths=lengths, lambda_weight=weights, respect_input_order=False)
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    assert len([w for w in syncs if "synchroniz" in str(w.message)]) == 1
