@@ -183,12 +183,13 @@ def parse_inputs(scores, labels, mask, lengths, lambda_weight, respect_input_ord
             raise TypeError(f"{name} must be floating point, got dtype {weights.dtype}")
         weights = weights.detach()
         if checking_values:
-            # The gradient's scan sums w_r exp(-lse_r) in log space, where a negative weight has no log.
-            negative = (weights < 0) & real_mask(scores, None, real_count(scores, mask, lengths))
+            # The gradient's scan sums w_r exp(-lse_r) in log space, where a negative weight has no log;
+            # a NaN or infinite weight would make the whole row's normalised weights NaN.
+            bad = ~(torch.isfinite(weights) & (weights >= 0)) & real_mask(scores, None, real_count(scores, mask, lengths))
 
-            def raise_negative_weights(name=name, weights=weights):
-                raise ValueError(f"{name} must be >= 0 at real ranks, got {weights[negative].min().item()}")
-            value_checks.append((negative.any(), raise_negative_weights))
+            def raise_bad_weights(name=name, weights=weights):
+                raise ValueError(f"{name} must be finite and >= 0 at real ranks, got {weights[bad][0].item()}")
+            value_checks.append((bad.any(), raise_bad_weights))
         weight_kind = WEIGHTS_TENSOR
 
     _raise_failed_checks(value_checks)

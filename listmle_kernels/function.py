@@ -28,6 +28,8 @@ def draw_seed(generator) -> int:
 def prepare(scores, labels, mask, lengths, lambda_weight, respect_input_order, ties, generator, reduction,
             validate, backend):
     """Checked inputs and the seed of the random tie order (0 when unused)."""
+    if generator is not None and not isinstance(generator, torch.Generator):
+        raise TypeError(f"generator must be a torch.Generator or None, got {type(generator).__name__}")
     inputs = parse_inputs(scores, labels, mask, lengths, lambda_weight, respect_input_order, ties,
                           reduction, validate, backend)
     return inputs, (draw_seed(generator) if inputs.random_ties else 0)
@@ -60,15 +62,21 @@ def graph_freed_after_backward() -> bool:
 
 def scale_saved_gradient(grad, grad_output, backend):
     """grad_output ((B,) for reduction "none", else a scalar) * the saved gradient: in place when the
-    graph is freed, else a new tensor."""
-    in_place = graph_freed_after_backward()
+    graph is freed (and none is being built: create_graph), else a new tensor.
+
+    The product is taken in grad_output's precision (float32 for 16-bit scores) and rounded once
+    into the gradient's dtype: a loss scale of 65536 (GradScaler's first) is inf in float16.
+    """
+    in_place = graph_freed_after_backward() and not torch.is_grad_enabled()
     if in_place and backend == "triton":
         from .triton_scale import scale_rows_
         return scale_rows_(grad, grad_output)  # skips the multiply on the device where grad_output is 1
     if in_place and grad_output.device.type == "cpu" and grad_output.numel() == 1 and grad_output.item() == 1:
         return grad  # loss.backward(): the saved gradient is the answer (a host read, so no sync)
-    scale = grad_output.to(grad.dtype)
-    scale = scale[:, None] if scale.dim() == 1 else scale
+    scale = grad_output[:, None] if grad_output.dim() == 1 else grad_output
+    if grad.dtype != scale.dtype:  # explicitly: a 0-d CUDA operand would be cast to the gradient's dtype
+        product = grad.to(scale.dtype) * scale
+        return grad.copy_(product) if in_place else product.to(grad.dtype)
     return grad.mul_(scale) if in_place else grad * scale
 
 

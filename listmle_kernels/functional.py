@@ -24,14 +24,14 @@ def listmle_loss(scores, labels=None, *, mask=None, lengths=None, lambda_weight=
             raw w = 2^(n - rank) - 1 for rank = 1..n); a (B, L) tensor of per-rank weights (column r
             weighs the r-th document of the target order); or a callable(rank_mask) -> (B, L) weights,
             rank_mask[b, r] = r < n_b. Lambda weights are normalised per row: w / (sum(w) + 1e-10),
-            and must be >= 0 at real ranks.
+            and must be finite and >= 0 at real ranks.
         respect_input_order: True: the input order of the real documents is the target ranking
             (labels ignored). False: sort by labels, descending.
         ties: when sorting, "stable" keeps input order among equal labels; "random" shuffles them.
         generator: torch.Generator that seeds "random" ties (default: torch's global generator).
             Not under torch.compile, which does not trace generators (the global one works there).
         reduction: "mean" (sum of row losses / B, as sentence-transformers), "sum" or "none" (B,).
-        validate: check values too (NaN labels, lengths range, weights >= 0); on CUDA the checks are read
+        validate: check values too (NaN labels, lengths range, weights finite and >= 0); on CUDA the checks are read
             together, one host sync (a second when labels hold both +inf and -inf).
         backend: "auto" (Triton for CUDA tensors, PyTorch otherwise), "triton" or "torch".
 
@@ -44,5 +44,7 @@ def listmle_loss(scores, labels=None, *, mask=None, lengths=None, lambda_weight=
         row_loss, _ = compiled_listmle_rows(scores, labels, mask, lengths, lambda_weight, respect_input_order,
                                             ties, generator, reduction, validate, backend, need_grad)
         return reduce_rows(row_loss, reduction)
+    if not torch.is_grad_enabled():  # no_grad / inference_mode: no graph, so no gradient to compute
+        scores = scores.detach()
     return ListMLEFunction.apply(scores, labels, mask, lengths, lambda_weight, respect_input_order, ties,
                                  generator, reduction, validate, backend)

@@ -70,7 +70,8 @@ def _backward(ctx, grad_row_loss, _grad_of_grad):
     if grad_row_loss is None:
         return (None,) * 11
     # Out of place: the saved gradient stays valid for a second backward (retain_graph, gradcheck).
-    return (grad * grad_row_loss.to(grad.dtype)[:, None],) + (None,) * 10
+    # In grad_row_loss's precision, rounded once (as `scale_saved_gradient` explains).
+    return ((grad.to(grad_row_loss.dtype) * grad_row_loss[:, None]).to(grad.dtype),) + (None,) * 10
 
 
 listmle_rows.register_autograd(_backward, setup_context=_setup_context)

@@ -105,4 +105,6 @@ def torch_listmle(inputs: ListMLEInputs, seed: int, row_divisor: int, need_grad:
     grad = (grad.div_(row_divisor) if row_divisor != 1 else grad).to(scores.dtype)
     if order is not None:
         grad = torch.empty_like(grad).scatter_(1, order, grad)
-    return row_loss, grad
+    # Contiguous like the Triton backend's (and as the operator's fake promises torch.compile): with a
+    # transposed mask and scores, `where` above returns their layout.
+    return row_loss, grad.contiguous()

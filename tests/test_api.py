@@ -150,3 +150,38 @@ def test_autocast_changes_nothing(backend):
     assert autocast_loss.dtype == torch.float32
     torch.testing.assert_close(autocast_loss, loss, rtol=0, atol=0)
     torch.testing.assert_close(autocast_grad, grad, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("reduction", ["mean", "none"])
+@pytest.mark.parametrize("retain_graph", [False, True])
+@pytest.mark.parametrize("backend", ["torch", "triton"])
+def test_float16_gradient_survives_a_large_loss_scale(backend, retain_graph, reduction):
+    """GradScaler starts at 65536, which is inf in float16: the backward multiplies in the loss's
+    float32 and rounds once, so the scaled gradient is scale x the gradient rounded to float16 (inf only
+    where that product is), and padding stays 0, not inf x 0 = NaN."""
+    scores, labels = problem(batch=4, length=9)
+    scores = (scores * 4).half().requires_grad_(True)
+    lengths = torch.tensor([9, 4, 1, 0], device=DEVICE)
+    loss = listmle_loss(scores, labels, lengths=lengths, respect_input_order=False, reduction=reduction,
+                        backend=backend)
+    (grad,) = torch.autograd.grad(loss.sum(), scores, retain_graph=True)
+    (scaled,) = torch.autograd.grad(loss.sum() * 65536.0, scores, retain_graph=retain_graph)
+    expected = (grad.float() * 65536.0).half()
+    assert torch.isfinite(expected).any() and not scaled.isnan().any()
+    torch.testing.assert_close(scaled, expected, rtol=2e-3, atol=0)
+
+
+def test_no_gradient_is_computed_without_grad_mode(monkeypatch):
+    """Under no_grad / inference_mode nothing will call backward, so the forward skips the gradient."""
+    from listmle_kernels import function
+    asked = []
+    compute_rows = function.compute_rows
+    monkeypatch.setattr(function, "compute_rows", lambda *args: asked.append(args[3]) or compute_rows(*args))
+    scores, _ = problem()
+    scores.requires_grad_(True)
+    with torch.no_grad():
+        listmle_loss(scores)
+    with torch.inference_mode():
+        listmle_loss(scores)
+    listmle_loss(scores)
+    assert asked == [False, False, True]

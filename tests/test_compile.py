@@ -25,6 +25,9 @@ def test_opcheck(backend):
         (scores.requires_grad_(), None, None, lengths, None, 0, False, 0, 1, True, backend),
         (scores.detach(), labels, scores.detach() > 0, None, weights, 2, False, 0, 4, True, backend),
         (scores.detach(), labels, None, None, None, 1, True, 7, 3, False, backend),
+        # transposed scores and mask: the gradient is contiguous all the same, as the fake says
+        (scores.detach().t().contiguous().t().requires_grad_(), None, (scores > 0).t().contiguous().t(),
+         None, None, 0, False, 0, 1, True, backend),
     ]:
         torch.library.opcheck(listmle_rows, args)  # schema, fake tensor, autograd, aot dispatch
 

@@ -37,8 +37,13 @@ S = torch.zeros(2, 3)
     ((S,), dict(lambda_weight=lambda m: torch.ones(1, 3)), ValueError,
      r"lambda_weight\(rank_mask\) must have the shape of scores"),
     ((S,), dict(lambda_weight=torch.tensor([[1.0, -0.5, 0.0], [1.0, 1.0, 1.0]])), ValueError,
-     r"lambda_weight must be >= 0 at real ranks, got -0.5"),
-    ((S,), dict(lambda_weight=lambda m: -m.float()), ValueError, r"lambda_weight\(rank_mask\) must be >= 0 .* -1"),
+     r"lambda_weight must be finite and >= 0 at real ranks, got -0.5"),
+    ((S,), dict(lambda_weight=lambda m: -m.float()), ValueError, r"lambda_weight\(rank_mask\) must be finite and >= 0 .* -1"),
+    ((S,), dict(lambda_weight=torch.tensor([[1.0, float("nan"), 0.0], [1.0, 1.0, 1.0]])), ValueError,
+     r"lambda_weight must be finite and >= 0 at real ranks, got nan"),
+    ((S,), dict(lambda_weight=torch.tensor([[1.0, 1.0, 0.0], [float("inf"), 1.0, 1.0]])), ValueError,
+     r"lambda_weight must be finite and >= 0 at real ranks, got inf"),
+    ((S,), dict(generator=42), TypeError, r"generator must be a torch.Generator or None, got int"),
     ((S,), dict(ties="shuffle"), ValueError, r"ties must be one of \('stable', 'random'\), got 'shuffle'"),
     ((S,), dict(reduction="avg"), ValueError, r"reduction must be one of .*'avg'"),
     ((S,), dict(backend="cuda"), ValueError, r"backend must be one of .*'cuda'"),
@@ -110,7 +115,7 @@ def test_value_checks_read_together_raise_the_first_failure(device):
         listmle_loss(scores, labels, lengths=too_long, **kwargs)  # every check fails: lengths come first
     with pytest.raises(ValueError, match="NaN"):
         listmle_loss(scores, labels, lengths=torch.tensor([3, 3], device=device), **kwargs)
-    with pytest.raises(ValueError, match=r"must be >= 0 at real ranks, got -1"):
+    with pytest.raises(ValueError, match=r"must be finite and >= 0 at real ranks, got -1"):
         listmle_loss(scores, labels.nan_to_num(), lengths=torch.tensor([3, 3], device=device), **kwargs)
 
 

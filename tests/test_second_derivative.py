@@ -30,9 +30,10 @@ def test_hessian_raises_instead_of_returning_zeros(backend, problem):
         torch.autograd.functional.hessian(lambda s: listmle_loss(s, labels, backend=backend, **kwargs), scores)
 
 
+@pytest.mark.parametrize("retain_graph", [True, False])
 @pytest.mark.parametrize("backend", BACKENDS)
 @given(problem=float64_problems)
-def test_create_graph_keeps_first_derivatives_exact(backend, problem):
+def test_create_graph_keeps_first_derivatives_exact(backend, retain_graph, problem):
     """Under create_graph=True the gradient g of sum_b w_b loss_b equals the oracle's, and so does
     the derivative of sum(g^2) with respect to the per-row weights w, which enter through grad_output
     only: 2 w_b |dloss_b/ds_b|^2."""
@@ -41,7 +42,8 @@ def test_create_graph_keeps_first_derivatives_exact(backend, problem):
     row_weights = torch.rand(scores.shape[0], dtype=torch.float64, device=DEVICE, requires_grad=True)
     leaf = scores.clone().requires_grad_(True)
     row_loss = listmle_loss(leaf, labels, backend=backend, **kwargs)
-    (grad,) = torch.autograd.grad((row_loss * row_weights).sum(), leaf, create_graph=True)
+    # retain_graph=False frees the loss's graph, but the gradient's own graph is still being built
+    (grad,) = torch.autograd.grad((row_loss * row_weights).sum(), leaf, create_graph=True, retain_graph=retain_graph)
     (weights_grad,) = torch.autograd.grad(grad.pow(2).sum(), row_weights)
 
     leaf = scores.clone().requires_grad_(True)

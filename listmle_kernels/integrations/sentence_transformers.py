@@ -15,7 +15,7 @@ whatever its implementation does, but no longer sentence-transformers' loss when
 The default `PListMLELambdaWeight()` runs inside the kernel (where it is the kernel's "plistmle",
 as in sentence-transformers 6.2); a `rank_discount_fn` (or any other lambda-weight module, or an older
 release's default) is called with the rank mask exactly as sentence-transformers calls it. Custom
-weights must be >= 0 at real ranks (a ValueError otherwise) and are normalised over the real ranks
+weights must be finite and >= 0 at real ranks (a ValueError otherwise) and are normalised over the real ranks
 only; sentence-transformers accepts negative weights and normalises over all columns, padding
 included, so the two agree when `rank_discount_fn` returns 0 at padding, as its docs require.
 Needs sentence-transformers >= 6 (`pip install listmle-kernels[sentence-transformers]`).
