@@ -53,6 +53,12 @@ def _lse_combine(m1, s1, m2, s2):
 
 
 @triton.jit
+def _finite_or_zero(m):
+    """The row max, or 0 for a row without real documents (so -inf - max is never -inf - -inf)."""
+    return tl.where(m == float("-inf"), 0.0, m)
+
+
+@triton.jit
 def _lse_total(x):
     """(max, sum of exp(x - max)) of each row of x; (-inf, 0) for an all -inf row."""
     m = tl.max(x, axis=1)
@@ -162,6 +168,8 @@ def _listmle_kernel(
             total_m = tl.where(here, m_k[:, None], total_m)
             total_s = tl.where(here, s_k[:, None], total_s)
             n += tl.sum(real.to(tl.int32), axis=1)
+        row_max = _finite_or_zero(tl.max(total_m, axis=1))
+        total_m -= row_max[:, None]  # the totals of the shifted scores (see pass 2)
         suffix_m, suffix_s = tl.associative_scan((total_m, total_s), 1, _lse_combine, reverse=True)
 
     # Pass 2: per chunk, suffix lse (local reverse scan + carry), loss, and the forward scan for P.
@@ -183,7 +191,13 @@ def _listmle_kernel(
                                        order_ptr, stride_ob, stride_ol, REAL, ORDER)
             if CHUNKS == 1:
                 n = tl.sum(real.to(tl.int32), axis=1)
+        # Shift by the row's max score: loss and gradient do not change, but s - lse is then a
+        # difference of small numbers. Unshifted, scores around 1e4 leave lse with float32's 1e-3
+        # spacing there, and every log-probability with that absolute error.
         s = s.to(acc)
+        if CHUNKS == 1:
+            row_max = _finite_or_zero(tl.max(s, axis=1))
+        s -= row_max[:, None]
         rank = rank_base[:, None] + tl.cumsum(real.to(tl.int32), axis=1) - 1
         rank_base += tl.sum(real.to(tl.int32), axis=1)
 
