@@ -7,18 +7,21 @@ import train_fixtures  # noqa: F401  (first: puts the repository root on sys.pat
 
 import json
 import math
+import os
+import subprocess
+import sys
 from types import SimpleNamespace
 
 import pytest
 import torch
 
 from listmle_kernels import listmle_loss
-from train.biencoder import biencoder_scores, candidate_lists, encode_texts, pool, saved_pooling
+from train.biencoder import biencoder_scores, candidate_lists, embed, encode_texts, pool, saved_pooling
 from train.evaluate import main as evaluate_main
 from train.loop import main as train_main
-from train.retrieval import evaluate_retrieval, retrieval_metrics
+from train.retrieval import dense_scores, evaluate_retrieval, retrieval_metrics
 
-from train_fixtures import assert_resume_is_exact, make_training_material, read_jsonl, training_args
+from train_fixtures import REPO_ROOT, assert_resume_is_exact, make_training_material, read_jsonl, training_args
 
 L3, L4 = 1 / math.log2(3), 1 / math.log2(4)  # discounts of ranks 2 and 3
 
@@ -71,6 +74,43 @@ def test_scores_are_dot_products_and_padding_is_exact(material):
             loss = listmle_loss(scores, labels, mask=mask, reduction="none")
             alone = [listmle_loss(scores[b][mask[b]][None]).item() for b in range(len(records))]
             assert loss.tolist() == pytest.approx(alone, rel=1e-6)
+
+
+def test_scores_are_float32_under_bf16_autocast(material):
+    """Training calls biencoder_scores inside bf16 autocast: the encoder runs in bf16 there, but the scores are the
+    float32 dot products of the (float32-cast) embeddings, not a bf16 matmul of them."""
+    from transformers import AutoModel, AutoTokenizer
+    model, tokenizer = AutoModel.from_pretrained(material["bert_no_dropout"]), AutoTokenizer.from_pretrained(material["bert_no_dropout"])
+    records = [{"query": "what is the apple price", "docs": ["apple price is high", "river size"], "labels": [1.0, 0.0]},
+               {"query": "what is the river use", "docs": ["the river", "apple", "many copper"], "labels": [1.0, 0.0, 0.0]}]
+    queries, docs = [r["query"] for r in records], [d for r in records for d in r["docs"]]
+    with torch.no_grad():
+        for pooling in ("cls", "mean"):
+            for in_batch in (False, True):
+                with torch.autocast("cpu", dtype=torch.bfloat16):
+                    scores, _, mask = biencoder_scores(model, tokenizer, records, pooling, 64, "cpu", in_batch)
+                    embeddings = embed(model, tokenizer, queries + docs, pooling, 64, "cpu").float()  # same forward
+                    assert (embeddings @ embeddings.T).dtype == torch.bfloat16  # what autocast makes of a matmul
+                expected = embeddings[: len(queries)] @ embeddings[len(queries) :].T  # float32, outside autocast
+                index, _, _ = candidate_lists(records, in_batch)
+                expected = torch.gather(expected, 1, index).masked_fill(~mask, 0.0)
+                assert scores.dtype == torch.float32
+                torch.testing.assert_close(scores, expected, rtol=1e-6, atol=1e-6)
+
+
+def test_dense_scores_are_float32_dot_products_with_bf16(material):
+    """The retrieval evaluation encodes under bf16 autocast (bf16=True) but takes the dot products of the float32
+    embeddings outside it."""
+    from transformers import AutoModel, AutoTokenizer
+    model, tokenizer = AutoModel.from_pretrained(material["bert_no_dropout"]), AutoTokenizer.from_pretrained(material["bert_no_dropout"])
+    retrieval_set = {"queries": ["what is the apple price", "what is the river use"],
+                     "corpus": ["apple price is high", "river size", "the river", "many copper"]}
+    args = dict(pooling="mean", max_length=64, device="cpu", bf16=True, progress=False)
+    scores = dense_scores(model, tokenizer, retrieval_set, **args)
+    queries = encode_texts(model, tokenizer, retrieval_set["queries"], **args)
+    corpus = encode_texts(model, tokenizer, retrieval_set["corpus"], **args)
+    assert scores.dtype == torch.float32
+    torch.testing.assert_close(scores, queries @ corpus.T, rtol=1e-6, atol=1e-6)
 
 
 def test_pooling():
@@ -131,6 +171,25 @@ def test_resume_continues_exactly(material, tmp_path):
             "--sort-by-labels", "--ties", "random"]
     assert_resume_is_exact(train_main, common(material, full), common(material, resumed), argv, full, resumed)
     assert "HeldOut_mean_dot_ndcg@10" in read_jsonl(full / "eval_results.jsonl")[-1]
+
+
+def test_torchrun_two_processes_match_one(material, tmp_path):
+    """As the cross-encoder's test in test_train_loop.py: 2 gloo processes x 2 queries see the same global batches
+    as 1 process x 4 queries, so the logged (all-reduced) losses agree (no dropout). The bi-encoder's AutoModel has
+    parameters no loss uses (BERT's pooler): DDP must be built to expect that, else step 2 fails."""
+    argv = ["--train-queries", "9", "--val-queries", "0", "--epochs", "2", "--lr", "1e-3", "--warmup-ratio", "0",
+            "--eval-steps", "4", "--eval-data", "heldout"]
+    single, ddp = tmp_path / "single", tmp_path / "ddp"
+    assert train_main(common(material, single, "bert_no_dropout") + argv + ["--batch-size", "4"]) == 0
+    env = dict(os.environ, OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1")
+    out = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                          "-m", "train"] + common(material, ddp, "bert_no_dropout") + argv + ["--batch-size", "2"],
+                         cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    single_log, ddp_log = read_jsonl(single / "train_log.jsonl"), read_jsonl(ddp / "train_log.jsonl")
+    assert [r["step"] for r in ddp_log] == [1, 2, 3, 4]
+    assert [r["loss"] for r in ddp_log] == pytest.approx([r["loss"] for r in single_log], rel=1e-5)
+    assert (ddp / "checkpoint-4" / "rng_state_1.pt").exists() and (ddp / "best-model").is_dir()
 
 
 def test_candidates_apply_to_cross_encoder_only(material, tmp_path):

@@ -8,7 +8,7 @@ import random
 import numpy as np
 import pytest
 
-from train.metrics import average_precision, ndcg_at_k, ranking_metrics, reciprocal_rank
+from train.metrics import average_precision, ndcg_at_k, ranking_metrics, ranking_order, recall_at_k, reciprocal_rank
 from train.nanobeir import evaluate_reranking
 
 L2, L3, L4, L5 = (1 / math.log2(n) for n in (2, 3, 4, 5))  # discounts of positions 1..4
@@ -103,8 +103,8 @@ def test_agrees_with_sentence_transformers_evaluator():
             table[(f"q{i}", d)] = rng.randint(0, 4) if i % 2 else rng.gauss(0, 1)  # ties on odd queries
 
     class FakeCrossEncoder:  # the evaluator only calls predict (and writes model-card data, ignored here)
-        def predict(self, pairs, **kwargs):
-            return np.array([table[(q, d)] for q, d in pairs], dtype=np.float64)
+        def predict(self, pairs, **kwargs):  # float32, as CrossEncoder.predict(convert_to_numpy=True) returns
+            return np.array([table[(q, d)] for q, d in pairs], dtype=np.float32)
 
         def __getattr__(self, name):
             return _Ignore()
@@ -114,6 +114,43 @@ def test_agrees_with_sentence_transformers_evaluator():
                                                             always_rerank_positives=always)(FakeCrossEncoder())
         ours = evaluate_reranking(lambda pairs: [table[p] for p in pairs], samples, always_rerank_positives=always)
         assert {f"x_{k}": v for k, v in ours.items()} == pytest.approx(theirs, abs=1e-12)
+
+
+def test_ranking_order_is_the_evaluators_argsort_of_float32_scores(monkeypatch):
+    """numpy's default argsort is not stable (on AVX-512 CPUs not even for short lists: 14 candidates with ties
+    below) and its tie order is not specified, so MRR breaks ties as sentence-transformers does only through the same
+    call on the same input: its `np.argsort(y_pred)[::-1]` of CrossEncoder.predict's float32 scores. Our scores come
+    in as float64 (evaluate_reranking, retrieval): they must be sorted as float32."""
+    scores = np.array([2, 1, 1, 0, 0, 0, 0, 0, 0, 2, 1, 2, 1, 1], dtype=np.float64)
+    calls = []
+    argsort = np.argsort
+
+    def spy(a, *args, **kwargs):
+        calls.append((np.asarray(a).dtype, args, kwargs))
+        return argsort(a, *args, **kwargs)
+
+    monkeypatch.setattr(np, "argsort", spy)
+    order = ranking_order(scores)
+    reciprocal_rank([1] + [0] * 13, scores, 10)
+    recall_at_k([1] + [0] * 13, scores, 3)
+    assert calls == [(np.dtype(np.float32), (), {})] * 3  # default kind, float32 input
+    monkeypatch.undo()
+    assert order.tolist() == np.argsort(scores.astype(np.float32))[::-1].tolist()
+
+
+def test_mrr_agrees_with_evaluator_compute_metrics_on_ties():
+    """reciprocal_rank of float64 copies of float32 scores = the evaluator's MRR of the float32 scores, on tie-heavy
+    lists of every length up to 40 (where the default argsort reorders ties)."""
+    evaluation = pytest.importorskip("sentence_transformers.cross_encoder.evaluation")
+    rng = np.random.default_rng(1)
+    for _ in range(500):
+        n, k = int(rng.integers(2, 41)), int(rng.integers(1, 12))
+        relevant = (rng.random(n) < 0.3).astype(int)
+        relevant[rng.integers(n)] = 1
+        predicted = rng.integers(0, 3, n).astype(np.float32)  # CrossEncoder.predict's dtype
+        evaluator = evaluation.CrossEncoderRerankingEvaluator([], at_k=k, write_csv=False)
+        theirs = evaluator.compute_metrics(relevant.tolist(), predicted)[0]
+        assert reciprocal_rank(relevant, predicted.astype(np.float64), k) == theirs
 
 
 class _Ignore:

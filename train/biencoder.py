@@ -75,15 +75,17 @@ def biencoder_scores(model, tokenizer, records, pooling, max_length, device, in_
     """Dot-product scores of each query against its candidate list: (scores (B, L) fp32, labels, mask).
 
     Queries and passages go through the shared encoder in one forward call (one graph for DDP); scores at padding
-    are 0 and masked out."""
+    are 0 and masked out. The encoder runs under the caller's autocast (bf16 in training); the dot products do not:
+    autocast would cast the float32 embeddings back to bf16 for the matmul."""
     queries = [r["query"] for r in records]
     docs = [d for r in records for d in r["docs"]]
     embeddings = embed(model, tokenizer, queries + docs, pooling, max_length, device).float()
     query_embeddings, doc_embeddings = embeddings[: len(queries)], embeddings[len(queries) :]
     index, mask, labels = candidate_lists(records, in_batch_negatives)
     index, mask = index.to(device), mask.to(device)
-    all_scores = query_embeddings @ doc_embeddings.T  # (B, all passages of the batch)
-    scores = torch.gather(all_scores, 1, index).masked_fill(~mask, 0.0)
+    with torch.autocast(device_type=embeddings.device.type, enabled=False):
+        all_scores = query_embeddings @ doc_embeddings.T  # (B, all passages of the batch), float32
+        scores = torch.gather(all_scores, 1, index).masked_fill(~mask, 0.0)
     return scores, labels.to(device), mask
 
 

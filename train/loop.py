@@ -209,7 +209,11 @@ def train(args):
     model.to(device).train()
     raw_model = model
     if distributed:
-        model = torch.nn.parallel.DistributedDataParallel(model, device_ids=[local_rank] if device.type == "cuda" else None)
+        # A bi-encoder is a bare AutoModel: parts of it no bi-encoder loss uses (BERT's pooler, for one) get no
+        # gradient, and DDP without find_unused_parameters then fails at step 2 ("Expected to have finished
+        # reduction in the prior iteration"). The cross-encoder uses all its parameters and skips the graph walk.
+        model = torch.nn.parallel.DistributedDataParallel(model, device_ids=[local_rank] if device.type == "cuda" else None,
+                                                          find_unused_parameters=(args.arch == "bi-encoder"))
     # Hugging Face Trainer defaults (what the recipe used): betas (0.9, 0.999), eps 1e-8, no weight decay.
     optimizer = torch.optim.AdamW(raw_model.parameters(), lr=args.lr, weight_decay=0.0, fused=device.type == "cuda")
     scheduler = get_linear_schedule_with_warmup(optimizer, math.ceil(args.warmup_ratio * total_steps), total_steps)

@@ -1,8 +1,9 @@
 """Ranking metrics with the same definitions as sentence-transformers' CrossEncoderRerankingEvaluator.
 
-That evaluator uses `np.argsort(scores)[::-1]` for MRR@k, sklearn's `ndcg_score(k=k)` (which averages the gain
-over tied scores) and sklearn's `average_precision_score` (one precision/recall point per distinct score). These are
-written out here in plain numpy so that the training scripts do not need scikit-learn; tests compare them with it.
+That evaluator uses `np.argsort(scores)[::-1]` (on float32 scores) for MRR@k, sklearn's `ndcg_score(k=k)` (which
+averages the gain over tied scores) and sklearn's `average_precision_score` (one precision/recall point per distinct
+score). These are written out here in plain numpy so that the training scripts do not need scikit-learn; tests
+compare them with it.
 
 All functions take `relevant` (binary 0/1 per candidate) and `scores` (higher = ranked earlier), same length.
 """
@@ -10,16 +11,23 @@ All functions take `relevant` (binary 0/1 per candidate) and `scores` (higher = 
 import numpy as np
 
 
-def reciprocal_rank(relevant, scores, k):
-    """1 / rank of the first relevant candidate within the top k, else 0.
+def ranking_order(scores):
+    """Candidate indices best first: `np.argsort(scores)[::-1]` on the scores as float32.
 
-    The order is sentence-transformers' `np.argsort(scores)[::-1]`, numpy's default sort included, so ties are
-    broken exactly as there: implementation-defined in general; for lists of up to 16 candidates numpy's sort is
-    stable, so among equal scores the *later* candidate comes first (a tie with a negative ranked after it costs
-    the positive, since reranked lists put positives first).
+    This is CrossEncoderRerankingEvaluator.compute_metrics' own call on the input it gets (CrossEncoder.predict
+    returns float32 numpy arrays), and that sameness is why score ties are broken as there. numpy's default sort is
+    not stable and its tie order is not specified: it varies with numpy's build and the CPU (AVX-512 sorts reorder
+    ties even in lists of a few candidates) and may vary with the dtype, so the scores are sorted in float32, not in
+    the float64 they are handed in. The scores of this package are float32 values (train/evaluate.py make_score_fn,
+    train/retrieval.py dense_scores) or distinct integers (base rankings), so the cast is exact.
     """
+    return np.argsort(np.asarray(scores, dtype=np.float32))[::-1]
+
+
+def reciprocal_rank(relevant, scores, k):
+    """1 / rank of the first relevant candidate within the top k (in ranking_order), else 0."""
     relevant = np.asarray(relevant)
-    ranking = np.argsort(np.asarray(scores))[::-1]
+    ranking = ranking_order(scores)
     for rank, index in enumerate(ranking[:k]):
         if relevant[index]:
             return 1.0 / (rank + 1)
@@ -72,13 +80,13 @@ def average_precision(relevant, scores):
 
 
 def recall_at_k(relevant, scores, k):
-    """Share of the relevant candidates within the top k, in the same order as reciprocal_rank
-    (`np.argsort(scores)[::-1]`). 0 when nothing is relevant."""
+    """Share of the relevant candidates within the top k, in the same order as reciprocal_rank (ranking_order).
+    0 when nothing is relevant."""
     relevant = np.asarray(relevant, dtype=np.float64)
     n_relevant = relevant.sum()
     if n_relevant == 0:
         return 0.0
-    top = np.argsort(np.asarray(scores))[::-1][:k]
+    top = ranking_order(scores)[:k]
     return float(relevant[top].sum() / n_relevant)
 
 
