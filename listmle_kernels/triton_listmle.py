@@ -13,7 +13,9 @@ lse_r = log sum_{t >= r} exp s_t over real slots,
     loss_row = -sum_r w_r (s_r - lse_r),   grad_j = -w_j + exp(s_j + P_j),
     P_j = log sum_{r <= j} w_r exp(-lse_r).
 
-Both sums are (max, scaled-sum) scans: lse is a reverse scan, P a forward one. A row longer than
+Both sums are (max, scaled-sum) scans: lse is a reverse scan, P a forward one, over scores shifted
+by their row's max (both formulas are shift-invariant; unshifted, s - lse would lose float32 digits
+for scores far from 0). A row longer than
 one block takes two passes: pass 1 reduces each chunk to its (max, sum) total, a reverse scan over
 the chunk totals gives every chunk the carry of everything to its right, pass 2 finishes each
 chunk with that carry and a running prefix carry for P. Deterministic: no atomics.
