@@ -81,7 +81,7 @@ def build_cases(args, device) -> list[cases_mod.Case]:
     selected = cases_mod.shape_grid_cases(args.B or grid["B"], args.L or grid["L"], args.directions, max_elements)
     selected += cases_mod.mode_sweep_cases(args.sweep or grid["sweep"], args.directions, args.weightings,
                                            args.orders, args.dtypes, raggeds, max_elements)
-    return cases_mod.dedupe(selected)
+    return cases_mod.by_priority(cases_mod.dedupe(selected))
 
 
 def _raise_interrupt(signum, frame):

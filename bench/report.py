@@ -13,6 +13,8 @@ from pathlib import Path
 
 import torch
 
+from bench.cases import MAX_ELEMENTS_SMALL
+
 # Which implementation is "ours" on each device: the Triton kernel on CUDA, the PyTorch path on CPU.
 KERNEL_BY_DEVICE = {"cuda": "listmle_kernels_triton", "cpu": "listmle_kernels_torch"}
 BASELINES = ("reference_eager", "reference_oracle", "reference_compiled", "sentence_transformers", "allrank")
@@ -70,7 +72,8 @@ def device_description(device: torch.device) -> str:
 
 def run_metadata(device: torch.device, args: dict) -> dict:
     # A copy of the tree without .git (the GPU machine gets one) names its commit in LISTMLE_GIT_COMMIT.
-    commit = _git("rev-parse", "HEAD") or os.environ.get("LISTMLE_GIT_COMMIT")
+    # Named first: a copy inside some other git checkout would otherwise record that checkout's commit.
+    commit = os.environ.get("LISTMLE_GIT_COMMIT") or _git("rev-parse", "HEAD")
     dirty = _git("status", "--porcelain")
     return {
         "timestamp_utc": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
@@ -199,16 +202,25 @@ def _peak_over_gradient(row: dict):
     return peak - gradient_bytes(row) - PEAK_SLACK_BYTES_PER_ROW * row["B"] - PEAK_SLACK_BYTES
 
 
+def _speedup_over(baseline: str):
+    """Our speedup over a baseline: on do_bench's times, but back to back with the host's time included
+    at small shapes (B*L <= 2^16), where do_bench's `ms` is device time alone and hides the launch
+    overhead a host-bound baseline pays (it launches while do_bench's L2 flush still runs)."""
+    def value(row: dict):
+        small = row["B"] * row["L"] <= MAX_ELEMENTS_SMALL
+        return row.get(f"{'wall_' if small else ''}speedup_vs_{baseline}")
+    return value
+
+
+SMALL_SHAPES_NOTE = f"(back to back, host included, at B*L <= 2^{MAX_ELEMENTS_SMALL.bit_length() - 1})"
 TARGETS = {
     "cuda": [
-        ("fwd+bwd >= 10x reference eager, every grid shape",
-         lambda r: r["group"] == "grid", lambda r: r.get("speedup_vs_reference_eager"), 10.0, ">="),
-        ("fwd+bwd >= 10x reference eager back to back, host time included (small grid shapes)",
-         lambda r: r["group"] == "grid", lambda r: r.get("wall_speedup_vs_reference_eager"), 10.0, ">="),
-        ("fwd+bwd >= 10x sentence-transformers' math, every grid shape",
-         lambda r: r["group"] == "grid", lambda r: r.get("speedup_vs_sentence_transformers"), 10.0, ">="),
-        ("fwd+bwd >= 3x torch.compile(reference), every grid shape",
-         lambda r: r["group"] == "grid", lambda r: r.get("speedup_vs_reference_compiled"), 3.0, ">="),
+        (f"fwd+bwd >= 10x reference eager, every grid shape {SMALL_SHAPES_NOTE}",
+         lambda r: r["group"] == "grid", _speedup_over("reference_eager"), 10.0, ">="),
+        (f"fwd+bwd >= 10x sentence-transformers' math, every grid shape it runs {SMALL_SHAPES_NOTE}",
+         lambda r: r["group"] == "grid", _speedup_over("sentence_transformers"), 10.0, ">="),
+        (f"fwd+bwd >= 3x torch.compile(reference), every grid shape {SMALL_SHAPES_NOTE}",
+         lambda r: r["group"] == "grid", _speedup_over("reference_compiled"), 3.0, ">="),
         ("fwd+bwd >= 75% of copy bandwidth at B*L >= 2^24, float32",
          lambda r: r["B"] * r["L"] >= COPY_BW_MIN_ELEMENTS and r["dtype"] == "float32",
          lambda r: r.get("pct_copy_bw"), 75.0, ">="),
@@ -226,19 +238,30 @@ TARGETS = {
 
 
 def format_targets(rows: list[dict], device_type: str) -> str:
-    """One line a target: met or missed, at how many cases, and the worst case with its value."""
+    """One line a target: met or missed, at how many of the cases it covers, and the worst case.
+
+    "met" only when every covered case that ran was measured; "met at k/n" when some were not (the
+    baseline skipped or failed there); a case where our own kernel failed or disagreed with the
+    reference is counted and named. Cases a time budget never ran have no rows (the run's notes say).
+    """
     kernel = KERNEL_BY_DEVICE[device_type]
-    ours = [r for r in rows if r["impl"] == kernel and r.get("status") == "ok" and r["direction"] == "fwd+bwd"]
+    ours = [r for r in rows if r["impl"] == kernel and r["direction"] == "fwd+bwd"]
     lines = []
     for name, qualifies, value_of, bound, sense in TARGETS[device_type]:
-        measured = [(value_of(r), r) for r in ours if qualifies(r) and value_of(r) is not None]
+        covered = [r for r in ours if qualifies(r)]
+        measured = [(value_of(r), r) for r in covered if r.get("status") == "ok" and value_of(r) is not None]
+        failed = sum(r.get("status") in ("mismatch", "error") for r in covered)
+        broken = f"; our kernel failed at {failed}" if failed else ""
         if not measured:
-            lines.append(f"  not measured  {name}")
+            lines.append(f"  not measured  {name}{broken}")
             continue
         missed = [(v, r) for v, r in measured if (v < bound if sense == ">=" else v > bound)]
         worst, row = (min if sense == ">=" else max)(measured, key=lambda pair: pair[0])
-        verdict = "met" if not missed else f"MISSED {len(missed)}/{len(measured)}"
-        lines.append(f"  {verdict:<13} {name}: worst {worst:.4g} at {row['B']} x {row['L']} {_mode(row)}")
+        if missed:
+            verdict = f"MISSED {len(missed)}/{len(measured)}"
+        else:
+            verdict = "met" if len(measured) == len(covered) else f"met at {len(measured)}/{len(covered)}"
+        lines.append(f"  {verdict:<13} {name}: worst {worst:.4g} at {row['B']} x {row['L']} {_mode(row)}{broken}")
     return "targets (" + kernel + "):\n" + "\n".join(lines)
 
 

@@ -14,15 +14,13 @@ import traceback
 import torch
 
 from bench import check, timing
-from bench.cases import Case, make_inputs, minimal_bytes
+from bench.cases import MAX_ELEMENTS_SMALL, Case, make_inputs, minimal_bytes
 from bench.impls import Impl
 
-# Small shapes: launch overhead is a visible part of the time, so CUDA-graph replay and back-to-back
-# wall-clock times are measured as well.
-MAX_ELEMENTS_SMALL = 1 << 16
 # Implementations whose loss syncs with the host (Python lists, .tolist(), host-side randperm; the
-# PyTorch path checks its rows' score span on the host) and so cannot be captured in a CUDA graph.
-NOT_GRAPH_CAPTURABLE = {"sentence_transformers", "allrank", "listmle_kernels_torch"}
+# PyTorch path checks its rows' score span on the host; the oracle loops over rows on the host) and
+# so cannot be captured in a CUDA graph.
+NOT_GRAPH_CAPTURABLE = {"sentence_transformers", "allrank", "listmle_kernels_torch", "reference_oracle"}
 
 
 def free_device_bytes(device: torch.device) -> int | None:
@@ -32,9 +30,8 @@ def free_device_bytes(device: torch.device) -> int | None:
     return free
 
 
-def base_row(case: Case, impl: Impl) -> dict:
-    return {**case.as_dict(), "case": case.name(), "impl": impl.name, "label": impl.label,
-            "min_bytes": minimal_bytes(case)}
+def base_row(case: Case, impl: Impl, min_bytes: int) -> dict:
+    return {**case.as_dict(), "case": case.name(), "impl": impl.name, "label": impl.label, "min_bytes": min_bytes}
 
 
 def run_case(case: Case, impls: list[Impl], availability: dict, device: torch.device, seed: int,
@@ -44,8 +41,9 @@ def run_case(case: Case, impls: list[Impl], availability: dict, device: torch.de
     inputs0 = make_inputs(case, device, seed)
     valid0 = inputs0.valid_mask()
     want = check.reference_result(case, inputs0)
+    min_bytes = minimal_bytes(case, inputs0.lengths)
     for impl in impls:
-        row = base_row(case, impl)
+        row = base_row(case, impl, min_bytes)
         rows.append(row)
         available, reason = availability[impl.name]
         supported, why_not = impl.accepts(case)
@@ -60,15 +58,16 @@ def run_case(case: Case, impls: list[Impl], availability: dict, device: torch.de
         return rows
     by_name = {row["impl"]: row for row in rows}
     if device.type == "cuda":
+        impl_by_name = {impl.name: impl for impl in impls}
         for name, step in steps.items():
             with recorded_failure(by_name[name], case, device, log):
-                record_time(by_name[name], case, timing.time_step(step, device, quick), copy_bytes_per_s)
-                measure_cuda_extras(by_name[name], case, name, step, quick)
+                record_time(by_name[name], timing.time_step(step, device, quick), copy_bytes_per_s)
+                measure_cuda_extras(by_name[name], case, impl_by_name[name], step, quick)
     else:
         with recorded_failure(None, case, device, log, rows=[by_name[n] for n in steps]):
             times = timing.time_cpu_interleaved(steps, min_seconds=0.25 if quick else 0.5)
             for name, result in times.items():
-                record_time(by_name[name], case, result, copy_bytes_per_s)
+                record_time(by_name[name], result, copy_bytes_per_s)
     return rows
 
 
@@ -113,14 +112,14 @@ def check_and_prepare(case, impl, inputs0, valid0, want, device, seed, row):
     return timing.rotating([timing.make_step(p, case) for p in prepared])
 
 
-def record_time(row, case, result, copy_bytes_per_s) -> None:
+def record_time(row, result, copy_bytes_per_s) -> None:
     median, q20, q80 = result
-    bytes_per_s = minimal_bytes(case) / (median * 1e-3)
+    bytes_per_s = row["min_bytes"] / (median * 1e-3)
     row.update(status="ok", ms=median, ms_q20=q20, ms_q80=q80, bytes_per_s=bytes_per_s,
                pct_copy_bw=100.0 * bytes_per_s / copy_bytes_per_s)
 
 
-def measure_cuda_extras(row, case, name, step, quick) -> None:
+def measure_cuda_extras(row, case, impl, step, quick) -> None:
     # Peak extra memory of one step (the gradient it returns included).
     row["peak_extra_bytes"] = timing.peak_extra_bytes_cuda(step)
     if case.elements > MAX_ELEMENTS_SMALL:
@@ -128,8 +127,8 @@ def measure_cuda_extras(row, case, name, step, quick) -> None:
     # Back to back with the host included: at small shapes `ms` (do_bench) is device time only.
     w_median, w_q20, w_q80 = timing.time_back_to_back(step, torch.device("cuda"), min_seconds=0.02 if quick else 0.05)
     row.update(wall_ms=w_median, wall_ms_q20=w_q20, wall_ms_q80=w_q80)
-    # CUDA-graph replay: what launch overhead a graph removes.
-    if name not in NOT_GRAPH_CAPTURABLE:
+    # CUDA-graph replay: what launch overhead a graph removes (not with --validate: its checks sync).
+    if impl.name not in NOT_GRAPH_CAPTURABLE and not getattr(impl, "validate", False):
         try:
             g_median, g_q20, g_q80 = timing.time_cuda_graph(step, rep_ms=50 if quick else 100)
             row.update(graph_ms=g_median, graph_ms_q20=g_q20, graph_ms_q80=g_q80)

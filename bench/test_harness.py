@@ -6,6 +6,8 @@ Skipped by `--benchmark-only`; not collected by `pytest tests/` (see bench/conft
 import json
 from collections import Counter
 
+from types import SimpleNamespace
+
 import pytest
 import torch
 
@@ -48,6 +50,8 @@ def test_compare_flags_a_wrong_gradient():
 def test_minimal_bytes_counts_inputs_and_gradient():
     case = Case(4, 8, direction="fwd+bwd", order="labels", dtype="bfloat16", ragged=True)
     assert minimal_bytes(case) == 4 * 8 * 2 + 4 * 8 * 4 + 4 * 8 + 4 * 8 * 2
+    # Ragged rows: only the 20 real scores and labels are read; the gradient is written whole.
+    assert minimal_bytes(case, torch.tensor([8, 4, 6, 2])) == 20 * 2 + 20 * 4 + 4 * 8 + 4 * 8 * 2
 
 
 def test_cli_end_to_end_on_a_tiny_grid(tmp_path, capsys):
@@ -88,7 +92,9 @@ def test_targets_report_the_worst_case_and_count_misses():
     from bench.report import PEAK_SLACK_BYTES, format_targets
     grad = lambda B, L: B * L * 4  # noqa: E731  float32
     rows = [
-        _row("listmle_kernels_triton", 16, 10, speedup_vs_reference_eager=12.0, peak_extra_bytes=grad(16, 10)),
+        # small: judged back to back (12x), not on do_bench's device-only time (200x)
+        _row("listmle_kernels_triton", 16, 10, speedup_vs_reference_eager=200.0, wall_speedup_vs_reference_eager=12.0,
+             peak_extra_bytes=grad(16, 10)),
         _row("listmle_kernels_triton", 4096, 4096, speedup_vs_reference_eager=8.5, pct_copy_bw=80.0,
              peak_extra_bytes=2 * grad(4096, 4096)),
         _row("listmle_kernels_triton", 65536, 512, speedup_vs_reference_eager=30.0, pct_copy_bw=70.0,
@@ -105,6 +111,26 @@ def test_targets_report_the_worst_case_and_count_misses():
     assert any(line.strip().startswith("not measured") and "torch.compile" in line for line in text)
     cpu = format_targets([_row("listmle_kernels_torch", 256, 100, speedup_vs_reference_eager=3.4)], "cpu")
     assert "met" in cpu and "worst 3.4 at 256 x 100" in cpu
+
+
+def test_targets_say_how_many_cases_they_cover_and_where_the_kernel_failed():
+    from bench.report import format_targets
+    rows = [_row("listmle_kernels_triton", 1024, 1024, speedup_vs_reference_eager=15.0),
+            _row("listmle_kernels_triton", 4096, 1024),  # the baseline did not run here: no speedup
+            dict(_row("listmle_kernels_triton", 4096, 4096), status="mismatch")]
+    eager = next(line for line in format_targets(rows, "cuda").splitlines() if "reference eager" in line)
+    assert "met at 1/3" in eager and "our kernel failed at 1" in eager  # never a plain "met" here
+
+
+def test_cases_run_in_priority_order():
+    from bench.cases import by_priority
+    cases = [Case(64, 32, direction="fwd"), Case(4096, 1024), Case(16384, 1024), Case(16, 10, group="modes"),
+             Case(16384, 1024, dtype="bfloat16", group="modes"), Case(64, 100, direction="fwd", group="modes")]
+    assert [(c.B, c.L, c.direction, c.dtype) for c in by_priority(cases)] == [
+        (16, 10, "fwd+bwd", "float32"), (64, 100, "fwd", "float32"),   # the recipe's shapes
+        (16384, 1024, "fwd+bwd", "float32"),                           # 2^24, float32: the bandwidth target
+        (4096, 1024, "fwd+bwd", "float32"),                            # the rest of the fwd+bwd grid
+        (64, 32, "fwd", "float32"), (16384, 1024, "fwd+bwd", "bfloat16")]
 
 
 def test_allrank_listmle_matches_the_reference():
@@ -174,8 +200,9 @@ def test_wall_clock_speedups_reach_the_table_and_the_targets():
     assert "wall_speedup_vs_reference_eager" not in rows[2]
     header, _, small, large = format_table(rows, "cuda").splitlines()
     assert "wall ms" in header and "0.0500" in small and " 8.0 " in small
-    wall = next(line for line in format_targets(rows, "cuda").splitlines() if "back to back" in line)
-    assert "MISSED 1/1" in wall and "worst 8 at 16 x 10" in wall
+    # The small shape is judged back to back (8x, missed), the large one on do_bench's times (20x, met).
+    eager = next(line for line in format_targets(rows, "cuda").splitlines() if "reference eager" in line)
+    assert "MISSED 1/2" in eager and "worst 8 at 16 x 10" in eager
 
 
 def test_cuda_extras_time_small_shapes_back_to_back(monkeypatch):
@@ -186,13 +213,15 @@ def test_cuda_extras_time_small_shapes_back_to_back(monkeypatch):
     monkeypatch.setattr(timing, "time_back_to_back", lambda step, device, min_seconds: (0.5, 0.4, 0.6))
     monkeypatch.setattr(timing, "time_cuda_graph", lambda step, rep_ms: (0.1, 0.1, 0.1))
     rows = {}
-    for name, (B, L) in [("listmle_kernels_triton", (16, 10)), ("listmle_kernels_torch", (16, 10)),
-                         ("listmle_kernels_triton", (4096, 4096))]:
+    for name, (B, L), validate in [("listmle_kernels_triton", (16, 10), False), ("listmle_kernels_torch", (16, 10), False),
+                                   ("listmle_kernels_triton", (4096, 4096), False), ("checked", (16, 10), True)]:
         row = rows[name, B] = {}
-        runner.measure_cuda_extras(row, Case(B, L), name, step=lambda: None, quick=False)
+        impl = SimpleNamespace(name=name, validate=validate)
+        runner.measure_cuda_extras(row, Case(B, L), impl, step=lambda: None, quick=False)
     assert rows["listmle_kernels_triton", 16] == dict(peak_extra_bytes=123, wall_ms=0.5, wall_ms_q20=0.4,
                                                       wall_ms_q80=0.6, graph_ms=0.1, graph_ms_q20=0.1,
                                                       graph_ms_q80=0.1)
     torch_path = rows["listmle_kernels_torch", 16]  # syncs with the host: not capturable, still timed
     assert "graph_ms" not in torch_path and torch_path["wall_ms"] == 0.5
     assert rows["listmle_kernels_triton", 4096] == dict(peak_extra_bytes=123)
+    assert "graph_ms" not in rows["checked", 16]  # validate=True syncs with the host: not captured
