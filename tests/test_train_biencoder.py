@@ -7,9 +7,6 @@ import train_fixtures  # noqa: F401  (first: puts the repository root on sys.pat
 
 import json
 import math
-import os
-import subprocess
-import sys
 from types import SimpleNamespace
 
 import pytest
@@ -21,7 +18,8 @@ from train.evaluate import main as evaluate_main
 from train.loop import main as train_main
 from train.retrieval import dense_scores, evaluate_retrieval, retrieval_metrics
 
-from train_fixtures import REPO_ROOT, assert_resume_is_exact, make_training_material, read_jsonl, training_args
+from train_fixtures import (assert_resume_is_exact, assert_two_processes_match_one, make_training_material,
+                            read_jsonl, training_args)
 
 L3, L4 = 1 / math.log2(3), 1 / math.log2(4)  # discounts of ranks 2 and 3
 
@@ -174,22 +172,10 @@ def test_resume_continues_exactly(material, tmp_path):
 
 
 def test_torchrun_two_processes_match_one(material, tmp_path):
-    """As the cross-encoder's test in test_train_loop.py: 2 gloo processes x 2 queries see the same global batches
-    as 1 process x 4 queries, so the logged (all-reduced) losses agree (no dropout). The bi-encoder's AutoModel has
-    parameters no loss uses (BERT's pooler): DDP must be built to expect that, else step 2 fails."""
-    argv = ["--train-queries", "9", "--val-queries", "0", "--epochs", "2", "--lr", "1e-3", "--warmup-ratio", "0",
-            "--eval-steps", "4", "--eval-data", "heldout"]
-    single, ddp = tmp_path / "single", tmp_path / "ddp"
-    assert train_main(common(material, single, "bert_no_dropout") + argv + ["--batch-size", "4"]) == 0
-    env = dict(os.environ, OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1")
-    out = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-                          "-m", "train"] + common(material, ddp, "bert_no_dropout") + argv + ["--batch-size", "2"],
-                         cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=300)
-    assert out.returncode == 0, out.stderr[-3000:]
-    single_log, ddp_log = read_jsonl(single / "train_log.jsonl"), read_jsonl(ddp / "train_log.jsonl")
-    assert [r["step"] for r in ddp_log] == [1, 2, 3, 4]
-    assert [r["loss"] for r in ddp_log] == pytest.approx([r["loss"] for r in single_log], rel=1e-5)
-    assert (ddp / "checkpoint-4" / "rng_state_1.pt").exists() and (ddp / "best-model").is_dir()
+    """As the cross-encoder's. The bi-encoder's AutoModel has parameters no loss uses (BERT's pooler): DDP must be
+    built to expect that, else step 2 fails."""
+    assert_two_processes_match_one(train_main, lambda out: common(material, out, "bert_no_dropout"), tmp_path,
+                                   rel=1e-5)
 
 
 def test_candidates_apply_to_cross_encoder_only(material, tmp_path):

@@ -5,15 +5,14 @@ import train_fixtures  # noqa: F401  (first: puts the repository root on sys.pat
 
 import json
 import os
-import subprocess
-import sys
 
 import pytest
 
 from train.evaluate import main as evaluate_main
 from train.loop import main as train_main
 
-from train_fixtures import REPO_ROOT, assert_resume_is_exact, make_training_material, read_jsonl, training_args
+from train_fixtures import (assert_resume_is_exact, assert_two_processes_match_one, make_training_material,
+                            read_jsonl, training_args)
 
 
 @pytest.fixture(scope="module")
@@ -67,21 +66,8 @@ def test_resume_continues_exactly(material, tmp_path):
 
 
 def test_torchrun_two_processes_match_one(material, tmp_path):
-    """2 gloo processes x 2 queries see the same global batches as 1 process x 4 queries, so the logged (all-reduced)
-    losses agree (no dropout)."""
-    argv = ["--train-queries", "9", "--val-queries", "0", "--epochs", "2", "--lr", "1e-3", "--warmup-ratio", "0",
-            "--eval-steps", "4", "--eval-data", "heldout"]
-    single, ddp = tmp_path / "single", tmp_path / "ddp"
-    assert train_main(common(material, single, "bert_no_dropout") + argv + ["--batch-size", "4"]) == 0
-    env = dict(os.environ, OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1")
-    out = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-                          "-m", "train"] + common(material, ddp, "bert_no_dropout") + argv + ["--batch-size", "2"],
-                         cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=300)
-    assert out.returncode == 0, out.stderr[-3000:]
-    single_log, ddp_log = read_jsonl(single / "train_log.jsonl"), read_jsonl(ddp / "train_log.jsonl")
-    assert [r["step"] for r in ddp_log] == [1, 2, 3, 4]
-    assert [r["loss"] for r in ddp_log] == pytest.approx([r["loss"] for r in single_log], rel=1e-4)
-    assert (ddp / "checkpoint-4" / "rng_state_1.pt").exists() and (ddp / "best-model").is_dir()
+    assert_two_processes_match_one(train_main, lambda out: training_args(material, out, "bert_no_dropout"), tmp_path,
+                                   rel=1e-4)
 
 
 def test_fresh_run_into_an_earlier_runs_directory(material, tmp_path, capsys):

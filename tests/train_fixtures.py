@@ -153,3 +153,26 @@ def assert_resume_is_exact(train_main, full_args, resumed_args, argv, full, resu
     assert [r["step"] for r in resumed_log] == [1, 2, 3, 4, 5, 6]
     assert strip(resumed_log) == strip(read_jsonl(full / "train_log.jsonl"))  # same losses, lrs, grad norms
     assert read_jsonl(resumed / "eval_results.jsonl") == read_jsonl(full / "eval_results.jsonl")
+
+
+def assert_two_processes_match_one(train_main, args_for, tmp_path, rel):
+    """2 gloo processes x 2 queries see the same global batches as 1 process x 4 queries, so the logged
+    (all-reduced) losses agree (`args_for(out)`: a run's flags, on a model without dropout); rank 1's RNG
+    state is checkpointed and the best model saved."""
+    import subprocess
+
+    import pytest
+
+    argv = ["--train-queries", "9", "--val-queries", "0", "--epochs", "2", "--lr", "1e-3", "--warmup-ratio", "0",
+            "--eval-steps", "4", "--eval-data", "heldout"]
+    single, ddp = tmp_path / "single", tmp_path / "ddp"
+    assert train_main(args_for(single) + argv + ["--batch-size", "4"]) == 0
+    env = dict(os.environ, OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1")
+    out = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                          "-m", "train"] + args_for(ddp) + argv + ["--batch-size", "2"],
+                         cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    single_log, ddp_log = read_jsonl(single / "train_log.jsonl"), read_jsonl(ddp / "train_log.jsonl")
+    assert [r["step"] for r in ddp_log] == [1, 2, 3, 4]
+    assert [r["loss"] for r in ddp_log] == pytest.approx([r["loss"] for r in single_log], rel=rel)
+    assert (ddp / "checkpoint-4" / "rng_state_1.pt").exists() and (ddp / "best-model").is_dir()
