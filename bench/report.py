@@ -241,8 +241,8 @@ def format_targets(rows: list[dict], device_type: str) -> str:
     """One line a target: met or missed, at how many of the cases it covers, and the worst case.
 
     "met" only when every covered case that ran was measured; "met at k/n" when some were not (the
-    baseline skipped or failed there); a case where our own kernel failed or disagreed with the
-    reference is counted and named. Cases a time budget never ran have no rows (the run's notes say).
+    baseline skipped or failed there); the cases where our own kernel failed or disagreed with the
+    reference are counted (`format_problems` lists them). Cases a time budget never ran have no rows (the run's notes say).
     """
     kernel = KERNEL_BY_DEVICE[device_type]
     ours = [r for r in rows if r["impl"] == kernel and r["direction"] == "fwd+bwd"]

@@ -91,7 +91,7 @@ def time_back_to_back(step: Callable[[], object], device: torch.device, min_seco
     and the device is still busy with that flush while the call is launched. So its figure is
     device time, with the host's launch overhead hidden. Here nothing runs between calls. Each
     sample times enough calls to last >= sample_ms between two synchronisations. The L2 is not
-    flushed; inputs still rotate.
+    flushed: as in training, the inputs are warm (on CUDA the step has one input copy).
     """
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     sync()

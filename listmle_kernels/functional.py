@@ -32,7 +32,8 @@ def listmle_loss(scores, labels=None, *, mask=None, lengths=None, lambda_weight=
             Not under torch.compile, which does not trace generators (the global one works there).
         reduction: "mean" (sum of row losses / B, as sentence-transformers), "sum" or "none" (B,).
         validate: check values too (NaN labels, lengths range, weights finite and >= 0); on CUDA the checks are read
-            together, one host sync (a second when labels hold both +inf and -inf).
+            together, one host sync (a second when the labels' sum is NaN: NaN labels at padding, or +inf
+            meeting -inf).
         backend: "auto" (Triton for CUDA tensors, PyTorch otherwise), "triton" or "torch".
 
     Returns the loss in float32 (float64 for float64 scores); the gradient has the scores' dtype
