@@ -130,6 +130,7 @@ def main(argv=None) -> int:
     print(("self-check: " if ok else "SELF-CHECK FAILED: ") + message)
     copy = timing.copy_bandwidth(device)
     print(f"copy bandwidth (read+write): {copy['bytes_per_s'] / 1e9:.1f} GB/s")
+    copy_for = timing.copy_bandwidth_by_size(device, copy)
 
     selected = build_cases(args, device)
     print(f"{len(selected)} cases x {sum(a[0] for a in availability.values())} implementations")
@@ -156,7 +157,7 @@ def main(argv=None) -> int:
                 print(notes[-1])
                 break
             t0 = time.perf_counter()
-            case_rows = runner.run_case(case, impls, availability, device, args.seed, args.quick, copy["bytes_per_s"])
+            case_rows = runner.run_case(case, impls, availability, device, args.seed, args.quick, copy_for)
             rows += case_rows
             save({"status": "not measured yet"})
             timed = ", ".join(f"{r['label']} {r['ms']:.3f}" for r in case_rows if r.get("status") == "ok")

@@ -23,7 +23,7 @@ CSV_COLUMNS = (
     "case", "group", "B", "L", "direction", "weighting", "order", "dtype", "ragged", "impl", "label", "status",
     "ms", "ms_q20", "ms_q80", "graph_ms", "speedup_vs_reference_eager", "speedup_vs_reference_oracle",
     "speedup_vs_reference_compiled",
-    "speedup_vs_sentence_transformers", "speedup_vs_allrank", "min_bytes", "bytes_per_s", "pct_copy_bw",
+    "speedup_vs_sentence_transformers", "speedup_vs_allrank", "min_bytes", "bytes_per_s", "copy_bytes_per_s", "pct_copy_bw",
     "peak_extra_bytes", "loss_rel_err", "grad_rel_err", "first_call_s", "rotations", "note", "graph_note",
     "wall_ms", "wall_speedup_vs_reference_eager", "wall_speedup_vs_reference_compiled",
     "wall_speedup_vs_sentence_transformers",

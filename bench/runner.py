@@ -10,6 +10,7 @@ import contextlib
 import gc
 import time
 import traceback
+from typing import Callable
 
 import torch
 
@@ -35,7 +36,7 @@ def base_row(case: Case, impl: Impl, min_bytes: int) -> dict:
 
 
 def run_case(case: Case, impls: list[Impl], availability: dict, device: torch.device, seed: int,
-             quick: bool, copy_bytes_per_s: float, log=print) -> list[dict]:
+             quick: bool, copy_bandwidth_for: Callable[[int], float], log=print) -> list[dict]:
     """Check every implementation on the case, then time those that agree with the reference."""
     rows, steps = [], {}
     inputs0 = make_inputs(case, device, seed)
@@ -61,13 +62,13 @@ def run_case(case: Case, impls: list[Impl], availability: dict, device: torch.de
         impl_by_name = {impl.name: impl for impl in impls}
         for name, step in steps.items():
             with recorded_failure(by_name[name], case, device, log):
-                record_time(by_name[name], timing.time_step(step, device, quick), copy_bytes_per_s)
+                record_time(by_name[name], timing.time_step(step, device, quick), copy_bandwidth_for)
                 measure_cuda_extras(by_name[name], case, impl_by_name[name], step, quick)
     else:
         with recorded_failure(None, case, device, log, rows=[by_name[n] for n in steps]):
             times = timing.time_cpu_interleaved(steps, min_seconds=0.25 if quick else 0.5)
             for name, result in times.items():
-                record_time(by_name[name], result, copy_bytes_per_s)
+                record_time(by_name[name], result, copy_bandwidth_for)
     return rows
 
 
@@ -112,11 +113,12 @@ def check_and_prepare(case, impl, inputs0, valid0, want, device, seed, row):
     return timing.rotating([timing.make_step(p, case) for p in prepared])
 
 
-def record_time(row, result, copy_bytes_per_s) -> None:
+def record_time(row, result, copy_bandwidth_for) -> None:
     median, q20, q80 = result
     bytes_per_s = row["min_bytes"] / (median * 1e-3)
+    copy_bytes_per_s = copy_bandwidth_for(row["min_bytes"])
     row.update(status="ok", ms=median, ms_q20=q20, ms_q80=q80, bytes_per_s=bytes_per_s,
-               pct_copy_bw=100.0 * bytes_per_s / copy_bytes_per_s)
+               copy_bytes_per_s=copy_bytes_per_s, pct_copy_bw=100.0 * bytes_per_s / copy_bytes_per_s)
 
 
 def measure_cuda_extras(row, case, impl, step, quick) -> None:

@@ -225,3 +225,23 @@ def test_cuda_extras_time_small_shapes_back_to_back(monkeypatch):
     assert "graph_ms" not in torch_path and torch_path["wall_ms"] == 0.5
     assert rows["listmle_kernels_triton", 4096] == dict(peak_extra_bytes=123)
     assert "graph_ms" not in rows["checked", 16]  # validate=True syncs with the host: not captured
+
+
+def test_copy_bandwidth_is_matched_to_the_traffic_on_cuda(monkeypatch):
+    """The roofline's copy moves about as many bytes as the case: one measurement per power of two."""
+    from bench import timing
+    measured_buffers = []
+
+    def fake_copy(device, nbytes):
+        measured_buffers.append(nbytes)
+        return {"bytes_per_s": float(nbytes)}
+
+    monkeypatch.setattr(timing, "copy_bandwidth", fake_copy)
+    run_copy = {"bytes_per_s": 3e12, "buffer_bytes": 512 << 20}
+    for_cuda = timing.copy_bandwidth_by_size(torch.device("cuda"), run_copy)
+    assert for_cuda(128 << 20) == 64 << 20          # 128 MB of traffic: a 64 MB buffer copied
+    assert for_cuda(100 << 20) == 64 << 20          # rounded up to a power of two, measured once
+    assert for_cuda(1000) == 1 << 20                # at least 1 MiB
+    assert for_cuda(4 << 30) == 3e12                # at most the run's own 512 MB copy
+    assert measured_buffers == [64 << 20, 1 << 20]
+    assert timing.copy_bandwidth_by_size(torch.device("cpu"), run_copy)(128 << 20) == 3e12

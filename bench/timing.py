@@ -199,13 +199,14 @@ def peak_extra_bytes_cuda(step: Callable[[], object]) -> int:
     return int(peak)
 
 
-def copy_bandwidth(device: torch.device) -> dict:
-    """Device-to-device copy bandwidth (bytes read + bytes written per second), measured now.
+def copy_bandwidth(device: torch.device, nbytes: int | None = None) -> dict:
+    """Device-to-device copy bandwidth (bytes read + bytes written per second) of an `nbytes` buffer,
+    measured now.
 
     It is the roofline denominator: a loss kernel that reads its inputs and writes its gradient once
     cannot move bytes faster than a plain copy.
     """
-    nbytes = (512 << 20) if device.type == "cuda" else (64 << 20)
+    nbytes = nbytes or ((512 << 20) if device.type == "cuda" else (64 << 20))
     src = torch.empty(nbytes // 4, dtype=torch.float32, device=device).normal_()
     dst = torch.empty_like(src)
     step = lambda: dst.copy_(src)  # noqa: E731
@@ -213,3 +214,29 @@ def copy_bandwidth(device: torch.device) -> dict:
     bandwidth = 2 * nbytes / (median_ms * 1e-3)
     del src, dst
     return {"bytes_per_s": bandwidth, "buffer_bytes": nbytes, "median_ms": median_ms}
+
+
+COPY_SIZE_CLASSES = (1 << 20, 512 << 20)  # buffer bytes of the size-matched copies on CUDA
+
+
+def copy_bandwidth_by_size(device: torch.device, measured: dict) -> Callable[[int], float]:
+    """traffic bytes -> the copy bandwidth to judge a case moving that many bytes against.
+
+    On CUDA: a copy moving about as many bytes (buffer = traffic / 2 rounded up to a power of two,
+    1 MiB to 512 MiB), measured once per size. do_bench zeroes a 256 MB buffer before every call and
+    leaves dirty L2 lines whose write-back lands in the timed call: a fixed cost that weighs as much on
+    a copy as on a kernel of the same size, and 4x more on 128 MB than on a 512 MB copy. On the CPU,
+    the run's one measurement (`measured`).
+    """
+    if device.type != "cuda":
+        return lambda traffic_bytes: measured["bytes_per_s"]
+    by_buffer = {measured["buffer_bytes"]: measured["bytes_per_s"]}
+    smallest, largest = COPY_SIZE_CLASSES
+
+    def bandwidth(traffic_bytes: int) -> float:
+        buffer = min(max(1 << max(0, (traffic_bytes // 2 - 1).bit_length()), smallest), largest)
+        if buffer not in by_buffer:
+            by_buffer[buffer] = copy_bandwidth(device, buffer)["bytes_per_s"]
+        return by_buffer[buffer]
+
+    return bandwidth

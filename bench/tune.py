@@ -85,6 +85,7 @@ def main(argv=None) -> int:
     device = torch.device("cuda")
     started = time.monotonic()
     copy = timing.copy_bandwidth(device)
+    copy_for = timing.copy_bandwidth_by_size(device, copy)
     meta = report.run_metadata(device, {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()})
     stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S")
     args.out.mkdir(parents=True, exist_ok=True)
@@ -109,7 +110,7 @@ def main(argv=None) -> int:
                 print(f"  {case.B} x {case.L} {case.order}: rows {rows_per_program}, {warps} warps failed: "
                       f"{type(exc).__name__}", flush=True)
                 continue
-            pct = 100.0 * min_bytes / (ms * 1e-3) / copy["bytes_per_s"]
+            pct = 100.0 * min_bytes / (ms * 1e-3) / copy_for(min_bytes)
             timed.append((ms, rows_per_program, warps))
             rows.append(dict(row, ms=ms, pct_copy_bw=pct))
             path.write_text(json.dumps({"meta": meta, "copy_bandwidth": copy, "rows": rows}, indent=1))
