@@ -17,7 +17,7 @@ import train.loop
 import train.losses
 from listmle_kernels import listmle_loss
 from train.compare import main as compare_main
-from train.comparison import loss_check
+from train.comparison import loss_check, step_differences
 from train.config import parse_args
 from train.losses import ranking_loss
 
@@ -166,6 +166,20 @@ def test_loss_check_tolerances():
     assert loss_check([row(1, 1e-7), row(2, 5e-3)], loss_rtol=1e-2, first_step_rtol=1e-4) == []
     failures = loss_check([row(1, 1e-7, 2e-4), row(2, 2e-2)], loss_rtol=1e-2, first_step_rtol=1e-4)
     assert len(failures) == 2 and "step 2" in failures[0] and "grad_norm" in failures[1]
+
+
+def test_non_finite_losses_never_pass():
+    """A NaN compares False with any tolerance: a run that went NaN (or inf) must fail, not pass."""
+    nan, inf = float("nan"), float("inf")
+    logs = [{"step": 1, "loss": 2.0, "grad_norm": 1.0}, {"step": 2, "loss": nan, "grad_norm": nan},
+            {"step": 3, "loss": inf, "grad_norm": 1.0}]
+    reference = [{"step": s, "loss": 2.0, "grad_norm": 1.0} for s in (1, 2, 3)]
+    steps = step_differences(logs, reference)
+    assert [r["loss_rel_diff"] for r in steps] == [0.0, inf, inf]
+    failures = loss_check(steps, loss_rtol=1e-2, first_step_rtol=1e-4)
+    assert [f.split(":")[0] for f in failures] == ["step 2", "step 3"]
+    both_nan = step_differences([logs[1]], [dict(logs[1])])
+    assert loss_check(both_nan, loss_rtol=1e-2, first_step_rtol=1e-4)  # NaN in both runs is no agreement
 
 
 def test_loss_alone_is_not_timed_where_its_shape_or_speed_means_nothing():

@@ -2,6 +2,7 @@
 losses and their differences, the tolerance check, evaluation at the first and last evaluation, median speed, as a
 JSON-ready dict, as markdown, and as a PNG of the loss curves."""
 
+import math
 import os
 import statistics
 
@@ -11,6 +12,9 @@ RUNS = ("fused", "reference")
 
 
 def relative_difference(value, reference_value):
+    """|value - reference| / |reference|; inf when either is NaN or infinite, so no tolerance passes it."""
+    if not (math.isfinite(value) and math.isfinite(reference_value)):
+        return math.inf
     return abs(value - reference_value) / max(abs(reference_value), 1e-30)
 
 
@@ -47,7 +51,9 @@ def loss_check(steps, loss_rtol, first_step_rtol):
 
 def median_speed(log, skip_steps, batch_size):
     """Median queries/s over the steps after the first `skip_steps` (all steps if there are no more), and the
-    steps/s of a full batch at that rate (the median ignores an epoch's last, partial batch)."""
+    steps/s of a full batch at that rate. A step's time runs from tokenizing its batch (on the host, in the
+    loop, as `python -m train` does) to the optimizer step; an epoch's last, partial batch counts as a step
+    like the others (the median absorbs it)."""
     timed = [r for r in log if r["step"] > skip_steps] or log
     queries_per_s = statistics.median(r["queries_per_s"] for r in timed)
     return {"timed_steps": [timed[0]["step"], timed[-1]["step"]], "median_queries_per_s": queries_per_s,
@@ -151,8 +157,9 @@ def to_markdown(comparison, max_table_steps=25):
     warmup = (f"steps 1-{first_timed - 1} left out as warm-up (Triton compilation, CUDA and cuBLAS start-up)"
               if first_timed > 1 else "no warm-up steps left out")
     lines += ["", "## Speed", "",
-              f"Median over steps {first_timed}-{last_timed}, {warmup}; a step is forward + loss + backward + "
-              f"clipping + optimizer step of one batch of {comparison['batch_size']} queries.", "",
+              f"Median over steps {first_timed}-{last_timed}, {warmup}; a step is tokenizing (on the host, in the "
+              f"loop) + forward + loss + backward + clipping + optimizer step of one batch of "
+              f"{comparison['batch_size']} queries.", "",
               "| loss | queries/s | steps/s | loss alone, ms | loss share of a step |", "|---|---:|---:|---:|---:|"]
     notes = []
     for name in RUNS:
