@@ -56,13 +56,11 @@ def tuning_cases(lengths, orders, dtypes) -> list[cases_mod.Case]:
             for order in orders for dtype in dtypes for length in lengths]
 
 
-def fwd_bwd_step(case: cases_mod.Case, device: torch.device):
-    """The timed unit (over rotating input copies where they matter): loss and gradient, as the benchmark
-    times the kernel."""
+def fwd_bwd_step(case: cases_mod.Case, inputs: cases_mod.Inputs):
+    """The timed unit: loss and gradient, as the benchmark times the kernel (one input copy: do_bench
+    flushes the L2 before every call)."""
     kernel = ListmleKernels("triton", validate=False)
-    copies = timing.rotation_count(case, device, torch.cuda.mem_get_info(device)[0])
-    return timing.rotating([timing.make_step(kernel.prepare(case, cases_mod.make_inputs(case, device, seed)), case)
-                            for seed in range(copies)])
+    return timing.make_step(kernel.prepare(case, inputs), case)
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -94,8 +92,9 @@ def main(argv=None) -> int:
     for case in tuning_cases(args.L, args.orders, args.dtypes):
         sort_in_kernel, block, chunks = tk.row_geometry(case.L, case.order == "labels")
         current = tk.launch_config(block, chunks, case.B, sort_in_kernel, tk.sm_count(device))
-        step = fwd_bwd_step(case, device)
-        min_bytes = cases_mod.minimal_bytes(case, cases_mod.make_inputs(case, "cpu", 0).lengths)
+        inputs = cases_mod.make_inputs(case, device, seed=0)
+        step = fwd_bwd_step(case, inputs)
+        min_bytes = cases_mod.minimal_bytes(case, inputs.lengths)
         timed = []
         for rows_per_program, warps in candidates(block, chunks):
             if time.monotonic() - started > args.time_budget_s:

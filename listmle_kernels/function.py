@@ -11,7 +11,7 @@ CPU tensors.
 import torch
 
 from ._inputs import parse_inputs
-from .ops import compute_rows, listmle_rows
+from .ops import compute_rows, listmle_rows, scaled_gradient
 
 SECOND_DERIVATIVE_ERROR = (
     "listmle_loss has first derivatives only: its gradient is computed in the forward pass, so it has "
@@ -60,24 +60,19 @@ def graph_freed_after_backward() -> bool:
     return keep_graph is not None and not keep_graph()
 
 
-def scale_saved_gradient(grad, grad_output, backend):
-    """grad_output ((B,) for reduction "none", else a scalar) * the saved gradient: in place when the
-    graph is freed (and none is being built: create_graph), else a new tensor.
-
-    The product is taken in grad_output's precision (float32 for 16-bit scores) and rounded once
-    into the gradient's dtype: a loss scale of 65536 (GradScaler's first) is inf in float16.
+def scale_saved_gradient(grad, grad_output, backend, in_place):
+    """grad_output ((B,) for reduction "none", else a scalar) * the saved gradient: in place (the saved
+    buffer is read this once), else a new tensor; in grad_output's precision, rounded once (`scaled_gradient`).
     """
-    in_place = graph_freed_after_backward() and not torch.is_grad_enabled()
     if in_place and backend == "triton":
         from .triton_scale import scale_rows_
         return scale_rows_(grad, grad_output)  # skips the multiply on the device where grad_output is 1
     if in_place and grad_output.device.type == "cpu" and grad_output.numel() == 1 and grad_output.item() == 1:
         return grad  # loss.backward(): the saved gradient is the answer (a host read, so no sync)
     scale = grad_output[:, None] if grad_output.dim() == 1 else grad_output
-    if grad.dtype != scale.dtype:  # explicitly: a 0-d CUDA operand would be cast to the gradient's dtype
-        product = grad.to(scale.dtype) * scale
-        return grad.copy_(product) if in_place else product.to(grad.dtype)
-    return grad.mul_(scale) if in_place else grad * scale
+    if not in_place:
+        return scaled_gradient(grad, scale)
+    return grad.mul_(scale) if grad.dtype == scale.dtype else grad.copy_(scaled_gradient(grad, scale))
 
 
 def reduce_rows(row_loss, reduction):
@@ -131,11 +126,12 @@ class ListMLEFunction(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_output):
         (grad,) = ctx.saved_tensors
-        scores = ctx.scores
-        if graph_freed_after_backward():
+        scores, graph_freed, building_graph = ctx.scores, graph_freed_after_backward(), torch.is_grad_enabled()
+        if graph_freed:
             ctx.scores = None  # released with the saved gradient, not when the loss tensor dies
         if grad is None:  # only a lambda-weight tensor asked for a gradient; it is a constant
             return (None,) * 11
-        if torch.is_grad_enabled():  # backward(create_graph=True)
+        if building_graph:  # backward(create_graph=True)
             grad = FirstDerivativeOnly.apply(grad, scores)
-        return (scale_saved_gradient(grad, grad_output, ctx.backend),) + (None,) * 10
+        in_place = graph_freed and not building_graph  # the saved gradient is read this once
+        return (scale_saved_gradient(grad, grad_output, ctx.backend, in_place),) + (None,) * 10

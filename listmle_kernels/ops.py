@@ -19,6 +19,13 @@ def accumulator_dtype(dtype: torch.dtype) -> torch.dtype:
     return torch.float64 if dtype == torch.float64 else torch.float32
 
 
+def scaled_gradient(grad: Tensor, scale: Tensor) -> Tensor:
+    """grad * scale (a 0-d scale, or one a row already shaped (B, 1)) as a new tensor, computed in the
+    scale's precision and rounded once into the gradient's dtype: a loss scale of 65536 (GradScaler's
+    first) is inf in float16, and a 0-d CUDA operand would otherwise be cast to the gradient's dtype."""
+    return (grad.to(scale.dtype) * scale).to(grad.dtype)
+
+
 def compute_rows(inputs: ListMLEInputs, seed: int, row_divisor: int, need_grad: bool):
     """Per-row losses (B,) and the gradient of sum_b loss_b / row_divisor (or None), by `inputs.backend`.
 
@@ -70,8 +77,7 @@ def _backward(ctx, grad_row_loss, _grad_of_grad):
     if grad_row_loss is None:
         return (None,) * 11
     # Out of place: the saved gradient stays valid for a second backward (retain_graph, gradcheck).
-    # In grad_row_loss's precision, rounded once (as `scale_saved_gradient` explains).
-    return ((grad.to(grad_row_loss.dtype) * grad_row_loss[:, None]).to(grad.dtype),) + (None,) * 10
+    return (scaled_gradient(grad, grad_row_loss[:, None]),) + (None,) * 10
 
 
 listmle_rows.register_autograd(_backward, setup_context=_setup_context)

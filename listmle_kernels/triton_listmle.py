@@ -41,6 +41,12 @@ ORDER_INPUT, ORDER_SORT, ORDER_GIVEN = 0, 1, 2
 
 
 @triton.jit
+def _finite_or_zero(m):
+    """A max to subtract: m, or 0 where m is -inf (nothing real), so x - m is never -inf - -inf."""
+    return tl.where(m == float("-inf"), 0.0, m)
+
+
+@triton.jit
 def _lse_combine(m1, s1, m2, s2):
     """Merge two log-sum-exp partials (max, sum of exp(x - max)).
 
@@ -50,22 +56,15 @@ def _lse_combine(m1, s1, m2, s2):
     exp(-inf - -inf).
     """
     m = tl.maximum(m1, m2)
-    rescale = tl.exp(tl.minimum(m1, m2) - tl.where(m == float("-inf"), 0.0, m))
+    rescale = tl.exp(tl.minimum(m1, m2) - _finite_or_zero(m))
     return m, tl.where(m1 >= m2, s1 + s2 * rescale, s2 + s1 * rescale)
-
-
-@triton.jit
-def _finite_or_zero(m):
-    """The row max, or 0 for a row without real documents (so -inf - max is never -inf - -inf)."""
-    return tl.where(m == float("-inf"), 0.0, m)
 
 
 @triton.jit
 def _lse_total(x):
     """(max, sum of exp(x - max)) of each row of x; (-inf, 0) for an all -inf row."""
     m = tl.max(x, axis=1)
-    m_safe = tl.where(m == float("-inf"), 0.0, m)
-    return m, tl.sum(tl.exp(x - m_safe[:, None]), axis=1)
+    return m, tl.sum(tl.exp(x - _finite_or_zero(m)[:, None]), axis=1)
 
 
 @triton.jit
