@@ -9,14 +9,17 @@ import json
 import math
 from types import SimpleNamespace
 
+import numpy as np
 import pytest
 import torch
+from hypothesis import assume, given, settings
+from hypothesis import strategies as st
 
 from listmle_kernels import listmle_loss
 from train.biencoder import biencoder_scores, candidate_lists, embed, encode_texts, pool, saved_pooling
 from train.evaluate import main as evaluate_main
 from train.loop import main as train_main
-from train.retrieval import dense_scores, evaluate_retrieval, retrieval_metrics
+from train.retrieval import dense_scores, evaluate_retrieval, id_ranks, retrieval_metrics
 
 from train_fixtures import (assert_resume_is_exact, assert_two_processes_match_one, make_training_material,
                             read_jsonl, training_args)
@@ -213,16 +216,16 @@ def test_dense_retrieval_metrics_by_hand():
     corpus = ["d0", "d1", "d2", "d3"]
     queries = {"q0": [2.0, 3.0, 1.0, 0.0],   # ranking d1 d0 d2 d3, positive d0 at rank 2
                "q1": [3.0, 0.0, 1.0, 2.0],   # ranking d0 d3 d2 d1, positives d3 (rank 2) and d2 (rank 3)
-               "q2": [1.0, 0.0, 0.0, 0.0]}   # no positive: 0 everywhere, still counted
+               "q2": [1.0, 0.0, 0.0, 0.0]}   # no positive: left out of the means, as the evaluator leaves it out
     table = [[float(i == j) for j in range(4)] for i in range(4)] + list(queries.values())
     model, tokenizer = TableEncoder(table), OneHotTokenizer(corpus + list(queries))
-    retrieval_set = {"queries": list(queries), "corpus": corpus, "positives": [[0], [3, 2], []]}
+    retrieval_set = {"queries": list(queries), "corpus": corpus, "corpus_ids": corpus, "positives": [[0], [3, 2], []]}
 
     results = evaluate_retrieval(model, tokenizer, {"Toy": retrieval_set}, "Toy_mean", "cls", recall_k=2,
                                  progress=False)
-    mrr = (1 / 2 + 1 / 2 + 0) / 3
-    ndcg = (L3 + (L3 + L4) / (1 + L3) + 0) / 3
-    recall_at_2 = (1 + 1 / 2 + 0) / 3  # q0: d0 is in the top 2; q1: d3 is, d2 is not
+    mrr = (1 / 2 + 1 / 2) / 2
+    ndcg = (L3 + (L3 + L4) / (1 + L3)) / 2
+    recall_at_2 = (1 + 1 / 2) / 2  # q0: d0 is in the top 2; q1: d3 is, d2 is not
     assert results == pytest.approx({"Toy_dot_mrr@10": mrr, "Toy_dot_ndcg@10": ndcg, "Toy_dot_recall@2": recall_at_2,
                                      "Toy_mean_dot_mrr@10": mrr, "Toy_mean_dot_ndcg@10": ndcg,
                                      "Toy_mean_dot_recall@2": recall_at_2}, abs=1e-12)
@@ -230,6 +233,37 @@ def test_dense_retrieval_metrics_by_hand():
     assert retrieval_metrics([2.0, 3.0, 1.0, 0.0], [0], at_k=1, recall_k=1) == {"mrr@1": 0.0, "ndcg@1": 0.0,
                                                                                  "recall@1": 0.0}
     assert retrieval_metrics([2.0, 3.0, 1.0, 0.0], [0], at_k=2, recall_k=3)["recall@3"] == 1.0
+    # equal scores rank by ascending corpus id: d1 before d0 when d1's id sorts first
+    assert retrieval_metrics([1.0, 1.0], [0], id_ranks(["b", "a"]), at_k=2, recall_k=2)["mrr@2"] == 1 / 2
+    with pytest.raises(ValueError, match="at least one positive"):
+        retrieval_metrics([1.0, 0.0], [])
+
+
+@settings(max_examples=40, deadline=None)
+@given(data=st.data())
+def test_dense_retrieval_metrics_match_the_information_retrieval_evaluator(data):
+    """The metrics of sentence-transformers' InformationRetrievalEvaluator (its compute_metrics on every hit) on
+    tie-heavy scores, string ids whose order is not the corpus order, more positives than k, queries without any."""
+    ir = pytest.importorskip("sentence_transformers.sentence_transformer.evaluation.information_retrieval")
+    n = data.draw(st.integers(1, 30), label="corpus size")
+    at_k, recall_k = data.draw(st.integers(1, 12), label="at_k"), data.draw(st.integers(1, 12), label="recall_k")
+    corpus_ids = data.draw(st.lists(st.text("abc0123", min_size=1, max_size=3), min_size=n, max_size=n, unique=True))
+    levels = st.sampled_from([0.0, 0.5, 1.0, 2.0])  # few distinct scores: many ties
+    queries = data.draw(st.lists(st.tuples(st.lists(levels, min_size=n, max_size=n),
+                                           st.sets(st.integers(0, n - 1))), min_size=1, max_size=4))
+    assume(any(positives for _, positives in queries))
+    evaluator = ir.InformationRetrievalEvaluator(
+        queries={f"q{i}": "" for i in range(len(queries))}, corpus={cid: "" for cid in corpus_ids},
+        relevant_docs={f"q{i}": {corpus_ids[j] for j in positives} for i, (_, positives) in enumerate(queries)},
+        mrr_at_k=[at_k], ndcg_at_k=[at_k], precision_recall_at_k=[recall_k], accuracy_at_k=[1], map_at_k=[1])
+    expected = evaluator.compute_metrics([[{"corpus_id": cid, "score": score} for cid, score in zip(corpus_ids, scores)]
+                                          for scores, positives in queries if positives])
+    rows = [retrieval_metrics(scores, sorted(positives), id_ranks(corpus_ids), at_k, recall_k)
+            for scores, positives in queries if positives]
+    assert np.mean([row[f"mrr@{at_k}"] for row in rows]) == pytest.approx(expected["mrr@k"][at_k], abs=1e-12)
+    assert np.mean([row[f"ndcg@{at_k}"] for row in rows]) == pytest.approx(expected["ndcg@k"][at_k], abs=1e-12)
+    assert np.mean([row[f"recall@{recall_k}"] for row in rows]) == pytest.approx(expected["recall@k"][recall_k],
+                                                                                abs=1e-12)
 
 
 # ------------------------------------------------------------------- a bi-encoder as the cross-encoder's first stage

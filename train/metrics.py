@@ -18,8 +18,8 @@ def ranking_order(scores):
     returns float32 numpy arrays), and that sameness is why score ties are broken as there. numpy's default sort is
     not stable and its tie order is not specified: it varies with numpy's build and the CPU (AVX-512 sorts reorder
     ties even in lists of a few candidates) and may vary with the dtype, so the scores are sorted in float32, not in
-    the float64 they are handed in. The scores of this package are float32 values (train/evaluate.py make_score_fn,
-    train/retrieval.py dense_scores) or distinct integers (base rankings), so the cast is exact.
+    the float64 they are handed in. The scores of this package are float32 values (train/evaluate.py make_score_fn)
+    or distinct integers (base rankings), so the cast is exact.
     """
     return np.argsort(np.asarray(scores, dtype=np.float32))[::-1]
 
@@ -77,17 +77,6 @@ def average_precision(relevant, scores):
     precision = true_positives / (threshold_end + 1)
     recall_gain = np.diff(true_positives, prepend=0.0) / n_relevant
     return float(np.sum(recall_gain * precision))
-
-
-def recall_at_k(relevant, scores, k):
-    """Share of the relevant candidates within the top k, in the same order as reciprocal_rank (ranking_order).
-    0 when nothing is relevant."""
-    relevant = np.asarray(relevant, dtype=np.float64)
-    n_relevant = relevant.sum()
-    if n_relevant == 0:
-        return 0.0
-    top = ranking_order(scores)[:k]
-    return float(relevant[top].sum() / n_relevant)
 
 
 def ranking_metrics(relevant, scores, at_k=10):

@@ -154,7 +154,7 @@ def missing_split_error(source, split):
                       f"--eval-datasets); {hint}")
 
 
-def nanobeir_retrieval_set(tables):
+def nanobeir_retrieval_set(tables, split="NanoBEIR"):
     """One NanoBEIR split as a retrieval set (see `reranking_samples`): the whole corpus, one query per row of the
     bm25 table (the queries the reranking evaluation uses), positives = every corpus id the qrels give for the query,
     first stage = the bm25 table's ranking."""
@@ -165,18 +165,23 @@ def nanobeir_retrieval_set(tables):
         ids = row["corpus-id"] if isinstance(row["corpus-id"], list) else [row["corpus-id"]]
         known = positives.setdefault(str(row["query-id"]), [])
         known.extend(str(i) for i in ids if str(i) not in known)
+    missing = sorted({i for ids in positives.values() for i in ids if i not in index})
+    if missing:
+        raise UsageError(f"{split}: its qrels name {len(missing)} corpus id(s) that its corpus does not hold, "
+                         f"e.g. {missing[0]!r}")
     query_ids = [str(row["query-id"]) for row in tables["bm25"]]
     return {
         "queries": [queries[q] for q in query_ids],
         "corpus": [row["text"] for row in tables["corpus"]],
+        "corpus_ids": [str(row["_id"]) for row in tables["corpus"]],  # the tie order of dense retrieval (train/retrieval.py)
         "positives": [[index[i] for i in positives.get(q, [])] for q in query_ids],
         "first_stage": [[index[str(i)] for i in row["corpus-ids"]] for row in tables["bm25"]],
     }
 
 
 def reranking_samples(retrieval_set, candidates, rerank_k=100):
-    """Reranking samples from a retrieval set {"queries": [str], "corpus": [str], "positives": [[corpus index]],
-    "first_stage": [[corpus index]]} and per-query candidate lists (corpus indices, best first: its "first_stage",
+    """Reranking samples from a retrieval set {"queries": [str], "corpus": [str], "corpus_ids": [id],
+    "positives": [[corpus index]], "first_stage": [[corpus index]]} and per-query candidate lists (corpus indices, best first: its "first_stage",
     or a dense retriever's ranking): the first rerank_k candidates of each query."""
     corpus = retrieval_set["corpus"]
     return [{"query": query, "positive": [corpus[i] for i in positives], "documents": [corpus[i] for i in ranked[:rerank_k]]}
@@ -195,7 +200,7 @@ def load_nanobeir_retrieval(source=NANOBEIR_HUB_ID, dataset_names=("msmarco", "n
     sets = {}
     for short in dataset_names:
         split = NANOBEIR_SPLITS.get(short.lower(), short)
-        sets[split] = nanobeir_retrieval_set(_load_tables(source, split))
+        sets[split] = nanobeir_retrieval_set(_load_tables(source, split), split)
     return sets
 
 
@@ -237,6 +242,7 @@ def heldout_retrieval_set(queries):
     return {
         "queries": [q["query"] for q in queries],
         "corpus": pool,
+        "corpus_ids": list(range(len(pool))),
         "positives": [[index[doc] for doc, label in zip(q["docs"], q["labels"]) if label > 0] for q in queries],
         "first_stage": [bm25_rank(q["query"], pool) for q in queries],
     }

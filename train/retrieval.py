@@ -1,24 +1,26 @@
 """Dense retrieval evaluation of a bi-encoder: exact search over the whole corpus of each retrieval set.
 
-A retrieval set (train/nanobeir.py) is {"queries": [str], "corpus": [str], "positives": [[corpus index]], ...}.
-Queries and corpus are encoded in batches under torch.inference_mode, every query is scored against every passage
-by dot product, and per query train/metrics.py gives, over the full-corpus scores (so the definitions are those of
-the reranking evaluation, ties included):
+A retrieval set (train/nanobeir.py) is {"queries": [str], "corpus": [str], "corpus_ids": [id], "positives":
+[[corpus index]], ...}. Queries and corpus are encoded in batches under torch.inference_mode, every query is scored
+against every passage by dot product, and the metrics are those of sentence-transformers'
+InformationRetrievalEvaluator:
 
-- MRR@10: reciprocal rank of the first positive within the top 10 (`np.argsort(scores)[::-1]` order);
-- NDCG@10: binary, ideal DCG over all the query's positives, tied scores sharing their discounts;
+- one ranking per query: score descending, equal scores by ascending corpus id (duplicate passages under two ids
+  score the same, so the tie order matters);
+- MRR@10: reciprocal rank of the first positive within the top 10;
+- NDCG@10: binary, DCG of the top 10 over the DCG of min(#positives, 10) positives ranked first;
 - Recall@100: share of the query's positives within the top 100.
 
-A query without positives scores 0 and still counts in the mean. Keys (sentence-transformers' naming with the score
-function "dot"): "{Dataset}_dot_{metric}" ("NanoMSMARCO_dot_ndcg@10") and "{prefix}_dot_{metric}" for the mean over
-datasets ("NanoBEIR_mean_dot_ndcg@10", or "HeldOut_mean_dot_ndcg@10" for --eval-data heldout).
+Queries without positives are left out of the means, as that evaluator leaves them out. Keys (sentence-transformers'
+naming with the score function "dot"): "{Dataset}_dot_{metric}" ("NanoMSMARCO_dot_ndcg@10") and
+"{prefix}_dot_{metric}" for the mean over datasets ("NanoBEIR_mean_dot_ndcg@10", or "HeldOut_mean_dot_ndcg@10" for
+--eval-data heldout).
 """
 
 import numpy as np
 import torch
 
 from .biencoder import encode_texts
-from .metrics import ndcg_at_k, recall_at_k, reciprocal_rank
 
 
 def dense_scores(model, tokenizer, retrieval_set, pooling, max_length=512, batch_size=64, device="cpu", bf16=False,
@@ -31,14 +33,32 @@ def dense_scores(model, tokenizer, retrieval_set, pooling, max_length=512, batch
     return queries @ corpus.T
 
 
-def retrieval_metrics(scores, positives, at_k=10, recall_k=100):
-    """{"mrr@10", "ndcg@10", "recall@100"} of one query from its full-corpus scores and positive corpus indices."""
-    if not positives:
-        return {f"mrr@{at_k}": 0.0, f"ndcg@{at_k}": 0.0, f"recall@{recall_k}": 0.0}
-    relevant = np.zeros(len(scores))
-    relevant[list(positives)] = 1.0
-    return {f"mrr@{at_k}": reciprocal_rank(relevant, scores, at_k), f"ndcg@{at_k}": ndcg_at_k(relevant, scores, at_k),
-            f"recall@{recall_k}": recall_at_k(relevant, scores, recall_k)}
+def id_ranks(corpus_ids):
+    """Position of each corpus entry in ascending order of its id: the tie order of the ranking."""
+    ranks = np.empty(len(corpus_ids), dtype=np.int64)
+    ranks[sorted(range(len(corpus_ids)), key=corpus_ids.__getitem__)] = np.arange(len(corpus_ids))
+    return ranks
+
+
+def retrieval_metrics(scores, positives, tie_ranks=None, at_k=10, recall_k=100):
+    """{"mrr@10", "ndcg@10", "recall@100"} of one query from its full-corpus scores and positive corpus indices.
+
+    tie_ranks (from `id_ranks`; default: corpus order) orders equal scores. `positives` must not be empty: the
+    evaluator this follows has no value for a query without positives.
+    """
+    if len(positives) == 0:
+        raise ValueError("retrieval_metrics needs at least one positive (queries without are left out of the means)")
+    scores = np.asarray(scores, dtype=np.float64)
+    tie_ranks = np.arange(len(scores)) if tie_ranks is None else tie_ranks
+    top = np.lexsort((tie_ranks, -scores))[:max(at_k, recall_k)]  # the last key is the primary one
+    hit = np.zeros(len(scores), dtype=bool)
+    hit[list(positives)] = True
+    hit = hit[top]
+    discount = 1.0 / np.log2(np.arange(at_k) + 2.0)
+    first = np.flatnonzero(hit[:at_k])
+    return {f"mrr@{at_k}": 1.0 / (first[0] + 1) if len(first) else 0.0,
+            f"ndcg@{at_k}": float(discount[:len(hit[:at_k])] @ hit[:at_k] / discount[:min(len(positives), at_k)].sum()),
+            f"recall@{recall_k}": float(hit[:recall_k].sum() / len(positives))}
 
 
 def evaluate_retrieval(model, tokenizer, retrieval_sets, prefix, pooling, max_length=512, batch_size=64, device="cpu",
@@ -48,8 +68,9 @@ def evaluate_retrieval(model, tokenizer, retrieval_sets, prefix, pooling, max_le
     for name, retrieval_set in retrieval_sets.items():
         scores = dense_scores(model, tokenizer, retrieval_set, pooling, max_length, batch_size, device, bf16,
                               progress).double().numpy()
-        rows = [retrieval_metrics(row, positives, at_k, recall_k)
-                for row, positives in zip(scores, retrieval_set["positives"])]
+        tie_ranks = id_ranks(retrieval_set["corpus_ids"])
+        rows = [retrieval_metrics(row, positives, tie_ranks, at_k, recall_k)
+                for row, positives in zip(scores, retrieval_set["positives"]) if positives]
         for metric in rows[0] if rows else ():
             value = float(np.mean([row[metric] for row in rows]))
             results[f"{name}_dot_{metric}"] = value
