@@ -161,7 +161,7 @@ def test_loss_decreases_eval_runs_saved_model_loads(material, tmp_path):
     ours = encode_texts(model, tokenizer, texts, "mean", max_length=64, progress=False)
     sentence_transformers = pytest.importorskip("sentence_transformers")
     st_model = sentence_transformers.SentenceTransformer(str(out / "best-model"), device="cpu")
-    st_model.max_seq_length = 64
+    assert st_model.max_seq_length == 64  # the training's --max-length, saved with the model
     assert st_model.encode(texts, convert_to_tensor=True) == pytest.approx(ours, abs=1e-5)
 
 

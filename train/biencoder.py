@@ -91,11 +91,14 @@ def biencoder_scores(model, tokenizer, records, pooling, max_length, device, in_
 
 # ---------------------------------------------------------------------------------------------- saving, loading
 
-def save_biencoder(model, tokenizer, path, pooling):
+def save_biencoder(model, tokenizer, path, pooling, max_length):
     """save_pretrained of model and tokenizer, plus sentence-transformers' module list (Transformer, Pooling; no
-    Normalize: scores are plain dot products)."""
+    Normalize: scores are plain dot products) and the training's max length, so SentenceTransformer(path)
+    truncates where training did."""
     model.save_pretrained(path)
     tokenizer.save_pretrained(path)
+    with open(os.path.join(path, "sentence_bert_config.json"), "w") as f:
+        json.dump({"max_seq_length": max_length, "do_lower_case": False}, f, indent=2)
     os.makedirs(os.path.join(path, "1_Pooling"), exist_ok=True)
     with open(os.path.join(path, "1_Pooling", "config.json"), "w") as f:
         json.dump({"word_embedding_dimension": model.config.hidden_size, "pooling_mode_cls_token": pooling == "cls",

@@ -256,10 +256,11 @@ def train(args):
             score = results[best_key]
             if best is None or score > best["score"]:
                 best = {"score": score, "step": step, "key": best_key}
-                save_model(args.arch, raw_model, tokenizer, os.path.join(args.output_dir, "best-model"), args.pooling)
+                save_model(args.arch, raw_model, tokenizer, os.path.join(args.output_dir, "best-model"), args.pooling,
+                           args.max_length)
             if step > 0:
                 path = os.path.join(args.output_dir, f"checkpoint-{step}")
-                save_model(args.arch, raw_model, tokenizer, path, args.pooling)
+                save_model(args.arch, raw_model, tokenizer, path, args.pooling, args.max_length)
                 torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "step": step,
                             "best": best, "args": vars(args)}, os.path.join(path, "trainer_state.pt"))
                 for stale in checkpoints(args.output_dir)[:-KEEP_CHECKPOINTS]:

@@ -39,9 +39,9 @@ def load_weights(arch, model, path):
     model.load_state_dict(model_class(arch)(path).state_dict())
 
 
-def save_model(arch, model, tokenizer, path, pooling=None):
+def save_model(arch, model, tokenizer, path, pooling=None, max_length=512):
     if arch == "bi-encoder":
-        save_biencoder(model, tokenizer, path, pooling)
+        save_biencoder(model, tokenizer, path, pooling, max_length)
     else:
         model.save_pretrained(path)
         tokenizer.save_pretrained(path)
