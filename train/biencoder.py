@@ -44,8 +44,9 @@ def candidate_lists(records, in_batch_negatives=False):
     (records in order, each record's docs in order).
 
     Returns (index, mask, labels), each (B, L): row b holds query b's own documents first, in their order, then, with
-    in_batch_negatives, every other query's documents (label 0) except copies of its own documents' text (a copy of
-    a positive must not become a negative); mask is False on padding, wherever it sits; index is 0 there."""
+    in_batch_negatives, every other query's documents (label 0), each text once and none that is a copy of one of its
+    own documents (a copy of a positive must not become a negative); mask is False on padding, wherever it sits;
+    index is 0 there."""
     offsets, flat_docs = [], []
     for record in records:
         offsets.append(len(flat_docs))
@@ -55,9 +56,11 @@ def candidate_lists(records, in_batch_negatives=False):
         own = list(range(offsets[b], offsets[b] + len(record["docs"])))
         labels = [float(label) for label in record["labels"]]
         if in_batch_negatives:
-            own_texts = set(record["docs"])
-            others = [i for i in range(len(flat_docs)) if not offsets[b] <= i < offsets[b] + len(record["docs"])
-                      and flat_docs[i] not in own_texts]
+            seen, others = set(record["docs"]), []
+            for i in range(len(flat_docs)):
+                if not offsets[b] <= i < offsets[b] + len(record["docs"]) and flat_docs[i] not in seen:
+                    seen.add(flat_docs[i])
+                    others.append(i)
             own, labels = own + others, labels + [0.0] * len(others)
         rows.append((own, labels))
     width = max(len(own) for own, _ in rows)
