@@ -252,6 +252,22 @@ class _StubCrossEncoder:
         return {"scores": self.flat_logits}
 
 
+def _one_based_plistmle_weights(mask):
+    """sentence-transformers 6.2's default p-ListMLE weights, 2^(n - rank) - 1 for rank = 1..n (the kernel's)."""
+    n = mask.sum(dim=1, keepdim=True)
+    ranks = torch.arange(1, mask.size(1) + 1, device=mask.device).expand_as(mask)
+    return (torch.pow(2.0, n - ranks) - 1.0) * mask
+
+
+def _kernel_plistmle_weight(weight_class):
+    """The installed release's default PListMLELambdaWeight where it is the kernel's (6.2); before 6.2 (0-based
+    ranks: 6.0.1 is on the GPU machine) the same ops on 1-based ranks, so the p-ListMLE cases compute the loss the
+    other implementations compute (the equality check passes and the timing is of the same work)."""
+    from listmle_kernels.integrations.sentence_transformers import _default_weights_match_kernel
+
+    return weight_class() if _default_weights_match_kernel() else weight_class(rank_discount_fn=_one_based_plistmle_weights)
+
+
 class SentenceTransformersLoss(Impl):
     """sentence-transformers' own ListMLELoss / PListMLELoss math, driven with precomputed logits."""
 
@@ -285,7 +301,7 @@ class SentenceTransformersLoss(Impl):
         model = _StubCrossEncoder(flat)
         order = dict(respect_input_order=case.order == "input", mini_batch_size=-1)
         if case.weighting == "plistmle":
-            loss_module = PListMLELoss(model, lambda_weight=PListMLELambdaWeight(), **order)
+            loss_module = PListMLELoss(model, lambda_weight=_kernel_plistmle_weight(PListMLELambdaWeight), **order)
         else:
             loss_module = ListMLELoss(model, **order)
         queries = [None] * case.B

@@ -146,6 +146,28 @@ def test_allrank_listmle_matches_the_reference():
     assert check.compare(case, got, want, inputs.valid_mask()).ok
 
 
+@pytest.mark.parametrize("zero_based_default", [False, True])
+def test_sentence_transformers_plistmle_matches_the_reference(zero_based_default, monkeypatch):
+    """Also where the installed release's default weights use 0-based ranks (before 6.2; the GPU machine's 6.0.1):
+    the bench gives it the kernel's weights, so its p-ListMLE cases are checked and timed, not reported mismatched."""
+    losses = pytest.importorskip("sentence_transformers.cross_encoder.losses")
+    from bench.impls import SentenceTransformersLoss
+    from listmle_kernels.integrations import sentence_transformers as drop_in
+    if zero_based_default:
+        def zero_based(self, mask):  # 6.0.1's forward
+            if self.rank_discount_fn is not None:
+                return self.rank_discount_fn(mask)
+            n = mask.sum(dim=1, keepdim=True)
+            return (torch.pow(2.0, n - torch.arange(mask.size(1)).expand_as(mask)) - 1.0) * mask
+
+        monkeypatch.setattr(losses.PListMLELambdaWeight, "forward", zero_based)
+        monkeypatch.setattr(drop_in, "_default_weights_match_kernel", drop_in._default_weights_match_kernel.__wrapped__)
+    case = Case(5, 12, order="labels", weighting="plistmle", ragged=True)
+    inputs = make_inputs(case, "cpu", seed=4)
+    got = check.loss_and_grad(SentenceTransformersLoss().prepare(case, inputs), case)
+    assert check.compare(case, got, check.reference_result(case, inputs), inputs.valid_mask()).ok
+
+
 def test_training_step_runs_and_skips_what_does_not_accept_its_case(monkeypatch):
     pytest.importorskip("transformers")
     from transformers import BertConfig, BertForSequenceClassification
