@@ -34,6 +34,18 @@ def test_modules_call_the_function():
     assert "plistmle" in repr(PListMLELoss())
 
 
+def test_modules_pass_generator_and_backend():
+    scores, _ = problem()
+    labels = torch.zeros_like(scores)
+    module = ListMLELoss(respect_input_order=False, ties="random", reduction="none",
+                         generator=torch.Generator().manual_seed(3))
+    expected = listmle_loss(scores, labels, respect_input_order=False, ties="random", reduction="none",
+                            generator=torch.Generator().manual_seed(3))
+    assert torch.equal(module(scores, labels), expected)
+    with pytest.raises(ValueError, match="backend must be one of"):
+        PListMLELoss(backend="cuda")(scores)
+
+
 def test_autograd_function_positional_signature():
     scores, labels = problem()
     scores.requires_grad_(True)
@@ -90,6 +102,7 @@ def test_empty_inputs(backend):
     scores = torch.zeros(0, 5, device=DEVICE, requires_grad=True)
     assert listmle_loss(scores, reduction="sum", backend=backend) == 0
     assert listmle_loss(scores, reduction="none", backend=backend).shape == (0,)
+    assert torch.isnan(listmle_loss(scores, backend=backend))  # "mean" of no rows, as torch's mean
     scores = torch.zeros(2, 0, device=DEVICE, requires_grad=True)
     loss = listmle_loss(scores, torch.zeros(2, 0, device=DEVICE), respect_input_order=False,
                         lambda_weight="plistmle", backend=backend)

@@ -26,6 +26,10 @@ S = torch.zeros(2, 3)
     ((S,), dict(lengths=torch.tensor([1, 4])), ValueError, r"lengths must lie in \[0, 3\].*got 4"),
     ((S,), dict(lengths=torch.tensor([-1, 0])), ValueError, r"lengths must lie in \[0, 3\].*got -1"),
     ((S,), dict(lengths=torch.tensor([1.0, 2.0])), TypeError, r"lengths must be an integer tensor"),
+    ((S,), dict(lengths=torch.tensor([True, False])), TypeError, r"lengths must be an integer tensor, got dtype torch.bool"),
+    ((S,), dict(lengths=[1, 2]), TypeError, r"lengths must be a torch.Tensor, got list"),
+    ((S, [[0.0] * 3] * 2), {}, TypeError, r"labels must be a torch.Tensor, got list"),
+    ((S,), dict(mask=[[True] * 3] * 2), TypeError, r"mask must be a torch.Tensor, got list"),
     ((S,), dict(lengths=torch.tensor([1, 2, 3])), ValueError, r"lengths must have shape \(2,\)"),
     ((S,), dict(respect_input_order=False), ValueError, r"sorts by labels, but labels is None"),
     ((S, torch.tensor([[0.0, float("nan"), 1.0], [0.0, 0.0, 0.0]])), dict(respect_input_order=False),
@@ -57,6 +61,17 @@ def test_nan_labels_at_padding_are_fine():
     labels = torch.tensor([[0.0, float("nan"), 1.0]])
     loss = listmle_loss(torch.zeros(1, 3), labels, lengths=torch.tensor([1]), respect_input_order=False)
     assert loss == 0
+    loss = listmle_loss(torch.zeros(1, 3), labels, mask=torch.tensor([[True, False, False]]), respect_input_order=False)
+    assert loss == 0
+    with pytest.raises(ValueError, match="NaN"):
+        listmle_loss(torch.zeros(1, 3), labels, mask=torch.tensor([[True, True, False]]), respect_input_order=False)
+
+
+def test_validate_false_skips_the_value_checks():
+    """validate=False reads no values (no host sync on CUDA): bad values go unchecked, as documented."""
+    listmle_loss(S, lengths=torch.tensor([1, 4]), validate=False)
+    listmle_loss(S, torch.tensor([[0.0, float("nan"), 1.0], [0.0] * 3]), respect_input_order=False, validate=False)
+    listmle_loss(S, lambda_weight=torch.tensor([[1.0, -0.5, 0.0], [1.0] * 3]), validate=False)
 
 
 def test_infinite_labels_are_not_nan():
@@ -94,6 +109,10 @@ def test_tensors_on_different_devices():
 def test_tensors_on_different_devices_meta():
     with pytest.raises(ValueError, match=r"mask is on meta but scores are on cpu"):
         listmle_loss(S, mask=torch.ones(2, 3, dtype=torch.bool, device="meta"))
+    with pytest.raises(ValueError, match=r"lengths is on meta but scores are on cpu"):
+        listmle_loss(S, lengths=torch.ones(2, dtype=torch.long, device="meta"))
+    with pytest.raises(ValueError, match=r"labels is on meta but scores are on cpu"):
+        listmle_loss(S, torch.zeros(2, 3, device="meta"), respect_input_order=False)
 
 
 def value_check_inputs(device):

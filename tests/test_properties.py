@@ -125,6 +125,31 @@ def test_random_ties_differ_between_seeds(backend):
     assert len(losses) > 3
 
 
+@pytest.mark.parametrize("length", [6, 5000])  # sorted in the kernel; sorted by target_order's torch build on CUDA
+def test_random_ties_shuffle_each_row_on_its_own(backend, length):
+    """Identical rows, all labels tied: one shared shuffle would give every row the same loss."""
+    scores = randn(1, length, seed=3).expand(12, length)
+    labels = torch.zeros(12, length, device=DEVICE)
+    losses = listmle_loss(scores, labels, respect_input_order=False, ties="random", reduction="none", backend=backend,
+                          generator=torch.Generator().manual_seed(0))
+    assert len(set(losses.tolist())) > 6
+
+
+def test_random_ties_draw_from_the_global_generator(backend):
+    """generator=None: each call takes a new seed from torch's global generator, so torch.manual_seed repeats them."""
+    scores, labels = randn(8, 6, seed=4), torch.zeros(8, 6, device=DEVICE)
+
+    def losses():
+        return listmle_loss(scores, labels, respect_input_order=False, ties="random", reduction="none",
+                            backend=backend)
+
+    torch.manual_seed(11)
+    first, second = losses(), losses()
+    torch.manual_seed(11)
+    assert torch.equal(losses(), first) and torch.equal(losses(), second)
+    assert not torch.equal(first, second)
+
+
 def test_stable_ties_keep_input_order(backend):
     scores = randn(3, 7, seed=1, dtype=torch.float64)
     labels = torch.tensor([[1, 0, 1, 0, 2, 0, 1]] * 3, device=DEVICE)
@@ -146,6 +171,11 @@ def test_no_epsilon_inside_the_log(backend):
     """sentence-transformers <= 5.x gave 0.7645 here (1e-10 added inside the log)."""
     loss = listmle_loss(torch.tensor([[-20.0, -20.0]], device=DEVICE), backend=backend)
     assert abs(loss.item() - math.log(2)) < 1e-6
+    # After the shift by the row's max the last two suffix sums are 2e^-30 and e^-30 (~1e-13): an epsilon added
+    # there, not only to unshifted sums, would move the loss by ~7. Exact: log(1 + 2e^-30) + log 2.
+    loss, grad = loss_and_grad(torch.tensor([[0.0, -30.0, -30.0]], device=DEVICE), backend=backend)
+    assert abs(loss.item() - math.log(2)) < 1e-6
+    torch.testing.assert_close(grad.cpu(), torch.tensor([[0.0, -0.5, 0.5]]), rtol=0, atol=1e-6)
 
 
 def test_plistmle_weights_for_three_documents(backend):

@@ -48,3 +48,10 @@ def test_random_order_sorts_labels_and_shuffles_only_ties(build, rows, seed):
     key = torch.where(real, labels + 0.0, float("nan")).gather(1, order)
     literal_key = torch.where(real, labels + 0.0, float("nan")).gather(1, literal_order(labels, real))
     torch.testing.assert_close(key, literal_key, equal_nan=True, rtol=0, atol=0)  # same labels, same places
+
+
+@pytest.mark.parametrize("build", BUILDS)
+def test_random_ties_shuffle_each_row_on_its_own(build):
+    labels, real = torch.zeros(16, 9), torch.ones(16, 9, dtype=torch.bool)
+    orders = BUILDS[build](labels, real, True, 7)
+    assert len({tuple(row) for row in orders.tolist()}) > 8  # one shared shuffle would give 1
