@@ -73,11 +73,8 @@ def test_long_rows_match_reference(backend, length, kwargs):
     kwargs = {k: v.to(DEVICE) if isinstance(v, torch.Tensor) else v for k, v in kwargs.items()}
     loss, grad = loss_and_grad(lambda s: listmle_loss(s, labels, reduction="none", backend=backend, **kwargs),
                                scores)
-    ref_loss, ref_grad = loss_and_grad(
-        lambda s: listmle_loss(s, labels, reduction="none", backend="torch", **kwargs), scores.double())
-    if length <= 5000:  # the literal reference is too slow (and its exact weights too big) past that
-        ref_loss, ref_grad = loss_and_grad(
-            lambda s: listmle_reference(s, labels, reduction="none", **kwargs), scores.double())
+    ref_loss, ref_grad = loss_and_grad(lambda s: listmle_reference(s, labels, reduction="none", **kwargs),
+                                       scores.double())
     torch.testing.assert_close(loss.double(), ref_loss, rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(grad.double(), ref_grad, rtol=1e-4, atol=1e-5 * ref_grad.abs().max().item())
 
@@ -92,6 +89,6 @@ def test_many_rows_packed_per_program(batch, length, sort):
     lengths = torch.randint(0, length + 1, (batch,), generator=gen).to(DEVICE)
     kwargs = dict(lengths=lengths, lambda_weight="plistmle", respect_input_order=not sort, reduction="none")
     loss, grad = loss_and_grad(lambda s: listmle_loss(s, labels, backend="triton", **kwargs), scores)
-    ref_loss, ref_grad = loss_and_grad(lambda s: listmle_loss(s, labels, backend="torch", **kwargs), scores.double())
+    ref_loss, ref_grad = loss_and_grad(lambda s: listmle_reference(s, labels, **kwargs), scores.double())
     torch.testing.assert_close(loss.double(), ref_loss, rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(grad.double(), ref_grad, rtol=1e-4, atol=1e-6)
