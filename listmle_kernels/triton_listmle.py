@@ -15,7 +15,7 @@ lse_r = log sum_{t >= r} exp s_t over real slots,
 
 Both sums are (max, scaled-sum) scans: lse is a reverse scan, P a forward one, over scores shifted
 by their row's max (both formulas are shift-invariant; unshifted, s - lse would lose float32 digits
-for scores far from 0). A row longer than
+for scores far from 0; `_row_shift` leaves rows whose span overflows unshifted). A row longer than
 one block takes two passes: pass 1 reduces each chunk to its (max, sum) total, a reverse scan over
 the chunk totals gives every chunk the carry of everything to its right, pass 2 finishes each
 chunk with that carry and a running prefix carry for P. Deterministic: no atomics.
@@ -44,6 +44,14 @@ ORDER_INPUT, ORDER_SORT, ORDER_GIVEN = 0, 1, 2
 def _finite_or_zero(m):
     """A max to subtract: m, or 0 where m is -inf (nothing real), so x - m is never -inf - -inf."""
     return tl.where(m == float("-inf"), 0.0, m)
+
+
+@triton.jit
+def _row_shift(hi, lo):
+    """What to subtract from each row's scores: its max `hi`; 0 where nothing is real (hi = -inf), or where
+    the span hi - lo to its least real score `lo` passes the largest float, so that a finite score would
+    shift to -inf (and its s - lse would be -inf - -inf). Unshifted, such rows are exact, as before the shift."""
+    return tl.where((hi == float("-inf")) | (hi - lo == float("inf")), 0.0, hi)
 
 
 @triton.jit
@@ -117,7 +125,7 @@ def _sorted_by_labels(rows64, row_ok, cols, L, seed, labels_ptr, stride_yb, stri
     key = tl.where(real, key, -2147483648)    # padding sorts last
     low = (BLOCK - 1 - cols[None, :]).to(tl.int64) + tl.zeros_like(key).to(tl.int64)
     if RANDOM_TIES:
-        rand = tl.randint(seed, (rows64[:, None] * L + cols[None, :]).to(tl.uint32))
+        rand = tl.randint(seed, rows64[:, None] * L + cols[None, :])  # 64-bit offsets: no repeats past 2^32
         low = low | ((rand >> INDEX_BITS).to(tl.int64) << INDEX_BITS)
     packed = tl.sort((key.to(tl.int64) << 32) | low, dim=1, descending=True)
     pos = BLOCK - 1 - (packed & (BLOCK - 1))
@@ -155,6 +163,7 @@ def _listmle_kernel(
     if CHUNKS > 1:
         total_m = tl.full([ROWS, CHUNKS], float("-inf"), dtype=acc)
         total_s = tl.zeros([ROWS, CHUNKS], dtype=acc)
+        row_min = tl.full([ROWS], float("inf"), dtype=acc)
         for k in range(0, num_chunks):
             s, real, pos = _load_chunk(k * BLOCK, rows64, row_ok, cols, L, scores_ptr, stride_sb,
                                        stride_sl, mask_ptr, stride_mb, stride_ml, lengths_ptr,
@@ -165,12 +174,13 @@ def _listmle_kernel(
                             other=0).to(acc)
                 weight_sum += tl.sum(w, axis=1)
             m_k, s_k = _lse_total(s.to(acc))
+            row_min = tl.minimum(row_min, tl.min(tl.where(real, s.to(acc), float("inf")), axis=1))
             here = chunk_ids[None, :] == k
             total_m = tl.where(here, m_k[:, None], total_m)
             total_s = tl.where(here, s_k[:, None], total_s)
             n += tl.sum(real.to(tl.int32), axis=1)
-        row_max = _finite_or_zero(tl.max(total_m, axis=1))
-        total_m -= row_max[:, None]  # the totals of the shifted scores (see pass 2)
+        shift = _row_shift(tl.max(total_m, axis=1), row_min)
+        total_m -= shift[:, None]  # the totals of the shifted scores (see pass 2)
         suffix_m, suffix_s = tl.associative_scan((total_m, total_s), 1, _lse_combine, reverse=True)
 
     # Pass 2: per chunk, suffix lse (local reverse scan + carry), loss, and the forward scan for P.
@@ -197,8 +207,8 @@ def _listmle_kernel(
         # spacing there, and every log-probability with that absolute error.
         s = s.to(acc)
         if CHUNKS == 1:
-            row_max = _finite_or_zero(tl.max(s, axis=1))
-        s -= row_max[:, None]
+            shift = _row_shift(tl.max(s, axis=1), tl.min(tl.where(real, s, float("inf")), axis=1))
+        s -= shift[:, None]
         rank = rank_base[:, None] + tl.cumsum(real.to(tl.int32), axis=1) - 1
         rank_base += tl.sum(real.to(tl.int32), axis=1)
 

@@ -37,6 +37,17 @@ def test_tiny_blocks_match_reference(problem):
         assert_kernel_matches_reference(scores, labels, kwargs)
 
 
+def test_chunked_rows_whose_score_span_passes_the_largest_float():
+    """The chunked scan's shift: taken over all chunks (pass 1), and 0 where it would overflow a finite score."""
+    scores = torch.zeros(2, 20)
+    # Extremes in different chunks; the max first keeps the loss finite and the reference's gradient exact (after
+    # it, e.g. at index 1, float64 autograd absorbs log 2 into 3e38 where the kernel does not).
+    scores[0, 0], scores[0, 18], scores[0, 19] = 3e38, -2e38, -3e38
+    scores[1] = torch.linspace(-4.0, 4.0, 20) + 1e4  # far from 0: the shift matters
+    with mock.patch.multiple(triton_listmle, MAX_BLOCK=8, SORT_MAX_BLOCK=8, ROW_TILE=16):
+        assert_kernel_matches_reference(scores.to(DEVICE), None, dict(reduction="none"))
+
+
 @given(problem=listmle_problems(max_batch=6, max_length=40), rows=st.sampled_from([1, 2, 4, 16]),
        num_warps=st.sampled_from([1, 2, 4]))
 def test_any_launch_config_matches_reference(problem, rows, num_warps):

@@ -167,6 +167,18 @@ def test_huge_scores_stay_finite(backend):
         torch.testing.assert_close(loss.double(), ref, rtol=1e-6, atol=1e-3)
 
 
+def test_score_span_past_the_largest_float(backend):
+    """Finite scores whose span overflows float32: shifted by the row's max, the least would become -inf
+    (and s - lse NaN); such a row is computed unshifted, exact as the reference."""
+    scores = torch.tensor([[3e38, -3e38, 0.0], [2e38, -2e38, -2.5e38], [1.0, -1.0, 0.5]], device=DEVICE)
+    loss, grad = loss_and_grad(scores, reduction="none", backend=backend)
+    ref = scores.double().requires_grad_(True)
+    ref_loss = listmle_reference(ref, reduction="none")
+    (ref_grad,) = torch.autograd.grad(ref_loss.sum(), ref)
+    torch.testing.assert_close(loss.double(), ref_loss.detach(), rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(grad.double(), ref_grad, rtol=1e-6, atol=1e-6)
+
+
 def test_no_epsilon_inside_the_log(backend):
     """sentence-transformers <= 5.x gave 0.7645 here (1e-10 added inside the log)."""
     loss = listmle_loss(torch.tensor([[-20.0, -20.0]], device=DEVICE), backend=backend)
