@@ -34,6 +34,17 @@ def str_list(text: str) -> tuple[str, ...]:
     return tuple(x.strip() for x in text.split(",") if x.strip())
 
 
+def choice_list(*allowed: str):
+    """A comma-separated subset of `allowed` (argparse type)."""
+    def parse(text: str) -> tuple[str, ...]:
+        values = str_list(text)
+        unknown = [v for v in values if v not in allowed]
+        if unknown or not values:
+            raise argparse.ArgumentTypeError(f"{text!r}: choose from {', '.join(allowed)} (comma-separated)")
+        return values
+    return parse
+
+
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m bench", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -44,10 +55,14 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--L", type=int_list, help="list lengths of the shape grid, e.g. 8,32,100")
     p.add_argument("--sweep", type=cases_mod.parse_shapes, help="shapes of the mode sweep, e.g. 16x10,64x100")
     p.add_argument("--max-elements", type=int, help="skip shapes with B*L above this")
-    p.add_argument("--directions", type=str_list, default=("fwd", "fwd+bwd"))
-    p.add_argument("--weightings", type=str_list, default=("listmle", "plistmle"))
-    p.add_argument("--orders", type=str_list, default=("input", "labels"))
-    p.add_argument("--dtypes", type=str_list, default=("float32", "bfloat16"))
+    p.add_argument("--directions", type=choice_list("fwd", "fwd+bwd"), default=("fwd", "fwd+bwd"),
+                   help="mode sweep: fwd (loss only) and/or fwd+bwd (default both)")
+    p.add_argument("--weightings", type=choice_list("listmle", "plistmle"), default=("listmle", "plistmle"),
+                   help="mode sweep: listmle and/or plistmle (default both)")
+    p.add_argument("--orders", type=choice_list("input", "labels"), default=("input", "labels"),
+                   help="mode sweep: input order and/or sort by labels (default both)")
+    p.add_argument("--dtypes", type=choice_list(*cases_mod.DTYPES), default=tuple(cases_mod.DTYPES),
+                   help=f"scores' dtypes: {', '.join(cases_mod.DTYPES)} (default both)")
     p.add_argument("--padding", choices=("both", "ragged", "full"), default="both",
                    help="mode sweep: random per-row lengths, full rows, or both")
     p.add_argument("--impls", type=str_list, help="only these implementations (names as in the JSON)")

@@ -267,3 +267,13 @@ def test_copy_bandwidth_is_matched_to_the_traffic_on_cuda(monkeypatch):
     assert for_cuda(4 << 30) == 3e12                # at most the run's own 512 MB copy
     assert measured_buffers == [64 << 20, 1 << 20]
     assert timing.copy_bandwidth_by_size(torch.device("cpu"), run_copy)(128 << 20) == 3e12
+
+
+def test_mode_flags_accept_only_known_values(capsys):
+    from bench.__main__ import parse_args
+    assert parse_args(["--dtypes", "bfloat16", "--directions", "fwd+bwd"]).dtypes == ("bfloat16",)
+    for flag, value in [("--dtypes", "fp16"), ("--directions", "forward"), ("--orders", "label"),
+                        ("--weightings", "ndcg")]:
+        with pytest.raises(SystemExit):
+            parse_args([flag, value])
+        assert "choose from" in capsys.readouterr().err

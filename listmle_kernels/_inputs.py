@@ -112,9 +112,13 @@ def parse_inputs(scores, labels, mask, lengths, lambda_weight, respect_input_ord
     if not isinstance(scores, torch.Tensor):
         raise TypeError(f"scores must be a torch.Tensor, got {type(scores).__name__}")
     if scores.dim() != 2:
-        raise ValueError(f"scores must be 2-D (batch, list_length), got shape {tuple(scores.shape)}")
+        hint = " (a model's (B, L, 1) logits: pass scores.squeeze(-1))" if scores.dim() == 3 and scores.shape[-1] == 1 else ""
+        raise ValueError(f"scores must be 2-D (batch, list_length), got shape {tuple(scores.shape)}{hint}")
     if not scores.is_floating_point():
         raise TypeError(f"scores must be floating point, got dtype {scores.dtype}")
+    if not isinstance(respect_input_order, bool):  # a "False" string from a config would be truthy
+        raise TypeError(f"respect_input_order must be a bool, got {type(respect_input_order).__name__} "
+                        f"{respect_input_order!r}")
     if reduction not in REDUCTIONS:
         raise ValueError(f"reduction must be one of {REDUCTIONS}, got {reduction!r}")
     if ties not in TIES:

@@ -15,6 +15,8 @@ S = torch.zeros(2, 3)
 
 @pytest.mark.parametrize("args, kwargs, error, match", [
     ((torch.zeros(3),), {}, ValueError, r"scores must be 2-D.*\(3,\)"),
+    ((torch.zeros(2, 3, 1),), {}, ValueError, r"scores must be 2-D.*\(2, 3, 1\).*squeeze\(-1\)"),
+    ((S, S), dict(respect_input_order="False"), TypeError, r"respect_input_order must be a bool, got str 'False'"),
     ((torch.zeros(2, 3, dtype=torch.long),), {}, TypeError, r"scores must be floating.*int64"),
     (([[0.0]],), {}, TypeError, r"scores must be a torch.Tensor"),
     ((S, torch.zeros(2, 4)), {}, ValueError, r"labels must have the shape of scores \(2, 3\).*\(2, 4\)"),

@@ -12,8 +12,18 @@ from .models import ARCHS
 from .nanobeir import NANOBEIR_HUB_ID
 
 
+class DefaultsHelpFormatter(argparse.HelpFormatter):
+    """Shows the default of every flag that takes a value (not of switches, whose help says what they do)."""
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        if action.option_strings and action.nargs != 0 and action.default is not None and "default" not in text:
+            text += " (default: %(default)s)"
+        return text
+
+
 def build_parser():
-    p = argparse.ArgumentParser(prog="python -m train", description=__doc__)
+    p = argparse.ArgumentParser(prog="python -m train", description=__doc__, formatter_class=DefaultsHelpFormatter)
     p.add_argument("--model", default="microsoft/MiniLM-L12-H384-uncased", help="hub id or local model directory")
     p.add_argument("--arch", choices=ARCHS, default="cross-encoder",
                    help="cross-encoder: a one-label reranker scoring (query, passage) pairs, evaluated by reranking; "
