@@ -17,8 +17,11 @@ alike, and each int64 pass costs twice an int32 one.
 
 Two builds of the same keys: numpy for CPU tensors, torch for the rest. On small CPU arrays numpy's
 ops cost a fraction of torch's dispatch, and its SIMD sort of values takes ~0.1 ms at 256 x 100 here
-against ~1 ms for torch.sort's values and indices. Random tie bits come from each library's own
-generator, so the random order differs between the two builds (each is reproducible from the seed).
+against ~1 ms for torch.sort's values and indices. Random tie bits: numpy's seeded PCG64; the torch
+build hashes (seed, document index) with plain integer ops instead of drawing from a torch.Generator,
+because a CUDA graph cannot capture a draw from a generator it does not own (the seed, a host integer,
+is captured, and replays repeat the captured order, as in the kernel). So the random order differs
+between the two builds; each is reproducible from the seed.
 """
 
 import numpy as np
@@ -43,6 +46,30 @@ def unsigned_order_bits_(bits):
     return bits
 
 
+def _mul32(x, constant: int):
+    """(x * constant) mod 2^32 for int64 x in [0, 2^32), in two 16-bit halves so nothing overflows int64."""
+    high = (x * (constant >> 16)).bitwise_and_(0xFFFF).bitwise_left_shift_(16)
+    return (x * (constant & 0xFFFF)).add_(high).bitwise_and_(0xFFFFFFFF)
+
+
+def _hash32(x):
+    """A 32-bit integer hash (Wellons' lowbias32) of int64 x in [0, 2^32)."""
+    x = x ^ (x >> 16)
+    x = _mul32(x, 0x7FEB352D)
+    x ^= x >> 15
+    x = _mul32(x, 0x846CA68B)
+    return x ^ (x >> 16)
+
+
+def hashed_tie_bits(batch: int, length: int, seed: int, width: int, device) -> torch.Tensor:
+    """(B, L) int64 of `width` random bits a document, a function of (seed, row * L + column) only."""
+    index = torch.arange(batch * length, device=device).view(batch, length)
+    seed_bits = int(_hash32(torch.tensor(seed & 0xFFFFFFFF)))  # a CPU scalar: no device sync
+    key = _hash32((index & 0xFFFFFFFF) ^ seed_bits)
+    key = _hash32(key ^ (index >> 32))  # rows past 2^32 documents
+    return key >> (32 - width)
+
+
 def torch_target_order(labels, real, random_ties: bool, seed: int) -> torch.Tensor:
     """target_order in torch ops (any device)."""
     batch, length = labels.shape
@@ -53,9 +80,7 @@ def torch_target_order(labels, real, random_ties: bool, seed: int) -> torch.Tens
     packed = key.to(torch.int64).bitwise_and_(2 ** 32 - 1).bitwise_left_shift_(KEY_SHIFT)
     packed.bitwise_or_(torch.arange(length, device=labels.device))
     if random_ties:
-        gen = torch.Generator(device=labels.device).manual_seed(seed)
-        draw = torch.randint(0, 2 ** (KEY_SHIFT - bits), (batch, length), generator=gen, device=labels.device)
-        packed.bitwise_or_(draw.bitwise_left_shift_(bits))
+        packed.bitwise_or_(hashed_tie_bits(batch, length, seed, KEY_SHIFT - bits, labels.device).bitwise_left_shift_(bits))
     return torch.sort(packed, dim=1).values.bitwise_and_((1 << bits) - 1)
 
 

@@ -135,6 +135,15 @@ def test_random_ties_shuffle_each_row_on_its_own(backend, length):
     assert len(set(losses.tolist())) > 6
 
 
+def test_random_ties_are_uniform(backend):
+    """Three tied documents with distinct scores in 1,200 rows: each of the 6 orders (6 losses) about 200 times."""
+    scores = torch.tensor([[0.0, 1.0, 2.5]], device=DEVICE).expand(1200, 3)
+    losses = listmle_loss(scores, torch.zeros(1200, 3, device=DEVICE), respect_input_order=False, ties="random",
+                          reduction="none", backend=backend, generator=torch.Generator().manual_seed(5))
+    counts = torch.unique(losses, return_counts=True)[1].double()
+    assert len(counts) == 6 and ((counts - 200.0) ** 2 / 200).sum() < 35  # chi-square, 5 dof, p ~ 1e-6
+
+
 def test_random_ties_draw_from_the_global_generator(backend):
     """generator=None: each call takes a new seed from torch's global generator, so torch.manual_seed repeats them."""
     scores, labels = randn(8, 6, seed=4), torch.zeros(8, 6, device=DEVICE)

@@ -55,3 +55,22 @@ def test_random_ties_shuffle_each_row_on_its_own(build):
     labels, real = torch.zeros(16, 9), torch.ones(16, 9, dtype=torch.bool)
     orders = BUILDS[build](labels, real, True, 7)
     assert len({tuple(row) for row in orders.tolist()}) > 8  # one shared shuffle would give 1
+
+
+@pytest.mark.parametrize("build", BUILDS)
+def test_random_ties_are_uniform(build):
+    """Three tied documents in 1,200 rows: each of the 6 orders about 200 times (a chi-square bound, p ~ 1e-6)."""
+    labels, real = torch.zeros(1200, 3), torch.ones(1200, 3, dtype=torch.bool)
+    counts = torch.unique(BUILDS[build](labels, real, True, 5), dim=0, return_counts=True)[1]
+    assert len(counts) == 6 and ((counts - 200.0) ** 2 / 200).sum() < 35
+
+
+def test_torch_build_draws_from_no_generator(monkeypatch):
+    """A CUDA graph cannot capture a draw from a generator made per call: the tie bits are a hash of the seed."""
+    def refuse(*args, **kwargs):
+        raise AssertionError("torch_target_order drew from a torch.Generator")
+
+    monkeypatch.setattr(torch, "Generator", refuse)
+    monkeypatch.setattr(torch, "randint", refuse)
+    labels, real = torch.zeros(4, 9), torch.ones(4, 9, dtype=torch.bool)
+    assert not torch.equal(torch_target_order(labels, real, True, 1), torch_target_order(labels, real, True, 2))
