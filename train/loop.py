@@ -252,7 +252,8 @@ def train(args):
                                                       use_bf16)
             results.update(metrics)
             append_jsonl(eval_path, results)
-            tqdm.write(f"step {step}: val_loss {results['val_loss']}\n" + table)
+            val_loss = "" if results["val_loss"] is None else f": val_loss {results['val_loss']}"
+            tqdm.write(f"step {step}{val_loss}\n" + table)
             score = results[best_key]
             if best is None or score > best["score"]:
                 best = {"score": score, "step": step, "key": best_key}
