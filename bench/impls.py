@@ -265,7 +265,9 @@ def _kernel_plistmle_weight(weight_class):
     other implementations compute (the equality check passes and the timing is of the same work)."""
     from listmle_kernels.integrations.sentence_transformers import _default_weights_match_kernel
 
-    return weight_class() if _default_weights_match_kernel() else weight_class(rank_discount_fn=_one_based_plistmle_weights)
+    if _default_weights_match_kernel():
+        return weight_class()
+    return weight_class(rank_discount_fn=_one_based_plistmle_weights)
 
 
 class SentenceTransformersLoss(Impl):

@@ -112,7 +112,8 @@ def parse_inputs(scores, labels, mask, lengths, lambda_weight, respect_input_ord
     if not isinstance(scores, torch.Tensor):
         raise TypeError(f"scores must be a torch.Tensor, got {type(scores).__name__}")
     if scores.dim() != 2:
-        hint = " (a model's (B, L, 1) logits: pass scores.squeeze(-1))" if scores.dim() == 3 and scores.shape[-1] == 1 else ""
+        trailing_one = scores.dim() == 3 and scores.shape[-1] == 1
+        hint = " (a model's (B, L, 1) logits: pass scores.squeeze(-1))" if trailing_one else ""
         raise ValueError(f"scores must be 2-D (batch, list_length), got shape {tuple(scores.shape)}{hint}")
     if not scores.is_floating_point():
         raise TypeError(f"scores must be floating point, got dtype {scores.dtype}")

@@ -80,7 +80,8 @@ def torch_target_order(labels, real, random_ties: bool, seed: int) -> torch.Tens
     packed = key.to(torch.int64).bitwise_and_(2 ** 32 - 1).bitwise_left_shift_(KEY_SHIFT)
     packed.bitwise_or_(torch.arange(length, device=labels.device))
     if random_ties:
-        packed.bitwise_or_(hashed_tie_bits(batch, length, seed, KEY_SHIFT - bits, labels.device).bitwise_left_shift_(bits))
+        tie_bits = hashed_tie_bits(batch, length, seed, KEY_SHIFT - bits, labels.device)
+        packed.bitwise_or_(tie_bits.bitwise_left_shift_(bits))
     return torch.sort(packed, dim=1).values.bitwise_and_((1 << bits) - 1)
 
 
