@@ -1,5 +1,7 @@
 """`listmle_loss`: the functional API."""
 
+import warnings
+
 import torch
 
 from .function import ListMLEFunction, compiled_listmle_rows, reduce_rows
@@ -45,6 +47,10 @@ def listmle_loss(scores, labels=None, *, mask=None, lengths=None, lambda_weight=
         row_loss, _ = compiled_listmle_rows(scores, labels, mask, lengths, lambda_weight, respect_input_order,
                                             ties, generator, reduction, validate, backend, need_grad)
         return reduce_rows(row_loss, reduction)
+    if isinstance(scores, torch.Tensor) and scores.dim() == 2 and scores.shape[1] == 1 and scores.shape[0] > 1:
+        warnings.warn(f"scores has shape {tuple(scores.shape)}: every list holds one document, whose ListMLE loss and "
+                      "gradient are 0. A cross-encoder's flattened (B * L, 1) logits must be reshaped to (B, L).",
+                      stacklevel=2)
     if not torch.is_grad_enabled():  # no_grad / inference_mode: no graph, so no gradient to compute
         scores = scores.detach()
     return ListMLEFunction.apply(scores, labels, mask, lengths, lambda_weight, respect_input_order, ties,

@@ -69,6 +69,15 @@ def test_nan_labels_at_padding_are_fine():
         listmle_loss(torch.zeros(1, 3), labels, mask=torch.tensor([[True, True, False]]), respect_input_order=False)
 
 
+def test_one_document_lists_warn_that_the_loss_is_zero():
+    """A cross-encoder's flattened (B * L, 1) logits make B * L one-document lists: a loss of 0 that trains nothing."""
+    scores = torch.randn(6, 1, requires_grad=True)
+    with pytest.warns(UserWarning, match=r"shape \(6, 1\).*reshaped to \(B, L\)"):
+        loss = listmle_loss(scores, torch.arange(6.0)[:, None], respect_input_order=False)
+    loss.backward()
+    assert loss == 0 and (scores.grad == 0).all()
+
+
 def test_validate_false_skips_the_value_checks():
     """validate=False reads no values (no host sync on CUDA): bad values go unchecked, as documented."""
     listmle_loss(S, lengths=torch.tensor([1, 4]), validate=False)
