@@ -152,16 +152,9 @@ def test_sentence_transformers_plistmle_matches_the_reference(zero_based_default
     the bench gives it the kernel's weights, so its p-ListMLE cases are checked and timed, not reported mismatched."""
     losses = pytest.importorskip("sentence_transformers.cross_encoder.losses")
     from bench.impls import SentenceTransformersLoss
-    from listmle_kernels.integrations import sentence_transformers as drop_in
+    from cases import pretend_zero_based_plistmle_default  # tests/cases.py
     if zero_based_default:
-        def zero_based(self, mask):  # 6.0.1's forward
-            if self.rank_discount_fn is not None:
-                return self.rank_discount_fn(mask)
-            n = mask.sum(dim=1, keepdim=True)
-            return (torch.pow(2.0, n - torch.arange(mask.size(1)).expand_as(mask)) - 1.0) * mask
-
-        monkeypatch.setattr(losses.PListMLELambdaWeight, "forward", zero_based)
-        monkeypatch.setattr(drop_in, "_default_weights_match_kernel", drop_in._default_weights_match_kernel.__wrapped__)
+        pretend_zero_based_plistmle_default(monkeypatch, losses.PListMLELambdaWeight)
     case = Case(5, 12, order="labels", weighting="plistmle", ragged=True)
     inputs = make_inputs(case, "cpu", seed=4)
     got = check.loss_and_grad(SentenceTransformersLoss().prepare(case, inputs), case)

@@ -51,7 +51,7 @@ def _row_shift(hi, lo):
     """What to subtract from each row's scores: its max `hi`; 0 where nothing is real (hi = -inf), or where
     the span hi - lo to its least real score `lo` passes the largest float, so that a finite score would
     shift to -inf (and its s - lse would be -inf - -inf). Unshifted, such rows are exact, as before the shift."""
-    return tl.where((hi == float("-inf")) | (hi - lo == float("inf")), 0.0, hi)
+    return tl.where(hi - lo == float("inf"), 0.0, _finite_or_zero(hi))
 
 
 @triton.jit
@@ -173,8 +173,9 @@ def _listmle_kernel(
                 w = tl.load(weights_ptr + rows64[:, None] * stride_wb + rank.to(tl.int64) * stride_wl, mask=real,
                             other=0).to(acc)
                 weight_sum += tl.sum(w, axis=1)
-            m_k, s_k = _lse_total(s.to(acc))
-            row_min = tl.minimum(row_min, tl.min(tl.where(real, s.to(acc), float("inf")), axis=1))
+            s = s.to(acc)
+            m_k, s_k = _lse_total(s)
+            row_min = tl.minimum(row_min, tl.min(tl.where(real, s, float("inf")), axis=1))
             here = chunk_ids[None, :] == k
             total_m = tl.where(here, m_k[:, None], total_m)
             total_s = tl.where(here, s_k[:, None], total_s)

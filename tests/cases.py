@@ -55,3 +55,17 @@ def listmle_problems(draw, max_batch=6, max_length=40, dtypes=DTYPES):
 def to_device(scores, labels, kwargs, device=DEVICE):
     moved = {k: (v.to(device) if isinstance(v, torch.Tensor) else v) for k, v in kwargs.items()}
     return scores.to(device), labels.to(device), moved
+
+
+def pretend_zero_based_plistmle_default(monkeypatch, weight_class):
+    """Make sentence-transformers' `PListMLELambdaWeight` (`weight_class`) behave as before 6.2 (6.0.1's forward:
+    default weights 2^(n - rank) - 1 on 0-based ranks), and drop the drop-in's cached check of the release."""
+    def forward(self, mask):
+        if self.rank_discount_fn is not None:
+            return self.rank_discount_fn(mask)
+        n = mask.sum(dim=1, keepdim=True)
+        return (torch.pow(2.0, n - torch.arange(mask.size(1)).expand_as(mask)) - 1.0) * mask
+
+    from listmle_kernels.integrations import sentence_transformers as drop_in
+    monkeypatch.setattr(weight_class, "forward", forward)
+    monkeypatch.setattr(drop_in, "_default_weights_match_kernel", drop_in._default_weights_match_kernel.__wrapped__)

@@ -14,6 +14,7 @@ from sentence_transformers.cross_encoder import CrossEncoder  # noqa: E402
 
 from listmle_kernels.integrations import sentence_transformers as fused  # noqa: E402
 
+from cases import pretend_zero_based_plistmle_default  # noqa: E402
 from train_fixtures import make_msmarco_rows, make_tiny_bert  # noqa: E402
 
 QUERIES = ["what is the apple price", "where is the river", "comet size"]
@@ -169,13 +170,7 @@ def test_all_minilm_l6_v2_when_installed():
 
 def test_older_default_weights_are_used_as_given(cross_encoder, monkeypatch):
     """sentence-transformers before 6.2 used 0-based ranks: the drop-in must follow the installed release."""
-    def zero_based(self, mask):
-        n = mask.sum(dim=1, keepdim=True)
-        ranks = torch.arange(mask.size(1)).expand_as(mask)
-        return (torch.pow(2.0, n - ranks) - 1.0) * mask
-
-    monkeypatch.setattr(st_losses.PListMLELambdaWeight, "forward", zero_based)
-    monkeypatch.setattr(fused, "_default_weights_match_kernel", fused._default_weights_match_kernel.__wrapped__)
+    pretend_zero_based_plistmle_default(monkeypatch, st_losses.PListMLELambdaWeight)
     loss, _ = loss_and_grads(fused.PListMLELoss(cross_encoder), cross_encoder)
     ref_loss, _ = loss_and_grads(st_losses.PListMLELoss(cross_encoder), cross_encoder)
     torch.testing.assert_close(loss, ref_loss, rtol=1e-5, atol=1e-6)

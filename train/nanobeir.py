@@ -158,7 +158,8 @@ def nanobeir_retrieval_set(tables, split="NanoBEIR"):
     """One NanoBEIR split as a retrieval set (see `reranking_samples`): the whole corpus, one query per row of the
     bm25 table (the queries the reranking evaluation uses), positives = every corpus id the qrels give for the query,
     first stage = the bm25 table's ranking."""
-    index = {str(row["_id"]): i for i, row in enumerate(tables["corpus"])}
+    corpus_ids = [str(row["_id"]) for row in tables["corpus"]]
+    index = {corpus_id: i for i, corpus_id in enumerate(corpus_ids)}
     queries = {str(row["_id"]): row["text"] for row in tables["queries"]}
     positives = {}  # query id -> corpus ids, first-seen order, no repeats
     for row in tables["qrels"]:
@@ -173,7 +174,7 @@ def nanobeir_retrieval_set(tables, split="NanoBEIR"):
     return {
         "queries": [queries[q] for q in query_ids],
         "corpus": [row["text"] for row in tables["corpus"]],
-        "corpus_ids": [str(row["_id"]) for row in tables["corpus"]],  # the tie order of dense retrieval (train/retrieval.py)
+        "corpus_ids": corpus_ids,  # the tie order of dense retrieval (train/retrieval.py)
         "positives": [[index[i] for i in positives.get(q, [])] for q in query_ids],
         "first_stage": [[index[str(i)] for i in row["corpus-ids"]] for row in tables["bm25"]],
     }
@@ -181,8 +182,8 @@ def nanobeir_retrieval_set(tables, split="NanoBEIR"):
 
 def reranking_samples(retrieval_set, candidates, rerank_k=100):
     """Reranking samples from a retrieval set {"queries": [str], "corpus": [str], "corpus_ids": [id],
-    "positives": [[corpus index]], "first_stage": [[corpus index]]} and per-query candidate lists (corpus indices, best first: its "first_stage",
-    or a dense retriever's ranking): the first rerank_k candidates of each query."""
+    "positives": [[corpus index]], "first_stage": [[corpus index]]} and per-query candidate lists (corpus indices,
+    best first: its "first_stage", or a dense retriever's ranking): the first rerank_k candidates of each query."""
     corpus = retrieval_set["corpus"]
     return [{"query": query, "positive": [corpus[i] for i in positives], "documents": [corpus[i] for i in ranked[:rerank_k]]}
             for query, positives, ranked in zip(retrieval_set["queries"], retrieval_set["positives"], candidates)]
