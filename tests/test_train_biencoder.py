@@ -240,11 +240,27 @@ def test_dense_retrieval_metrics_by_hand():
         retrieval_metrics([1.0, 0.0], [])
 
 
+def test_dense_retrieval_leaves_out_empty_passages_and_queries():
+    """As sentence-transformers' NanoBEIR evaluator: an empty passage is never retrieved but still counts as a
+    positive; a query with empty text is not evaluated."""
+    texts = ["d0", "", "d2", "q0"]
+    table = [[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0], [1.0, 5.0, 3.0]]
+    retrieval_set = {"queries": ["q0", ""], "corpus": texts[:3], "corpus_ids": ["d0", "e", "d2"],
+                     "positives": [[0, 1], [0]]}
+    results = evaluate_retrieval(TableEncoder(table), OneHotTokenizer(texts), {"Toy": retrieval_set}, "Toy_mean",
+                                 "cls", recall_k=2, progress=False)
+    # q0 alone: ranking d2 d0 (the empty passage, scored 5, is not retrieved), 2 positives
+    assert results == pytest.approx({"Toy_dot_mrr@10": 1 / 2, "Toy_dot_ndcg@10": L3 / (1 + L3),
+                                     "Toy_dot_recall@2": 1 / 2, "Toy_mean_dot_mrr@10": 1 / 2,
+                                     "Toy_mean_dot_ndcg@10": L3 / (1 + L3), "Toy_mean_dot_recall@2": 1 / 2}, abs=1e-12)
+
+
 @settings(max_examples=40, deadline=None)
 @given(data=st.data())
 def test_dense_retrieval_metrics_match_the_information_retrieval_evaluator(data):
     """The metrics of sentence-transformers' InformationRetrievalEvaluator (its compute_metrics on every hit) on
-    tie-heavy scores, string ids whose order is not the corpus order, more positives than k, queries without any."""
+    tie-heavy scores, string ids whose order is not the corpus order, more positives than k, queries without any,
+    passages left out of the search (empty ones, which its NanoBEIR loader drops from the corpus, not the qrels)."""
     ir = pytest.importorskip("sentence_transformers.sentence_transformer.evaluation.information_retrieval")
     n = data.draw(st.integers(1, 30), label="corpus size")
     at_k, recall_k = data.draw(st.integers(1, 12), label="at_k"), data.draw(st.integers(1, 12), label="recall_k")
@@ -252,14 +268,16 @@ def test_dense_retrieval_metrics_match_the_information_retrieval_evaluator(data)
     levels = st.sampled_from([0.0, 0.5, 1.0, 2.0])  # few distinct scores: many ties
     queries = data.draw(st.lists(st.tuples(st.lists(levels, min_size=n, max_size=n),
                                            st.sets(st.integers(0, n - 1))), min_size=1, max_size=4))
+    searchable = data.draw(st.lists(st.booleans(), min_size=n, max_size=n), label="searchable")
     assume(any(positives for _, positives in queries))
     evaluator = ir.InformationRetrievalEvaluator(
         queries={f"q{i}": "" for i in range(len(queries))}, corpus={cid: "" for cid in corpus_ids},
         relevant_docs={f"q{i}": {corpus_ids[j] for j in positives} for i, (_, positives) in enumerate(queries)},
         mrr_at_k=[at_k], ndcg_at_k=[at_k], precision_recall_at_k=[recall_k], accuracy_at_k=[1], map_at_k=[1])
-    expected = evaluator.compute_metrics([[{"corpus_id": cid, "score": score} for cid, score in zip(corpus_ids, scores)]
+    expected = evaluator.compute_metrics([[{"corpus_id": cid, "score": score}
+                                           for cid, score, kept in zip(corpus_ids, scores, searchable) if kept]
                                           for scores, positives in queries if positives])
-    rows = [retrieval_metrics(scores, sorted(positives), id_ranks(corpus_ids), at_k, recall_k)
+    rows = [retrieval_metrics(scores, sorted(positives), id_ranks(corpus_ids), at_k, recall_k, searchable)
             for scores, positives in queries if positives]
     assert np.mean([row[f"mrr@{at_k}"] for row in rows]) == pytest.approx(expected["mrr@k"][at_k], abs=1e-12)
     assert np.mean([row[f"ndcg@{at_k}"] for row in rows]) == pytest.approx(expected["ndcg@k"][at_k], abs=1e-12)

@@ -6,13 +6,14 @@ import os
 import re
 import subprocess
 import sys
+import warnings
 
 import pytest
 import torch
 
 from train.data import (batch_indices, collate, load_msmarco_rows, pad_scores, split_validation, steps_per_epoch,
                         to_listwise)
-from train.hub import HubUnavailableError
+from train.hub import HubUnavailableError, hub_unavailable
 from train.inputs import UsageError, looks_like_local_path
 from train.loop import main as train_main
 from train.nanobeir import bm25_rank, heldout_samples, load_nanobeir
@@ -120,6 +121,27 @@ def test_heldout_samples_mix_other_queries_passages():
         assert sample["positive"] == [d for d, l in zip(rec["docs"], rec["labels"]) if l]
     assert bm25_rank("red apple", ["blue sky", "red apple pie", "apple"])[0] in (1, 2)
     assert bm25_rank("zzz", ["a", "b"]) == [0, 1]  # no match: document order kept
+
+
+def test_queries_with_qrels_but_no_bm25_row_are_named(tmp_path):
+    """sentence-transformers' NanoBEIR retrieval evaluator takes every query with qrels; ours the bm25 table's."""
+    root = write_nanobeir_dir(tmp_path / "nano", make_msmarco_rows(8))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        complete = load_nanobeir(root, ["msmarco"], rerank_k=5)["NanoMSMARCO_R5"]
+    bm25 = tmp_path / "nano" / "NanoMSMARCO" / "bm25.jsonl"
+    first, *rest = bm25.read_text().splitlines(keepends=True)
+    bm25.write_text("".join(rest))
+    with pytest.warns(UserWarning, match=f"NanoMSMARCO: 1 queries with qrels have no bm25 row .*'{json.loads(first)['query-id']}'"):
+        assert load_nanobeir(root, ["msmarco"], rerank_k=5)["NanoMSMARCO_R5"] == complete[1:]
+
+
+def test_hub_message_says_whether_hf_hub_offline_is_set(monkeypatch):
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    assert "setting HF_HUB_OFFLINE=1 skips" in str(hub_unavailable("x/y", OSError("unreachable")))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "true")
+    message = str(hub_unavailable("x/y", OSError("offline")))
+    assert "HF_HUB_OFFLINE is set, so the hub was not contacted" in message and "setting HF_HUB_OFFLINE" not in message
 
 
 def test_hub_unreachable_message_names_offline_flags(tmp_path):

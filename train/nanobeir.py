@@ -22,6 +22,7 @@ import json
 import math
 import os
 import re
+import warnings
 from collections import Counter
 
 import numpy as np
@@ -171,6 +172,10 @@ def nanobeir_retrieval_set(tables, split="NanoBEIR"):
         raise UsageError(f"{split}: its qrels name {len(missing)} corpus id(s) that its corpus does not hold, "
                          f"e.g. {missing[0]!r}")
     query_ids = [str(row["query-id"]) for row in tables["bm25"]]
+    unranked = {q for q, ids in positives.items() if ids and queries.get(q)} - set(query_ids)
+    if unranked:  # sentence-transformers' NanoBEIR retrieval evaluator would evaluate them too
+        warnings.warn(f"{split}: {len(unranked)} queries with qrels have no bm25 row and are left out of the "
+                      f"evaluation, e.g. {min(unranked)!r}")
     return {
         "queries": [queries[q] for q in query_ids],
         "corpus": [row["text"] for row in tables["corpus"]],

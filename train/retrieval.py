@@ -11,7 +11,10 @@ InformationRetrievalEvaluator:
 - NDCG@10: binary, DCG of the top 10 over the DCG of min(#positives, 10) positives ranked first;
 - Recall@100: share of the query's positives within the top 100.
 
-Queries without positives are left out of the means, as that evaluator leaves them out. Keys (sentence-transformers'
+As sentence-transformers' NanoBEIR evaluator builds that evaluator, empty passages are never retrieved (they still
+count as positives: in the recall and NDCG denominators), and queries without positives or with empty text are left
+out of the means. Its queries are every query with qrels; ours are the bm25 table's (the reranking evaluation's
+queries), and a split whose tables differ there says so when it loads (train/nanobeir.py). Keys (sentence-transformers'
 naming with the score function "dot"): "{Dataset}_dot_{metric}" ("NanoMSMARCO_dot_ndcg@10") and
 "{prefix}_dot_{metric}" for the mean over datasets ("NanoBEIR_mean_dot_ndcg@10", or "HeldOut_mean_dot_ndcg@10" for
 --eval-data heldout).
@@ -40,17 +43,21 @@ def id_ranks(corpus_ids):
     return ranks
 
 
-def retrieval_metrics(scores, positives, tie_ranks=None, at_k=10, recall_k=100):
+def retrieval_metrics(scores, positives, tie_ranks=None, at_k=10, recall_k=100, searchable=None):
     """{"mrr@10", "ndcg@10", "recall@100"} of one query from its full-corpus scores and positive corpus indices.
 
-    tie_ranks (from `id_ranks`; default: corpus order) orders equal scores. `positives` must not be empty: the
-    evaluator this follows has no value for a query without positives.
+    tie_ranks (from `id_ranks`; default: corpus order) orders equal scores. searchable (bool per corpus entry;
+    default: all) leaves the others out of the ranking while they still count as positives. `positives` must not be
+    empty: the evaluator this follows has no value for a query without positives.
     """
     if len(positives) == 0:
         raise ValueError("retrieval_metrics needs at least one positive (queries without are left out of the means)")
     scores = np.asarray(scores, dtype=np.float64)
     tie_ranks = np.arange(len(scores)) if tie_ranks is None else tie_ranks
-    top = np.lexsort((tie_ranks, -scores))[:max(at_k, recall_k)]  # the last key is the primary one
+    ranking = np.lexsort((tie_ranks, -scores))  # the last key is the primary one
+    if searchable is not None:
+        ranking = ranking[np.asarray(searchable, dtype=bool)[ranking]]
+    top = ranking[:max(at_k, recall_k)]
     hit = np.zeros(len(scores), dtype=bool)
     hit[list(positives)] = True
     hit = hit[top]
@@ -69,8 +76,10 @@ def evaluate_retrieval(model, tokenizer, retrieval_sets, prefix, pooling, max_le
         scores = dense_scores(model, tokenizer, retrieval_set, pooling, max_length, batch_size, device, bf16,
                               progress).double().numpy()
         tie_ranks = id_ranks(retrieval_set["corpus_ids"])
-        rows = [retrieval_metrics(row, positives, tie_ranks, at_k, recall_k)
-                for row, positives in zip(scores, retrieval_set["positives"]) if positives]
+        searchable = np.array([len(text) > 0 for text in retrieval_set["corpus"]], dtype=bool)
+        rows = [retrieval_metrics(row, positives, tie_ranks, at_k, recall_k, searchable)
+                for row, positives, query in zip(scores, retrieval_set["positives"], retrieval_set["queries"])
+                if positives and len(query) > 0]
         for metric in rows[0] if rows else ():
             value = float(np.mean([row[metric] for row in rows]))
             results[f"{name}_dot_{metric}"] = value
