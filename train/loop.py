@@ -43,7 +43,7 @@ from .data import batch_indices, collate, pad_scores, steps_per_epoch, training_
 from .evaluate import load_evaluation, run_evaluation
 from .inputs import INPUT_ERRORS, UsageError, check_local_paths, report_input_error
 from .losses import ranking_loss
-from .models import load_model, load_weights, save_model
+from .models import load_model, save_model
 
 KEEP_CHECKPOINTS = 2  # the published script's save_total_limit
 RUN_OUTPUTS = ("train_log.jsonl", "eval_results.jsonl", "best-model")  # besides checkpoint-<step>/
@@ -129,6 +129,18 @@ def checkpoints(output_dir):
     return sorted(glob.glob(os.path.join(output_dir, "checkpoint-*")), key=lambda p: int(p.rsplit("-", 1)[1]))
 
 
+def resume_checkpoint(args):
+    """The checkpoint directory --resume names ("latest": the newest in --output-dir), or None."""
+    if not args.resume:
+        return None
+    if args.resume != "latest":
+        return args.resume
+    found = checkpoints(args.output_dir)
+    if not found:
+        raise UsageError(f"--resume: no checkpoint-* in --output-dir {args.output_dir}")
+    return found[-1]
+
+
 def earlier_run_outputs(output_dir):
     """What an earlier run left in output_dir: its checkpoints, logs and best model."""
     named = [os.path.join(output_dir, name) for name in RUN_OUTPUTS]
@@ -205,7 +217,8 @@ def train(args):
 
     # ------------------------------------------------------------------ model, optimizer, schedule
     from transformers import get_linear_schedule_with_warmup
-    model, tokenizer = load_model(args.arch, args.model)
+    checkpoint = resume_checkpoint(args)  # resuming loads the model from it (the optimizer state follows below)
+    model, tokenizer = load_model(args.arch, checkpoint or args.model)
     model.to(device).train()
     raw_model = model
     if distributed:
@@ -223,15 +236,8 @@ def train(args):
     log_path = os.path.join(args.output_dir, "train_log.jsonl")
     eval_path = os.path.join(args.output_dir, "eval_results.jsonl")
     step, best = 0, None
-    if args.resume:
-        checkpoint = args.resume
-        if checkpoint == "latest":
-            found = checkpoints(args.output_dir)
-            if not found:
-                raise UsageError(f"--resume: no checkpoint-* in --output-dir {args.output_dir}")
-            checkpoint = found[-1]
+    if checkpoint:
         state = torch.load(os.path.join(checkpoint, "trainer_state.pt"), map_location="cpu", weights_only=False)
-        load_weights(args.arch, raw_model, checkpoint)
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         step, best = state["step"], state["best"]

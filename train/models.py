@@ -34,11 +34,6 @@ def load_model(arch, path):
         raise hub_unavailable(path, exc) from exc
 
 
-def load_weights(arch, model, path):
-    """Copy the weights saved in `path` into `model` (resuming: the optimizer keeps pointing at its parameters)."""
-    model.load_state_dict(model_class(arch)(path).state_dict())
-
-
 def save_model(arch, model, tokenizer, path, pooling=None, max_length=512):
     if arch == "bi-encoder":
         save_biencoder(model, tokenizer, path, pooling, max_length)
