@@ -32,7 +32,8 @@ def test_opcheck(backend):
         torch.library.opcheck(listmle_rows, args)  # schema, fake tensor, autograd, aot dispatch
 
 
-def test_fullgraph_compile_matches_eager():
+@pytest.mark.parametrize("backend", ["torch", "triton"])  # without CUDA, the Triton one runs interpreted
+def test_fullgraph_compile_matches_eager(backend):
     torch._dynamo.reset()
     model = torch.nn.Linear(5, 1).to(DEVICE)
     features = torch.randn(4, 7, 5, device=DEVICE)
@@ -40,7 +41,8 @@ def test_fullgraph_compile_matches_eager():
 
     def step(features):
         scores = model(features).squeeze(-1)
-        return listmle_loss(scores, labels, lengths=lengths, lambda_weight="plistmle", respect_input_order=False)
+        return listmle_loss(scores, labels, lengths=lengths, lambda_weight="plistmle", respect_input_order=False,
+                            backend=backend)
 
     eager = step(features)
     (eager_grad,) = torch.autograd.grad(eager, model.weight)
