@@ -75,12 +75,14 @@ def run_metadata(device: torch.device, args: dict) -> dict:
     # Named first: a copy inside some other git checkout would otherwise record that checkout's commit.
     commit = os.environ.get("LISTMLE_GIT_COMMIT") or _git("rev-parse", "HEAD")
     dirty = _git("status", "--porcelain")
+    uncommitted = dirty.splitlines() if dirty else []
     return {
         "timestamp_utc": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "device_type": device.type,
         "device": device_description(device),
         "git_commit": commit or "none (no commit yet)",
         "git_dirty": bool(dirty) if dirty is not None else None,
+        "git_uncommitted": uncommitted[:20] + ([f"... {len(uncommitted) - 20} more"] if len(uncommitted) > 20 else []),
         "torch": torch.__version__,
         "torch_cuda": torch.version.cuda,
         "triton": _version("triton"),

@@ -11,7 +11,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from bench import check
+from bench import check, report
 from bench.__main__ import main
 from bench.cases import Case, make_inputs, minimal_bytes
 from bench.impls import ReferenceEager, reference_eager_loss
@@ -270,3 +270,18 @@ def test_mode_flags_accept_only_known_values(capsys):
         with pytest.raises(SystemExit):
             parse_args([flag, value])
         assert "choose from" in capsys.readouterr().err
+
+
+def test_run_metadata_names_what_was_uncommitted(monkeypatch):
+    """A dirty tree's result file says which paths differed from the commit it names, not only that some did."""
+    answers = {("rev-parse", "HEAD"): "abc123", ("status", "--porcelain"): " M listmle_kernels/ops.py\n?? notes.txt"}
+    monkeypatch.setattr(report, "_git", lambda *args: answers[args])
+    monkeypatch.delenv("LISTMLE_GIT_COMMIT", raising=False)
+    meta = report.run_metadata(torch.device("cpu"), {})
+    assert meta["git_commit"] == "abc123" and meta["git_dirty"] is True
+    assert meta["git_uncommitted"] == [" M listmle_kernels/ops.py", "?? notes.txt"]
+    answers[("status", "--porcelain")] = "\n".join(f"?? f{i}" for i in range(25))
+    assert report.run_metadata(torch.device("cpu"), {})["git_uncommitted"][-1] == "... 5 more"
+    answers[("status", "--porcelain")] = ""
+    meta = report.run_metadata(torch.device("cpu"), {})
+    assert meta["git_dirty"] is False and meta["git_uncommitted"] == []
