@@ -285,3 +285,39 @@ def test_run_metadata_names_what_was_uncommitted(monkeypatch):
     answers[("status", "--porcelain")] = ""
     meta = report.run_metadata(torch.device("cpu"), {})
     assert meta["git_dirty"] is False and meta["git_uncommitted"] == []
+
+
+def test_a_disagreeing_implementation_is_reported_and_never_timed():
+    """run_case checks before it times: an implementation whose loss is 1% off keeps status "mismatch" and gets no
+    time or speedup, while the agreeing one is timed; times become bandwidth in bytes per second."""
+    import dataclasses
+
+    from bench.runner import run_case
+
+    class OnePercentOff(ReferenceEager):
+        name, label = "one_percent_off", "off"
+
+        def prepare(self, case, inputs):
+            prepared = super().prepare(case, inputs)
+            return dataclasses.replace(prepared, loss_fn=lambda: prepared.loss_fn() * 1.01)
+
+    impls = [ReferenceEager(), OnePercentOff()]
+    rows = run_case(Case(8, 16), impls, {impl.name: (True, "") for impl in impls}, torch.device("cpu"), seed=0,
+                    quick=True, copy_bandwidth_for=lambda nbytes: 2.0 * nbytes / 1e-3, log=lambda *args: None)
+    good, bad = rows
+    assert bad["status"] == "mismatch" and "ms" not in bad and "loss" in bad["note"]
+    assert good["status"] == "ok" and good["ms"] > 0
+    assert good["bytes_per_s"] == pytest.approx(good["min_bytes"] / (good["ms"] * 1e-3))
+    # the copy moved 2x min_bytes per ms: pct_copy_bw is min_bytes / ms over it
+    assert good["pct_copy_bw"] == pytest.approx(100 * good["min_bytes"] / good["ms"] / (2.0 * good["min_bytes"]))
+
+
+def test_target_boundaries():
+    """A speedup exactly at the bound meets it; B*L = 2^16 exactly is still a small shape (judged back to back)."""
+    from bench.report import format_targets
+    cpu = format_targets([_row("listmle_kernels_torch", 256, 100, speedup_vs_reference_eager=3.0)], "cpu")
+    assert "met" in cpu and "MISSED" not in cpu
+    at_limit = [_row("listmle_kernels_triton", 64, 1024, speedup_vs_reference_eager=20.0,
+                     wall_speedup_vs_reference_eager=8.0)]
+    eager = next(line for line in format_targets(at_limit, "cuda").splitlines() if "reference eager" in line)
+    assert "MISSED 1/1" in eager and "worst 8" in eager

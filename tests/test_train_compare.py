@@ -17,7 +17,7 @@ import train.loop
 import train.losses
 from listmle_kernels import listmle_loss
 from train.compare import main as compare_main
-from train.comparison import loss_check, step_differences
+from train.comparison import loss_check, step_differences, summarise
 from train.config import parse_args
 from train.losses import ranking_loss
 
@@ -188,3 +188,22 @@ def test_loss_alone_is_not_timed_where_its_shape_or_speed_means_nothing():
     assert "in-batch" in time_loss_alone(SimpleNamespace(arch="bi-encoder"), cpu, "torch")["not_timed"]
     if not torch.cuda.is_available():  # conftest runs Triton interpreted here
         assert "interpreted" in time_loss_alone(SimpleNamespace(arch="cross-encoder"), cpu, "triton")["not_timed"]
+
+
+def test_summary_of_hand_written_runs(tmp_path):
+    """summarise on two made-up run directories: the speed ratio is fused over reference, medians skip the warm-up
+    steps, and the largest loss difference is found with its step."""
+    runs = {"fused": (tmp_path / "fused", [1.0, 0.9, 0.8, 0.7], [5.0, 20.0, 20.0, 22.0]),
+            "reference": (tmp_path / "reference", [1.0, 0.9, 0.8 * (1 + 1e-3), 0.7], [4.0, 10.0, 10.0, 11.0])}
+    for directory, losses, speeds in runs.values():
+        directory.mkdir()
+        (directory / "train_log.jsonl").write_text("".join(
+            json.dumps({"step": i + 1, "loss": loss, "grad_norm": 1.0, "queries_per_s": speed}) + "\n"
+            for i, (loss, speed) in enumerate(zip(losses, speeds))))
+        (directory / "eval_results.jsonl").write_text(json.dumps({"step": 0, "score": 0.5}) + "\n")
+    summary = summarise({name: str(directory) for name, (directory, _, _) in runs.items()}, loss_rtol=1e-2,
+                        first_step_rtol=1e-4, timing_skip_steps=1, batch_size=4)
+    assert summary["speed"]["fused"]["median_queries_per_s"] == 20.0  # steps 2-4, step 1 skipped
+    assert summary["speed"]["reference"]["median_queries_per_s"] == 10.0
+    assert summary["speed"]["fused_over_reference"] == pytest.approx(2.0)
+    assert summary["loss"]["step_of_max_rel_diff"] == 3 and summary["loss"]["passed"]

@@ -16,7 +16,7 @@ from train.data import (batch_indices, collate, load_msmarco_rows, pad_scores, s
 from train.hub import HubUnavailableError, hub_unavailable
 from train.inputs import UsageError, looks_like_local_path
 from train.loop import main as train_main
-from train.nanobeir import bm25_rank, heldout_samples, load_nanobeir
+from train.nanobeir import bm25_rank, heldout_samples, load_nanobeir, nanobeir_retrieval_set
 
 from train_fixtures import make_msmarco_rows, write_json, write_nanobeir_dir
 
@@ -121,6 +121,17 @@ def test_heldout_samples_mix_other_queries_passages():
         assert sample["positive"] == [d for d, l in zip(rec["docs"], rec["labels"]) if l]
     assert bm25_rank("red apple", ["blue sky", "red apple pie", "apple"])[0] in (1, 2)
     assert bm25_rank("zzz", ["a", "b"]) == [0, 1]  # no match: document order kept
+
+
+def test_a_positive_named_twice_in_the_qrels_counts_once():
+    """Qrels rows repeat in the wild (and a row's corpus-id may be a list): each positive is one positive, as in
+    sentence-transformers' evaluators, which keep them in a set."""
+    tables = {"corpus": [{"_id": "d1", "text": "one"}, {"_id": "d2", "text": "two"}, {"_id": "d3", "text": "three"}],
+              "queries": [{"_id": "q", "text": "query"}],
+              "qrels": [{"query-id": "q", "corpus-id": "d2"}, {"query-id": "q", "corpus-id": "d2"},
+                        {"query-id": "q", "corpus-id": ["d3", "d2", "d3"]}],
+              "bm25": [{"query-id": "q", "corpus-ids": ["d1", "d2", "d3"]}]}
+    assert nanobeir_retrieval_set(tables)["positives"] == [[1, 2]]
 
 
 def test_queries_with_qrels_but_no_bm25_row_are_named(tmp_path):

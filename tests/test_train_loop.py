@@ -11,8 +11,8 @@ import pytest
 from train.evaluate import main as evaluate_main
 from train.loop import main as train_main
 
-from train_fixtures import (assert_resume_is_exact, assert_two_processes_match_one, make_training_material,
-                            read_jsonl, training_args)
+from train_fixtures import (assert_resume_is_exact, assert_two_processes_match_one, best_so_far,
+                            make_training_material, read_jsonl, training_args)
 
 
 @pytest.fixture(scope="module")
@@ -63,6 +63,41 @@ def test_resume_continues_exactly(material, tmp_path):
     argv = ["--train-queries", "32", "--val-queries", "4", "--batch-size", "4", "--max-steps", "6", "--eval-steps",
             "3", "--lr", "1e-3", "--eval-data", "heldout", "--loss", "plistmle", "--sort-by-labels", "--ties", "random"]
     assert_resume_is_exact(train_main, common(material, full), common(material, resumed), argv, full, resumed)
+
+
+def test_schedule_clipping_and_best_model_rules(material, tmp_path, monkeypatch):
+    """Each step logs the lr it used: ceil(warmup_ratio * steps) warmup steps from 0, then linear decay to 0 (as
+    transformers' linear schedule); gradients are clipped to norm 1.0 and the pre-clip norm is logged; an equal score
+    keeps the earlier best model (as the HF Trainer does), and --resume carries the best over."""
+    import shutil
+
+    import torch
+    import train.loop
+
+    norms = []
+    clip = torch.nn.utils.clip_grad_norm_
+
+    def recording_clip(parameters, max_norm, *args, **kwargs):
+        norm = clip(parameters, max_norm, *args, **kwargs)
+        norms.append((max_norm, norm.item()))
+        return norm
+
+    monkeypatch.setattr(torch.nn.utils, "clip_grad_norm_", recording_clip)
+    monkeypatch.setattr(train.loop, "run_evaluation", lambda *args: ({"score": 0.5}, "", "score"))  # every eval ties
+    full, resumed = tmp_path / "full", tmp_path / "resumed"
+    argv = ["--train-queries", "9", "--val-queries", "0", "--batch-size", "4", "--max-steps", "6", "--eval-steps", "3",
+            "--lr", "1e-3", "--warmup-ratio", "0.1", "--eval-data", "heldout"]
+    assert train_main(common(material, full) + argv) == 0
+    log = read_jsonl(full / "train_log.jsonl")
+    assert [r["lr"] for r in log] == pytest.approx([0.0, 1e-3, 8e-4, 6e-4, 4e-4, 2e-4], abs=1e-12)  # ceil(0.6) = 1
+    assert [max_norm for max_norm, _ in norms] == [1.0] * 6
+    assert [r["grad_norm"] for r in log] == pytest.approx([norm for _, norm in norms], rel=1e-6)
+    assert best_so_far(full / "checkpoint-6") == {"score": 0.5, "step": 0, "key": "score"}
+
+    shutil.copytree(full, resumed)
+    shutil.rmtree(resumed / "checkpoint-6")
+    assert train_main(common(material, resumed) + argv + ["--resume"]) == 0
+    assert best_so_far(resumed / "checkpoint-6") == {"score": 0.5, "step": 0, "key": "score"}
 
 
 def test_torchrun_two_processes_match_one(material, tmp_path):

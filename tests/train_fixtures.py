@@ -153,6 +153,13 @@ def assert_resume_is_exact(train_main, full_args, resumed_args, argv, full, resu
     assert [r["step"] for r in resumed_log] == [1, 2, 3, 4, 5, 6]
     assert strip(resumed_log) == strip(read_jsonl(full / "train_log.jsonl"))  # same losses, lrs, grad norms
     assert read_jsonl(resumed / "eval_results.jsonl") == read_jsonl(full / "eval_results.jsonl")
+    assert best_so_far(resumed / "checkpoint-6") == best_so_far(full / "checkpoint-6")
+
+
+def best_so_far(checkpoint):
+    """The best model's step and score as a checkpoint records them."""
+    import torch
+    return torch.load(checkpoint / "trainer_state.pt", weights_only=False)["best"]
 
 
 def assert_two_processes_match_one(train_main, args_for, tmp_path, rel):
