@@ -307,3 +307,55 @@ def test_nan_and_inf_scores(backend):
     loss = listmle_loss(dirty, lengths=lengths, reduction="none", backend=backend)
     assert torch.isnan(loss[0])
     assert torch.equal(loss[1:], clean[1:])
+
+
+def test_random_ties_of_neighbouring_rows_are_independent(backend):
+    """Tie bits are drawn per (row, column): row r + 1 must not reuse row r's bits shifted by one column, which would
+    make it rank documents 0 and 1 as row r ranks documents 1 and 2 (agreement 1 instead of about 1/2)."""
+    scores = torch.tensor([[0.0, 1.0, 2.5]], device=DEVICE).expand(1200, 3)
+    losses = listmle_loss(scores, torch.zeros(1200, 3, device=DEVICE), respect_input_order=False, ties="random",
+                          reduction="none", backend=backend, generator=torch.Generator().manual_seed(7)).cpu()
+    orders = list(itertools.permutations(range(3)))  # each target order's loss identifies it
+    loss_of_order = torch.tensor([listmle_reference(scores[:1, list(order)].cpu().double()).item() for order in orders])
+    rows = [orders[i] for i in (losses.double()[:, None] - loss_of_order[None, :]).abs().argmin(1).tolist()]
+
+    def before(order, a, b):
+        return order.index(a) < order.index(b)
+
+    agree = sum(before(rows[r + 1], 0, 1) == before(rows[r], 1, 2) for r in range(len(rows) - 1))
+    assert abs(agree / (len(rows) - 1) - 0.5) < 0.1
+
+
+def test_labels_one_ulp_apart_are_not_ties(backend):
+    """Random tie bits must stay below the label's bits: labels 1 + k * 2^-23 (adjacent float32 values) have no
+    ties, so random ties give exactly the stable order."""
+    gen = torch.Generator().manual_seed(3)
+    labels = torch.stack([1.0 + torch.randperm(8, generator=gen).float() * 2.0 ** -23 for _ in range(64)]).to(DEVICE)
+    assert labels.unique().numel() == 8
+    scores = randn(64, 8, seed=3)
+    kwargs = dict(respect_input_order=False, reduction="none", backend=backend)
+    stable = listmle_loss(scores, labels, ties="stable", **kwargs)
+    assert torch.equal(listmle_loss(scores, labels, ties="random", generator=torch.Generator().manual_seed(1), **kwargs),
+                       stable)
+
+
+def test_nan_grad_output_reaches_the_gradient(backend):
+    """A NaN grad_output is not a scale of 1: a per-row one makes its row's gradient NaN (the other rows' stay
+    finite), a scalar one the whole gradient."""
+    scores = randn(4, 6, seed=2).requires_grad_()
+    listmle_loss(scores, reduction="none", backend=backend).backward(
+        torch.tensor([1.0, float("nan"), 1.0, 1.0], device=DEVICE))
+    assert scores.grad[1].isnan().all() and scores.grad[[0, 2, 3]].isfinite().all()
+    (grad,) = torch.autograd.grad(listmle_loss(scores, backend=backend), scores,
+                                  torch.tensor(float("nan"), device=DEVICE))
+    assert grad.isnan().all()
+
+
+def test_float32_rows_spanning_past_the_linear_range_stay_exact(backend):
+    """A real score more than 80 below its row's max: exp of it would be a float32 subnormal (a few significant
+    bits), so such a batch takes the log-space sums; the last document's log-probability must stay exact."""
+    gaps = [90.1, 92.7, 93.3, 93.9, 94.5, 94.9]
+    scores = torch.tensor([[0.0, -gap] for gap in gaps], device=DEVICE)
+    want = torch.stack([listmle_reference(row[None].cpu().double()) for row in scores])
+    got = listmle_loss(scores, reduction="none", backend=backend).cpu().double()
+    assert (got - want).abs().max() < 1e-6
