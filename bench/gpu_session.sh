@@ -38,7 +38,7 @@ EOF
     ;;
 check)
     nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=csv > "$out/gpu.txt"
-    PYTHONUNBUFFERED=1 timeout 400 "$py" -m pytest -q -n 8 -p no:cacheprovider --junitxml "$out/pytest.xml" > "$out/pytest.log" 2>&1
+    PYTHONUNBUFFERED=1 timeout 400 "$py" -m pytest -q -n ${WORKERS:-12} -p no:cacheprovider --junitxml "$out/pytest.xml" > "$out/pytest.log" 2>&1
     echo "pytest exit $?: $(tail -1 "$out/pytest.log")"
     # Without the caching allocator every tensor is its own allocation, so memcheck sees small overruns.
     PYTORCH_NO_CUDA_MEMORY_CACHING=1 timeout 150 compute-sanitizer --tool memcheck --error-exitcode 9 \

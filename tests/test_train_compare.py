@@ -117,9 +117,14 @@ def test_fused_and_reference_runs_train_alike(material, tmp_path, monkeypatch, c
 
     # the second run is exactly what it would have been on its own: nothing leaked from the first
     alone = tmp_path / "reference-alone"
-    assert train.loop.main(training_args(material, alone) + RUN_FLAGS + ["--loss-backend", "reference"]) == 0
-    assert without_timing(read_jsonl(alone / "train_log.jsonl")) == without_timing(reference_log)
-    assert read_jsonl(alone / "eval_results.jsonl") == read_jsonl(out / "reference" / "eval_results.jsonl")
+    assert train.loop.main(training_args(material, alone) + RUN_FLAGS + ON_DEVICE + ["--loss-backend", "reference"]) == 0
+    pairs = [(without_timing(read_jsonl(alone / "train_log.jsonl")), without_timing(reference_log)),
+             (read_jsonl(alone / "eval_results.jsonl"), read_jsonl(out / "reference" / "eval_results.jsonl"))]
+    for got, expected in pairs:
+        if torch.cuda.is_available():  # CUDA backward kernels add with atomics: the last bits may differ
+            expected = [{k: pytest.approx(v, rel=1e-4) if isinstance(v, float) else v for k, v in record.items()}
+                        for record in expected]
+        assert got == expected
 
 
 @pytest.mark.parametrize("padding", ["lengths", "mask"])
