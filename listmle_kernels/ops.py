@@ -14,6 +14,11 @@ from torch import Tensor
 from ._inputs import ListMLEInputs
 
 
+# How far below its row's max a real score may lie for the linear sums (both backends), per accumulator
+# dtype: exp(-span) and 1 / exp(-span) stay normal numbers (float32: 1.8e-35 / 5.5e34; float64: 1e-261).
+LINEAR_SPAN = {torch.float32: 80.0, torch.float64: 600.0}
+
+
 def accumulator_dtype(dtype: torch.dtype) -> torch.dtype:
     """float32 for 16/32-bit scores, float64 for float64."""
     return torch.float64 if dtype == torch.float64 else torch.float32

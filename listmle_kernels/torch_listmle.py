@@ -20,13 +20,8 @@ Two exact ways to evaluate the sums:
 import torch
 
 from ._inputs import WEIGHTS_NONE, WEIGHTS_PLISTMLE, ListMLEInputs, real_mask
-from .ops import accumulator_dtype
+from .ops import LINEAR_SPAN, accumulator_dtype
 from .target_order import target_order
-
-# How far below its row's max a real score may lie for the linear path, per accumulation dtype:
-# exp(-span) and 1 / exp(-span) stay normal numbers (float32: 1.8e-35 / 5.5e34; float64: 1e-261).
-LINEAR_SPAN = {torch.float32: 80.0, torch.float64: 600.0}
-
 
 def _rank_weights(inputs: ListMLEInputs, real, realf, acc):
     """(B, L) normalised lambda weight of each slot's rank (0 at padding)."""

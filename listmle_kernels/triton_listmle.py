@@ -13,12 +13,18 @@ lse_r = log sum_{t >= r} exp s_t over real slots,
     loss_row = -sum_r w_r (s_r - lse_r),   grad_j = -w_j + exp(s_j + P_j),
     P_j = log sum_{r <= j} w_r exp(-lse_r).
 
-Both sums are (max, scaled-sum) scans: lse is a reverse scan, P a forward one, over scores shifted
-by their row's max (both formulas are shift-invariant; unshifted, s - lse would lose float32 digits
-for scores far from 0; `_row_shift` leaves rows whose span overflows unshifted). A row longer than
-one block takes two passes: pass 1 reduces each chunk to its (max, sum) total, a reverse scan over
-the chunk totals gives every chunk the carry of everything to its right, pass 2 finishes each
-chunk with that carry and a running prefix carry for P. Deterministic: no atomics.
+Scores are shifted by their row's max (both formulas are shift-invariant; unshifted, s - lse would
+lose float32 digits for scores far from 0; `_row_shift` leaves rows whose span overflows unshifted).
+Two exact ways to take the sums, chosen per program (the CPU path's two, torch_listmle.py):
+
+  * linear, when no real score of the program's rows lies more than LINEAR_SPAN below its row's
+    max: e = exp(s), lse = log of a reverse cumsum of e, and grad_j = e_j * cumsum_{r <= j} w_r / S_r
+    - w_j. Plain sums: one exp a slot and additions, about a third of the log-space instructions.
+  * log space (any span): both sums are (max, scaled-sum) scans, lse a reverse scan, P a forward one.
+
+A row longer than one block takes two passes: pass 1 reduces each chunk to its (max, sum) total, and
+every chunk gets the carry of the chunks to its right from those totals; pass 2 finishes each chunk
+with that carry and a running prefix carry for the gradient's sum. Deterministic: no atomics.
 """
 
 import functools
@@ -29,7 +35,7 @@ import triton.language as tl
 
 from ._inputs import WEIGHTS_TENSOR, ListMLEInputs, real_mask
 from ._launch import on_device_of
-from .ops import accumulator_dtype
+from .ops import LINEAR_SPAN, accumulator_dtype
 from .target_order import target_order
 
 MAX_BLOCK = 4096        # slots per chunk; longer rows are scanned in chunks
@@ -52,6 +58,15 @@ def _row_shift(hi, lo):
     the span hi - lo to its least real score `lo` passes the largest float, so that a finite score would
     shift to -inf (and its s - lse would be -inf - -inf). Unshifted, such rows are exact, as before the shift."""
     return tl.where(hi - lo == float("inf"), 0.0, _finite_or_zero(hi))
+
+
+@triton.jit
+def _linear_sums_exact(hi, lo, row_ok, LINEAR_SPAN: tl.constexpr):
+    """Whether the program may take the linear sums: no row has a real score more than LINEAR_SPAN below its
+    max `hi` (`lo`: its least real score). A NaN span does not count as too wide, so a row with a NaN score
+    (its loss is NaN either way) does not change how its neighbours are computed."""
+    too_wide = row_ok & (hi - lo > LINEAR_SPAN)
+    return tl.max(too_wide.to(tl.int32), axis=0) == 0
 
 
 @triton.jit
@@ -146,7 +161,7 @@ def _listmle_kernel(
     B, L, num_chunks, row_divisor, seed,
     REAL: tl.constexpr, ORDER: tl.constexpr, WEIGHTS: tl.constexpr, RANDOM_TIES: tl.constexpr,
     STORE_GRAD: tl.constexpr, ROWS: tl.constexpr, BLOCK: tl.constexpr, CHUNKS: tl.constexpr,
-    INDEX_BITS: tl.constexpr,
+    INDEX_BITS: tl.constexpr, LINEAR_SPAN: tl.constexpr,
 ):
     acc = loss_ptr.dtype.element_ty  # float32, or float64 for float64 scores
     inv_divisor = 1.0 / tl.full([], row_divisor, acc)  # 1/B of reduction="mean", exact in float64 too
@@ -180,14 +195,18 @@ def _listmle_kernel(
             total_m = tl.where(here, m_k[:, None], total_m)
             total_s = tl.where(here, s_k[:, None], total_s)
             n += tl.sum(real.to(tl.int32), axis=1)
-        shift = _row_shift(tl.max(total_m, axis=1), row_min)
+        row_max = tl.max(total_m, axis=1)
+        shift = _row_shift(row_max, row_min)
+        linear = _linear_sums_exact(row_max, row_min, row_ok, LINEAR_SPAN)
         total_m -= shift[:, None]  # the totals of the shifted scores (see pass 2)
+        chunk_sum = total_s * tl.exp(total_m)  # linear: each chunk's sum of exp(s); 0 for empty chunks
         suffix_m, suffix_s = tl.associative_scan((total_m, total_s), 1, _lse_combine, reverse=True)
 
     # Pass 2: per chunk, suffix lse (local reverse scan + carry), loss, and the forward scan for P.
     loss = tl.zeros([ROWS], dtype=acc)
     prefix_m = tl.full([ROWS], float("-inf"), dtype=acc)
     prefix_s = tl.zeros([ROWS], dtype=acc)
+    ratio_carry = tl.zeros([ROWS], dtype=acc)  # linear: sum of w_r / S_r over the chunks to the left
     rank_base = tl.zeros([ROWS], dtype=tl.int32)
     for k in range(0, num_chunks):
         if ORDER == 1:  # one block: sort, then read scores in target order
@@ -208,7 +227,10 @@ def _listmle_kernel(
         # spacing there, and every log-probability with that absolute error.
         s = s.to(acc)
         if CHUNKS == 1:
-            shift = _row_shift(tl.max(s, axis=1), tl.min(tl.where(real, s, float("inf")), axis=1))
+            row_max = tl.max(s, axis=1)
+            row_min = tl.min(tl.where(real, s, float("inf")), axis=1)
+            shift = _row_shift(row_max, row_min)
+            linear = _linear_sums_exact(row_max, row_min, row_ok, LINEAR_SPAN)
         s -= shift[:, None]
         rank = rank_base[:, None] + tl.cumsum(real.to(tl.int32), axis=1) - 1
         rank_base += tl.sum(real.to(tl.int32), axis=1)
@@ -229,27 +251,44 @@ def _listmle_kernel(
                 weight_sum = tl.sum(w, axis=1)
             w = w / (weight_sum[:, None] + 1e-10)
 
-        # Suffix lse of every slot: this chunk's reverse scan merged with the chunks to its right.
-        lse_m, lse_s = tl.associative_scan((s, real.to(acc)), 1, _lse_combine, reverse=True)
-        if CHUNKS > 1:
-            right = chunk_ids[None, :] == k + 1
-            carry_m = tl.max(tl.where(right, suffix_m, float("-inf")), axis=1)
-            carry_s = tl.sum(tl.where(right, suffix_s, 0.0), axis=1)
-            lse_m, lse_s = _lse_combine(lse_m, lse_s, carry_m[:, None], carry_s[:, None])
-        lse = lse_m + tl.log(lse_s)
-        loss += tl.sum(tl.where(real, w * (s - lse), 0.0), axis=1)
+        if linear:
+            # S_r = sum_{t >= r} e_t: this chunk's reverse cumsum plus the chunks to its right. S >= e_r >=
+            # exp(-LINEAR_SPAN) at real slots, and sum_r w_r / S_r <= exp(LINEAR_SPAN) (1 + log L): no
+            # underflow, no overflow.
+            e = tl.where(real, tl.exp(s), 0.0)
+            suffix = tl.cumsum(e, axis=1, reverse=True)
+            if CHUNKS > 1:
+                suffix += tl.sum(tl.where(chunk_ids[None, :] > k, chunk_sum, 0.0), axis=1)[:, None]
+            log_prob = s - tl.log(suffix)
+            if STORE_GRAD:
+                ratio = tl.where(real, w / suffix, 0.0)
+                grad = e * (tl.cumsum(ratio, axis=1) + ratio_carry[:, None]) - w
+                ratio_carry += tl.sum(ratio, axis=1)
+        else:
+            # Suffix lse of every slot: this chunk's reverse scan merged with the chunks to its right.
+            lse_m, lse_s = tl.associative_scan((s, real.to(acc)), 1, _lse_combine, reverse=True)
+            if CHUNKS > 1:
+                right = chunk_ids[None, :] == k + 1
+                carry_m = tl.max(tl.where(right, suffix_m, float("-inf")), axis=1)
+                carry_s = tl.sum(tl.where(right, suffix_s, 0.0), axis=1)
+                lse_m, lse_s = _lse_combine(lse_m, lse_s, carry_m[:, None], carry_s[:, None])
+            lse = lse_m + tl.log(lse_s)
+            log_prob = s - lse
+            if STORE_GRAD:
+                # P_j = log sum_{r <= j} w_r exp(-lse_r): forward scan merged with the chunks to the left.
+                if WEIGHTS == 0:
+                    a = tl.where(real, -lse, float("-inf"))  # log w = 0: no log to take
+                else:
+                    a = tl.where(real & (w > 0), tl.log(w) - lse, float("-inf"))
+                p_m, p_s = tl.associative_scan((a, (a > float("-inf")).to(acc)), 1, _lse_combine)
+                p_m, p_s = _lse_combine(p_m, p_s, prefix_m[:, None], prefix_s[:, None])
+                a_m, a_s = _lse_total(a)
+                prefix_m, prefix_s = _lse_combine(prefix_m, prefix_s, a_m, a_s)
+                grad = tl.exp(s + p_m + tl.log(p_s)) - w
+        loss += tl.sum(tl.where(real, w * log_prob, 0.0), axis=1)
 
         if STORE_GRAD:
-            # P_j = log sum_{r <= j} w_r exp(-lse_r): forward scan merged with the chunks to the left.
-            if WEIGHTS == 0:
-                a = tl.where(real, -lse, float("-inf"))  # log w = 0: no log to take
-            else:
-                a = tl.where(real & (w > 0), tl.log(w) - lse, float("-inf"))
-            p_m, p_s = tl.associative_scan((a, (a > float("-inf")).to(acc)), 1, _lse_combine)
-            p_m, p_s = _lse_combine(p_m, p_s, prefix_m[:, None], prefix_s[:, None])
-            a_m, a_s = _lse_total(a)
-            prefix_m, prefix_s = _lse_combine(prefix_m, prefix_s, a_m, a_s)
-            grad = tl.where(real, tl.exp(s + p_m + tl.log(p_s)) - w, 0.0) * inv_divisor
+            grad = tl.where(real, grad, 0.0) * inv_divisor
             written = row_ok[:, None] & (pos < L)
             tl.store(grad_ptr + rows64[:, None] * stride_gb + pos * stride_gl,
                      grad.to(grad_ptr.dtype.element_ty), mask=written)
@@ -330,7 +369,7 @@ def triton_listmle(inputs: ListMLEInputs, seed: int, row_divisor: int, need_grad
             batch, length, triton.cdiv(length, block), row_divisor, seed,
             REAL=real_kind, ORDER=order_kind, WEIGHTS=inputs.weight_kind,
             RANDOM_TIES=inputs.random_ties, STORE_GRAD=need_grad, ROWS=rows, BLOCK=block, CHUNKS=chunks,
-            INDEX_BITS=block.bit_length() - 1,
+            INDEX_BITS=block.bit_length() - 1, LINEAR_SPAN=LINEAR_SPAN[row_loss.dtype],
             num_warps=num_warps,
         )
     return row_loss, grad
