@@ -17,9 +17,9 @@ Scores are shifted by their row's max (both formulas are shift-invariant; unshif
 lose float32 digits for scores far from 0; `_row_shift` leaves rows whose span overflows unshifted).
 Two exact ways to take the sums, chosen per program (the CPU path's two, torch_listmle.py):
 
-  * linear, when no real score of the program's rows lies more than LINEAR_SPAN below its row's
-    max: e = exp(s), lse = log of a reverse cumsum of e, and grad_j = e_j * cumsum_{r <= j} w_r / S_r
-    - w_j. Plain sums: one exp a slot and additions, about a third of the log-space instructions.
+  * linear, when no real score of the program's rows lies more than KERNEL_LINEAR_SPAN below its
+    row's max: e = exp(s), S = reverse cumsum of e, s - lse = -log(S / e), and grad_j = e_j *
+    cumsum_{r <= j} w_r / S_r - w_j. Plain sums: one exp a slot and additions, about a third of the log-space instructions.
   * log space (any span): both sums are (max, scaled-sum) scans, lse a reverse scan, P a forward one.
 
 A row longer than one block takes two passes: pass 1 reduces each chunk to its (max, sum) total, and
@@ -40,7 +40,10 @@ from .target_order import target_order
 
 MAX_BLOCK = 4096        # slots per chunk; longer rows are scanned in chunks
 SORT_MAX_BLOCK = 4096   # longest row sorted by labels inside the kernel
-ROW_TILE = 2048         # short rows are packed ROWS to a program, about this many slots each
+ROW_TILE = 1024         # short rows are packed ROWS to a program, about this many slots each
+# The linear sums' reach below a row's max: the CPU path's LINEAR_SPAN, but 60 for float32, so that
+# S_r / e_r <= L exp(60) stays finite for any list length (with 80 it would overflow past L = 6,000).
+KERNEL_LINEAR_SPAN = {torch.float32: 60.0, torch.float64: LINEAR_SPAN[torch.float64]}
 
 REAL_ALL, REAL_MASK, REAL_LENGTHS = 0, 1, 2
 ORDER_INPUT, ORDER_SORT, ORDER_GIVEN = 0, 1, 2
@@ -253,13 +256,15 @@ def _listmle_kernel(
 
         if linear:
             # S_r = sum_{t >= r} e_t: this chunk's reverse cumsum plus the chunks to its right. S >= e_r >=
-            # exp(-LINEAR_SPAN) at real slots, and sum_r w_r / S_r <= exp(LINEAR_SPAN) (1 + log L): no
-            # underflow, no overflow.
+            # exp(-span) at real slots, S_r / e_r <= L exp(span) and sum_r w_r / S_r <= exp(span) (1 + log L):
+            # no underflow, and no overflow for any L < 2^31 (KERNEL_LINEAR_SPAN).
             e = tl.where(real, tl.exp(s), 0.0)
             suffix = tl.cumsum(e, axis=1, reverse=True)
             if CHUNKS > 1:
                 suffix += tl.sum(tl.where(chunk_ids[None, :] > k, chunk_sum, 0.0), axis=1)[:, None]
-            log_prob = s - tl.log(suffix)
+            # s_r - log S_r as -log(S_r / e_r): the ratio's log is small and exact to a few ulps, while the
+            # log of S_r itself (up to LINEAR_SPAN in size) would carry its own ulps, ~2e-6 at 30, into s - lse.
+            log_prob = -tl.log(suffix / e)
             if STORE_GRAD:
                 ratio = tl.where(real, w / suffix, 0.0)
                 grad = e * (tl.cumsum(ratio, axis=1) + ratio_carry[:, None]) - w
@@ -309,8 +314,9 @@ def launch_config(block: int, chunks: int, batch: int, sort_in_kernel: bool, sm_
 
     Short rows are packed to about ROW_TILE slots a program, but never so many that fewer than two
     programs per SM remain (`sm_count`; 0 = unknown, no limit): 64 x 100 packed 16 rows a program
-    would leave 128 of an H100's 132 SMs idle. One warp per 256 slots, up to 16.
-    Untuned on a GPU yet: `python -m bench.tune` sweeps the alternatives on one. `sort_in_kernel`
+    would leave 128 of an H100's 132 SMs idle. One warp per 256 slots, up to 16. On an H100, in input
+    order, 1024 slots and 4 warps a program beat 2048 and 8 by 1.07-1.5x at 65536 x 1024, 65536 x 128
+    and 16384 x 100 (bench/results/gpu-20261123); `python -m bench.tune` sweeps the rest. `sort_in_kernel`
     is not used yet: ptxas already shows the sort wanting other configurations (bench/NOTES.md).
     """
     rows = 1
@@ -369,7 +375,7 @@ def triton_listmle(inputs: ListMLEInputs, seed: int, row_divisor: int, need_grad
             batch, length, triton.cdiv(length, block), row_divisor, seed,
             REAL=real_kind, ORDER=order_kind, WEIGHTS=inputs.weight_kind,
             RANDOM_TIES=inputs.random_ties, STORE_GRAD=need_grad, ROWS=rows, BLOCK=block, CHUNKS=chunks,
-            INDEX_BITS=block.bit_length() - 1, LINEAR_SPAN=LINEAR_SPAN[row_loss.dtype],
+            INDEX_BITS=block.bit_length() - 1, LINEAR_SPAN=KERNEL_LINEAR_SPAN[row_loss.dtype],
             num_warps=num_warps,
         )
     return row_loss, grad
