@@ -27,7 +27,9 @@ def listmle_problems(draw, max_batch=6, max_length=40, dtypes=DTYPES):
     dtype = draw(st.sampled_from(dtypes))
     seed = draw(st.integers(0, 2 ** 31 - 1))
     gen = torch.Generator().manual_seed(seed)
-    scale = draw(st.sampled_from([0.1, 1.0, 5.0]))
+    # 25: rows of a few documents stay within the linear sums' span (60 below the row's max in the kernel,
+    # 80 on the CPU), longer ones pass it and take the log-space scans
+    scale = draw(st.sampled_from([0.1, 1.0, 5.0, 25.0]))
     scores = (torch.randn(batch, length, generator=gen) * scale).to(dtype)
     label_kind = draw(st.sampled_from(["binary", "graded", "float"]))
     if label_kind == "float":
