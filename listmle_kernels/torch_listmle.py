@@ -23,6 +23,7 @@ from ._inputs import WEIGHTS_NONE, WEIGHTS_PLISTMLE, ListMLEInputs, real_mask
 from .ops import LINEAR_SPAN, accumulator_dtype
 from .target_order import target_order
 
+
 def _rank_weights(inputs: ListMLEInputs, real, realf, acc):
     """(B, L) normalised lambda weight of each slot's rank (0 at padding)."""
     if inputs.weight_kind == WEIGHTS_NONE:
