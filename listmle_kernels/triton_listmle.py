@@ -67,8 +67,9 @@ def _row_shift(hi, lo):
 @triton.jit
 def _linear_sums_exact(hi, lo, row_ok, LINEAR_SPAN: tl.constexpr):
     """Whether the program may take the linear sums: no row has a real score more than LINEAR_SPAN below its
-    max `hi` (`lo`: its least real score). A NaN span does not count as too wide, so a row with a NaN score
-    (its loss is NaN either way) does not change how its neighbours are computed."""
+    max `hi` (`lo`: its least real score). tl.max and tl.min skip NaN, so a NaN score does not widen its row's
+    span, and a NaN span (every real score +inf, or every one -inf) does not count as too wide: such rows' losses
+    are NaN on either path."""
     too_wide = row_ok & (hi - lo > LINEAR_SPAN)
     return tl.max(too_wide.to(tl.int32), axis=0) == 0
 
