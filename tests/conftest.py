@@ -6,6 +6,7 @@ Hypothesis profiles: "ci" (default; the whole suite in a few minutes on 2 cores)
 
 import os
 
+import pytest
 import torch
 
 if not torch.cuda.is_available():
@@ -26,3 +27,13 @@ settings.register_profile("ci", max_examples=25, deadline=None, derandomize=True
 settings.register_profile("thorough", max_examples=400, deadline=None, print_blob=True,
                           suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
+
+
+@pytest.fixture(params=["triton scale kernel", "torch multiply"])
+def backward_scaling(request, monkeypatch):
+    """The Triton backend's backward scales the saved gradient with triton_scale.py's kernel from
+    TRITON_SCALE_MIN_ELEMENTS on and with a torch multiply below it: a test taking this fixture runs both."""
+    from listmle_kernels import function
+    if request.param == "triton scale kernel":
+        monkeypatch.setattr(function, "TRITON_SCALE_MIN_ELEMENTS", 0)
+    return request.param

@@ -120,7 +120,8 @@ def test_launch_guard_makes_the_tensors_cuda_device_current():
 def test_both_triton_launches_run_under_the_guard_of_the_scores(monkeypatch):
     """Triton launches on the current device, not the tensors' (see `_launch.py`): the forward
     kernel and the backward's scaling kernel each run inside the guard of the scores' device."""
-    from listmle_kernels import triton_listmle, triton_scale
+    from listmle_kernels import function, triton_listmle, triton_scale
+    monkeypatch.setattr(function, "TRITON_SCALE_MIN_ELEMENTS", 0)  # the backward's kernel at a test size
     guarded = []
 
     def recording_guard(tensor):
@@ -168,7 +169,7 @@ def test_autocast_changes_nothing(backend):
 @pytest.mark.parametrize("reduction", ["mean", "none"])
 @pytest.mark.parametrize("retain_graph", [False, True])
 @pytest.mark.parametrize("backend", ["torch", "triton"])
-def test_float16_gradient_survives_a_large_loss_scale(backend, retain_graph, reduction):
+def test_float16_gradient_survives_a_large_loss_scale(backend, retain_graph, reduction, backward_scaling):
     """GradScaler starts at 65536, which is inf in float16: the backward multiplies in the loss's
     float32 and rounds once, so the scaled gradient is scale x the gradient rounded to float16 (inf only
     where that product is), and padding stays 0, not inf x 0 = NaN."""

@@ -28,7 +28,7 @@ def grad_output_for(reduction, batch, value):
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("reduction", REDUCTIONS)
 @pytest.mark.parametrize("grad_scale", [1.0, 2.5])
-def test_backward_returns_the_saved_gradient_buffer(backend, reduction, grad_scale):
+def test_backward_returns_the_saved_gradient_buffer(backend, reduction, grad_scale, backward_scaling):
     scores = torch.randn(5, 9, device=DEVICE, requires_grad=True)
     expected = torch.autograd.grad(listmle_loss(scores, reduction=reduction, backend=backend), scores,
                                    grad_output_for(reduction, 5, grad_scale))[0]
@@ -40,7 +40,7 @@ def test_backward_returns_the_saved_gradient_buffer(backend, reduction, grad_sca
 
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("reduction", REDUCTIONS)
-def test_a_retained_graph_keeps_the_saved_gradient(backend, reduction):
+def test_a_retained_graph_keeps_the_saved_gradient(backend, reduction, backward_scaling):
     scores = torch.randn(4, 7, device=DEVICE, requires_grad=True)
     loss, saved = saved_and_loss(scores, reduction=reduction, backend=backend)
     (first,) = torch.autograd.grad(loss, scores, grad_output_for(reduction, 4, 3.0), retain_graph=True)
@@ -49,6 +49,25 @@ def test_a_retained_graph_keeps_the_saved_gradient(backend, reduction):
     (last,) = torch.autograd.grad(loss, scores, grad_output_for(reduction, 4, 1.0))
     torch.testing.assert_close(first, 2 * second)
     torch.testing.assert_close(first, 3 * last)
+
+
+@pytest.mark.parametrize("reduction", ["mean", "none"])
+def test_backward_scales_with_the_triton_kernel_from_the_size_threshold(monkeypatch, reduction):
+    """Gradients of TRITON_SCALE_MIN_ELEMENTS or more go through triton_scale.py's kernel, smaller ones
+    through a torch multiply; both give grad_output times the gradient."""
+    from listmle_kernels import function, triton_scale
+    launched = []
+    scale_rows_ = triton_scale.scale_rows_
+    monkeypatch.setattr(triton_scale, "scale_rows_", lambda grad, scale: launched.append(grad.numel()) or
+                        scale_rows_(grad, scale))
+    monkeypatch.setattr(function, "TRITON_SCALE_MIN_ELEMENTS", 50)
+    for batch in (5, 6):  # 45 and 54 elements
+        scores = torch.randn(batch, 9, device=DEVICE, requires_grad=True)
+        grad_output = grad_output_for(reduction, batch, 2.5)
+        got, expected = (torch.autograd.grad(listmle_loss(scores, reduction=reduction, backend=backend), scores,
+                                             grad_output)[0] for backend in ("triton", "torch"))
+        torch.testing.assert_close(got, expected)
+    assert launched == [54]
 
 
 def test_a_lambda_weight_that_requires_grad_is_a_constant():

@@ -340,7 +340,7 @@ def test_labels_one_ulp_apart_are_not_ties(backend):
                        stable)
 
 
-def test_nan_grad_output_reaches_the_gradient(backend):
+def test_nan_grad_output_reaches_the_gradient(backend, backward_scaling):
     """A NaN grad_output is not a scale of 1: a per-row one makes its row's gradient NaN (the other rows' stay
     finite), a scalar one the whole gradient."""
     scores = randn(4, 6, seed=2).requires_grad_()
