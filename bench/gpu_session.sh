@@ -2,15 +2,16 @@
 # The GPU session of bench/NOTES.md, one stage per device call (each fits the 10-minute limit):
 #
 #   bash bench/gpu_session.sh prepare                  # here, once: what must travel, into .gpu/
-#   LISTMLE_GIT_COMMIT=<sha> bash bench/gpu_session.sh check|bench|tune|train   # on the GPU machine,
+#   LISTMLE_GIT_COMMIT=<sha> bash bench/gpu_session.sh check|host|bench|tune|train   # on the GPU machine,
 #                                                      # carrying .gpu; results land in $OUT
 #   BUDGET_S=<seconds> caps bench and tune (default 420 / 520) to what is left of the session.
 #
 # check: the test suite natively (Triton compiled), compute-sanitizer memcheck over every kernel
 #        path, the sm_90 compile report. bench: the full grid. tune: the launch-configuration
 #        sweep. train: fused kernel vs reference loss on the MS MARCO sample with all-MiniLM-L6-v2.
+# host: where a training-sized call's host time goes (bench/host_profile.py, about a minute).
 set -uo pipefail
-stage=${1:?usage: bench/gpu_session.sh prepare|check|bench|tune|train}
+stage=${1:?usage: bench/gpu_session.sh prepare|check|host|bench|tune|train}
 out=${OUT:-output/gpu-session}
 mkdir -p "$out"
 export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}
@@ -50,6 +51,9 @@ bench)
     "$py" -m pip install -q --no-deps --no-index --target /tmp/site .gpu/allRank-*.whl && export PYTHONPATH=$PYTHONPATH:/tmp/site
     # The budget covers the case loop; the training-step share, the files and the plots come after it.
     "$py" -m bench --time-budget-s "${BUDGET_S:-420}" --out "$out"
+    ;;
+host)
+    "$py" -m bench.host_profile --out "$out"
     ;;
 tune)
     "$py" -m bench.tune --time-budget-s "${BUDGET_S:-520}" --out "$out"

@@ -64,6 +64,10 @@ def run_case(case: Case, impls: list[Impl], availability: dict, device: torch.de
             with recorded_failure(by_name[name], case, device, log):
                 record_time(by_name[name], timing.time_step(step, device, quick), copy_bandwidth_for)
                 measure_cuda_extras(by_name[name], case, impl_by_name[name], step, quick)
+        if case.elements <= MAX_ELEMENTS_SMALL:
+            floor = measure_autograd_floor(case, inputs0.scores, device, quick)
+            for row in rows:
+                row["floor_wall_ms"] = floor
     else:
         with recorded_failure(None, case, device, log, rows=[by_name[n] for n in steps]):
             times = timing.time_cpu_interleaved(steps, min_seconds=0.25 if quick else 0.5)
@@ -119,6 +123,13 @@ def record_time(row, result, copy_bandwidth_for) -> None:
     copy_bytes_per_s = copy_bandwidth_for(row["min_bytes"])
     row.update(status="ok", ms=median, ms_q20=q20, ms_q80=q80, bytes_per_s=bytes_per_s,
                copy_bytes_per_s=copy_bytes_per_s, pct_copy_bw=100.0 * bytes_per_s / copy_bytes_per_s)
+
+
+def measure_autograd_floor(case, scores, device, quick) -> float:
+    """Back-to-back milliseconds a call of the cheapest autograd loss of the case's scores (`scores.sum()`,
+    its gradient for fwd+bwd): timed like the implementations' `wall_ms`, it is the least any of them pays."""
+    step = timing.autograd_floor_step(scores, case.direction)
+    return timing.time_back_to_back(step, device, min_seconds=0.02 if quick else 0.05)[0]
 
 
 def measure_cuda_extras(row, case, impl, step, quick) -> None:

@@ -321,3 +321,35 @@ def test_target_boundaries():
                      wall_speedup_vs_reference_eager=8.0)]
     eager = next(line for line in format_targets(at_limit, "cuda").splitlines() if "reference eager" in line)
     assert "MISSED 1/1" in eager and "worst 8" in eager
+
+
+def test_autograd_floor_step_is_the_gradient_of_a_sum():
+    from bench import runner, timing
+    scores = torch.randn(3, 4)
+    assert timing.autograd_floor_step(scores, "fwd")() == scores.sum()
+    (grad,) = timing.autograd_floor_step(scores, "fwd+bwd")()
+    assert torch.equal(grad, torch.ones(3, 4)) and not scores.requires_grad  # the case's scores untouched
+    assert runner.measure_autograd_floor(Case(3, 4), scores, torch.device("cpu"), quick=True) > 0
+
+
+def test_misses_beyond_any_autograd_loss_are_counted():
+    """Back to back at small shapes: the baseline's time over the autograd floor's bounds every speedup.
+    Eager 0.9 ms over a floor of 0.3 ms: 3x at most, so a 10x miss there is beyond reach; over 0.05: 18x, not."""
+    from bench.report import format_table, format_targets, speedup_ceiling
+    rows = [_row("listmle_kernels_triton", 16, 10, wall_ms=0.45, wall_speedup_vs_reference_eager=2.0,
+                 floor_wall_ms=0.3),
+            _row("listmle_kernels_triton", 64, 100, wall_ms=0.3, wall_speedup_vs_reference_eager=3.0,
+                 floor_wall_ms=0.05),
+            _row("listmle_kernels_triton", 4096, 4096, speedup_vs_reference_eager=8.0)]  # large: no floor
+    assert speedup_ceiling("reference_eager")(rows[0]) == pytest.approx(3.0)
+    assert speedup_ceiling("reference_eager")(rows[2]) is None
+    text = format_targets(rows, "cuda").splitlines()
+    eager = text.index(next(line for line in text if "reference eager" in line))
+    assert "MISSED 3/3" in text[eager]
+    assert "1 of the 2 misses at small shapes are beyond any autograd loss" in text[eager + 1]
+    assert "3-18x" in text[eager + 1]
+    header, _, small, *_ = format_table(rows, "cuda").splitlines()
+    assert "floor ms" in header and "0.3000" in small
+    # no floor measured: no such line
+    no_floor = format_targets([rows[2]], "cuda").splitlines()
+    assert not any("autograd loss" in line for line in no_floor)

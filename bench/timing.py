@@ -111,6 +111,21 @@ def time_back_to_back(step: Callable[[], object], device: torch.device, min_seco
     return median_q20_q80(samples)
 
 
+def autograd_floor_step(scores: torch.Tensor, direction: str) -> Callable[[], object]:
+    """The cheapest loss of these scores that autograd differentiates: `scores.sum()`, and for "fwd+bwd" its
+    gradient through autograd.grad, as `make_step` takes every loss's.
+
+    Timed back to back, it is what any autograd-based loss pays a call at least: two launches, the
+    graph's bookkeeping and, on CUDA, the engine's hand-off to its device thread. At shapes where every
+    implementation is host-bound, a baseline's back-to-back time over this one bounds the speedup any of
+    them could show.
+    """
+    leaf = scores.detach().requires_grad_(direction == "fwd+bwd")
+    if direction == "fwd":
+        return leaf.sum
+    return lambda: torch.autograd.grad(leaf.sum(), leaf)
+
+
 def time_cpu(
     step: Callable[[], object], warmup: int = 3, min_repeats: int = 7, min_seconds: float = 0.25,
     max_repeats: int = 200,
