@@ -4,8 +4,14 @@ On a shared CPU the machine's speed drifts between runs by more than most change
 `python -m bench` runs cannot show a 10% change. This times both versions (and the eager
 reference) round-robin in one process, on the same rotated inputs, through the bench's own cases
 and interleaved timer. REV's package is exported with `git archive` under another name (its
-operator namespace renamed, since both register one). CPU, the PyTorch path; prints a table and
-writes bench/results/compare-<rev>-<stamp>.json.
+operator namespace renamed, since both register one); `--package-dir DIR` takes a copy of the
+package from DIR instead (the GPU machine's copy of the tree has no usable history: export it here
+with `git archive REV listmle_kernels | tar -x -C DIR`).
+
+On the CPU it runs the PyTorch path; with CUDA the Triton backend: do_bench (device time) in
+alternating rounds, and back to back with the host included where B*L <= 2^16. `--labels graded`
+draws relevance grades 0-4 (ties, as real labels have) instead of distinct continuous labels.
+Prints a table and writes bench/results/compare-<rev>-<stamp>.json.
 """
 
 from __future__ import annotations
@@ -15,6 +21,8 @@ import importlib
 import io
 import itertools
 import json
+import shutil
+import statistics
 import subprocess
 import sys
 import tarfile
@@ -26,66 +34,112 @@ import torch
 
 from bench import cases as cases_mod
 from bench import report, timing
+from bench.__main__ import str_list
 from bench.impls import ListmleKernels, ReferenceEager
 
 ROOT = Path(__file__).resolve().parent.parent
 OLD_NAME = "listmle_kernels_at_rev"
 
 
-def import_package_at(rev: str, into: Path):
-    """listmle_kernels as of `rev`, importable as OLD_NAME (its imports inside the package are relative)."""
-    archive = subprocess.run(["git", "archive", rev, "listmle_kernels"], cwd=ROOT, capture_output=True, check=True)
-    with tarfile.open(fileobj=io.BytesIO(archive.stdout)) as tar:
-        tar.extractall(into, filter="data")
+def import_package_at(rev: str, into: Path, package_dir: Path | None = None):
+    """listmle_kernels as of `rev` (or the copy in `package_dir`), importable as OLD_NAME (its imports
+    inside the package are relative)."""
     package = into / OLD_NAME
-    (into / "listmle_kernels").rename(package)
+    if package_dir is not None:
+        shutil.copytree(package_dir, package)
+    else:
+        archive = subprocess.run(["git", "archive", rev, "listmle_kernels"], cwd=ROOT, capture_output=True,
+                                 check=True)
+        with tarfile.open(fileobj=io.BytesIO(archive.stdout)) as tar:
+            tar.extractall(into, filter="data")
+        (into / "listmle_kernels").rename(package)
     for source in package.rglob("*.py"):
         source.write_text(source.read_text().replace("listmle_kernels::", f"{OLD_NAME}::"))
     sys.path.insert(0, str(into))
     return importlib.import_module(OLD_NAME)
 
 
-def torch_path_of(package: str, label: str) -> ListmleKernels:
-    """The bench's listmle_kernels implementation (PyTorch path) of `package`, named `label`."""
-    impl = ListmleKernels("torch", validate=False, package=package)
+def kernels_of(package: str, label: str, backend: str) -> ListmleKernels:
+    """The bench's listmle_kernels implementation of `package` on `backend`, named `label`."""
+    impl = ListmleKernels(backend, validate=False, package=package)
     impl.name = impl.label = label
     return impl
+
+
+def inputs_for(case: cases_mod.Case, device: torch.device, seed: int, labels: str) -> cases_mod.Inputs:
+    """The bench's inputs; with labels="graded", relevance grades 0-4 at the real documents."""
+    inputs = cases_mod.make_inputs(case, device, seed)
+    if labels == "graded" and inputs.labels is not None:
+        grades = torch.randint(0, 5, (case.B, case.L), generator=torch.Generator().manual_seed(seed))
+        inputs = cases_mod.Inputs(inputs.scores, grades.float().to(device), inputs.lengths)
+    return inputs
+
+
+def time_on_cuda(steps: dict, case: cases_mod.Case, rounds: int) -> dict[str, float]:
+    """Per name, the median over `rounds` alternating rounds of do_bench's median (ms); and, at small
+    shapes, "<name> wall": back to back with the host included."""
+    samples = {name: [] for name in steps}
+    for round_ in range(rounds):
+        for name in (list(steps) if round_ % 2 == 0 else list(steps)[::-1]):
+            samples[name].append(timing.time_cuda(steps[name])[0])
+    ms = {name: statistics.median(values) for name, values in samples.items()}
+    if case.elements <= cases_mod.MAX_ELEMENTS_SMALL:
+        for name, step in steps.items():
+            ms[f"{name} wall"] = timing.time_back_to_back(step, torch.device("cuda"))[0]
+    return ms
 
 
 def main(argv=None):
     p = argparse.ArgumentParser(prog="python -m bench.compare_commits", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("rev", help="the commit to compare against, e.g. HEAD~3")
+    p.add_argument("rev", help="the commit to compare against, e.g. HEAD~3 (with --package-dir: its name)")
+    p.add_argument("--package-dir", type=Path, help="take REV's listmle_kernels from this directory, not git")
     p.add_argument("--shape", type=cases_mod.parse_shapes, default=((256, 100),), help="e.g. 256x100,16x10")
-    p.add_argument("--seconds", type=float, default=2.0, help="sampling time per case and implementation")
+    p.add_argument("--orders", type=str_list, default=("input", "labels"))
+    p.add_argument("--labels", choices=("distinct", "graded"), default="distinct",
+                   help="labels-order cases: the bench's distinct continuous labels, or grades 0-4 with ties")
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    p.add_argument("--seconds", type=float, default=2.0, help="CPU: sampling time per case and implementation")
+    p.add_argument("--rounds", type=int, default=3, help="CUDA: alternating do_bench rounds per case")
     p.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
     args = p.parse_args(argv)
-    torch.set_num_threads(1)
+    device = torch.device("cuda" if args.device == "cuda" or (args.device == "auto" and torch.cuda.is_available())
+                          else "cpu")
+    backend = "triton" if device.type == "cuda" else "torch"
+    if device.type == "cpu":
+        torch.set_num_threads(1)
 
     with tempfile.TemporaryDirectory() as tmp:
-        import_package_at(args.rev, Path(tmp))
-        rev = subprocess.run(["git", "rev-parse", "--short", args.rev], cwd=ROOT, capture_output=True,
-                             text=True, check=True).stdout.strip()
-        impls = {"rev": torch_path_of(OLD_NAME, f"at {rev}"), "now": torch_path_of("listmle_kernels", "now"),
+        import_package_at(args.rev, Path(tmp), args.package_dir)
+        rev = args.rev if args.package_dir else subprocess.run(
+            ["git", "rev-parse", "--short", args.rev], cwd=ROOT, capture_output=True, text=True, check=True).stdout.strip()
+        impls = {"rev": kernels_of(OLD_NAME, f"at {rev}", backend), "now": kernels_of("listmle_kernels", "now", backend),
                  "ref": ReferenceEager()}
         rows = []
-        for (B, L), direction, weighting, order in itertools.product(
-                args.shape, ("fwd+bwd",), ("listmle", "plistmle"), ("input", "labels")):
-            case = cases_mod.Case(B, L, direction=direction, weighting=weighting, order=order, ragged=True)
+        for (B, L), weighting, order in itertools.product(args.shape, ("listmle", "plistmle"), args.orders):
+            case = cases_mod.Case(B, L, direction="fwd+bwd", weighting=weighting, order=order, ragged=True)
+            copies = 16 if device.type == "cpu" else 1  # do_bench flushes the L2 itself
             steps = {}
             for key, impl in impls.items():
-                prepared = [impl.prepare(case, cases_mod.make_inputs(case, "cpu", seed)) for seed in range(16)]
+                prepared = [impl.prepare(case, inputs_for(case, device, seed, args.labels)) for seed in range(copies)]
                 steps[key] = timing.rotating([timing.make_step(one, case) for one in prepared])
-            ms = {key: result[0] for key, result in
-                  timing.time_cpu_interleaved(steps, min_seconds=args.seconds).items()}
-            rows.append(dict(case=case.name(), ms=ms, now_over_rev=ms["rev"] / ms["now"],
+            if device.type == "cuda":
+                ms = time_on_cuda(steps, case, args.rounds)
+            else:
+                ms = {key: result[0] for key, result in
+                      timing.time_cpu_interleaved(steps, min_seconds=args.seconds).items()}
+            name = case.name() + ("" if order == "input" or args.labels == "distinct" else "/graded")
+            rows.append(dict(case=name, ms=ms, now_over_rev=ms["rev"] / ms["now"],
                              ref_over_rev=ms["ref"] / ms["rev"], ref_over_now=ms["ref"] / ms["now"]))
-            print(f"{case.name():45s} {rev} {ms['rev']:7.3f} ms, now {ms['now']:7.3f} ms "
-                  f"({rows[-1]['now_over_rev']:.2f}x faster); speedup over the eager reference ({ms['ref']:.3f} ms) "
-                  f"{rows[-1]['ref_over_rev']:.2f}x -> {rows[-1]['ref_over_now']:.2f}x", flush=True)
-    meta = report.run_metadata(torch.device("cpu"), dict(vars(args), out=str(args.out), rev=rev))
+            wall = (f"; back to back {ms['rev wall']:.4f} -> {ms['now wall']:.4f} ms" if "now wall" in ms else "")
+            print(f"{name:52s} {rev} {ms['rev']:7.4f} ms, now {ms['now']:7.4f} ms "
+                  f"({rows[-1]['now_over_rev']:.2f}x faster); speedup over the eager reference ({ms['ref']:.4f} ms) "
+                  f"{rows[-1]['ref_over_rev']:.2f}x -> {rows[-1]['ref_over_now']:.2f}x{wall}", flush=True)
+            del steps
+    meta = report.run_metadata(device, dict(vars(args), out=str(args.out), package_dir=str(args.package_dir),
+                                            rev=rev))
     args.out.mkdir(parents=True, exist_ok=True)
-    path = args.out / f"compare-{rev}-{datetime.now(timezone.utc).strftime('%Y%m%dT%H%M%S')}.json"
+    path = args.out / f"compare-{rev.replace('/', '-')}-{datetime.now(timezone.utc).strftime('%Y%m%dT%H%M%S')}.json"
     path.write_text(json.dumps({"meta": meta, "rows": rows}, indent=1))
     print(f"wrote {path}")
 

@@ -25,3 +25,39 @@ def test_compares_head_with_this_tree(tmp_path, capsys):
     rows = json.loads(result.read_text())["rows"]
     assert len(rows) == 4 and all(min(row["ms"].values()) > 0 for row in rows)
     assert "faster" in capsys.readouterr().out
+
+
+def test_a_package_directory_stands_in_for_git(tmp_path, capsys):
+    """The GPU machine's copy has no usable history: the older package comes from a directory."""
+    import listmle_kernels
+    from pathlib import Path
+    threads = torch.get_num_threads()
+    try:
+        compare_commits.main(["old", "--package-dir", str(Path(listmle_kernels.__file__).parent), "--shape", "3x5",
+                              "--orders", "labels", "--labels", "graded", "--seconds", "0.01", "--out", str(tmp_path)])
+    finally:
+        torch.set_num_threads(threads)
+    (result,) = tmp_path.glob("compare-old-*.json")
+    rows = json.loads(result.read_text())["rows"]
+    assert [row["case"].split("/")[-1] for row in rows] == ["graded", "graded"]
+
+
+def test_graded_labels_are_grades_with_ties():
+    from bench.cases import Case
+    case = Case(64, 100, order="labels")
+    labels = compare_commits.inputs_for(case, "cpu", seed=0, labels="graded").labels
+    assert set(labels.unique().tolist()) == {0.0, 1.0, 2.0, 3.0, 4.0}
+    assert compare_commits.inputs_for(Case(4, 5), "cpu", 0, "graded").labels is None  # input order: none
+
+
+def test_cuda_rounds_alternate_and_small_shapes_add_back_to_back_times(monkeypatch):
+    from bench import timing
+    from bench.cases import Case
+    calls = []
+    monkeypatch.setattr(timing, "time_cuda", lambda step: (calls.append(step()) or {"a": 1.0, "b": 3.0}[step()],))
+    monkeypatch.setattr(timing, "time_back_to_back", lambda step, device: (10.0 * {"a": 1.0, "b": 3.0}[step()],))
+    steps = {"a": lambda: "a", "b": lambda: "b"}
+    ms = compare_commits.time_on_cuda(steps, Case(16, 10), rounds=3)
+    assert calls == ["a", "b", "b", "a", "a", "b"]
+    assert ms == {"a": 1.0, "b": 3.0, "a wall": 10.0, "b wall": 30.0}
+    assert set(compare_commits.time_on_cuda(steps, Case(4096, 4096), rounds=1)) == {"a", "b"}
