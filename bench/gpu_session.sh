@@ -63,7 +63,7 @@ train)
     runs=/tmp/train-compare
     HF_HUB_OFFLINE=1 "$py" -m train.compare --output-dir "$runs" --model .gpu/minilm \
         --train-data .gpu/msmarco-v1.1-sample.json --train-queries 160 --val-queries 0 --eval-data heldout \
-        --rerank-k 30 --max-length 128 --epochs 2 --eval-steps 20 --device cuda
+        --rerank-k 30 --max-length 128 --epochs 10 --eval-steps 100 --timing-skip-steps 10 --device cuda
     status=$?
     cp "$runs"/comparison.json "$runs"/comparison.md "$runs"/loss_curves.png "$out"/ 2>/dev/null
     for run in fused reference; do
