@@ -35,7 +35,7 @@ import triton
 import triton.language as tl
 
 from ._inputs import WEIGHTS_TENSOR, ListMLEInputs, real_mask
-from ._launch import on_device_of
+from ._launch import cdiv, next_power_of_2, on_device_of
 from .ops import LINEAR_SPAN, accumulator_dtype
 from .target_order import target_order
 
@@ -307,8 +307,8 @@ def row_geometry(length: int, sort_by_labels: bool) -> tuple[bool, int, int]:
     """(sorted in the kernel, block, chunks) for rows of `length` slots: rows longer than one sort
     block get their order from the torch pre-pass; rows longer than one block are scanned in chunks."""
     sort_in_kernel = sort_by_labels and length <= SORT_MAX_BLOCK
-    block = min(triton.next_power_of_2(length), SORT_MAX_BLOCK if sort_in_kernel else MAX_BLOCK)
-    return sort_in_kernel, block, triton.next_power_of_2(triton.cdiv(length, block))
+    block = min(next_power_of_2(length), SORT_MAX_BLOCK if sort_in_kernel else MAX_BLOCK)
+    return sort_in_kernel, block, next_power_of_2(cdiv(length, block))
 
 
 def launch_config(block: int, chunks: int, batch: int, sort_in_kernel: bool, sm_count: int = 0) -> tuple[int, int]:
@@ -323,7 +323,7 @@ def launch_config(block: int, chunks: int, batch: int, sort_in_kernel: bool, sm_
     """
     rows = 1
     if chunks == 1:
-        rows = max(1, min(ROW_TILE // block, triton.next_power_of_2(batch)))
+        rows = max(1, min(ROW_TILE // block, next_power_of_2(batch)))
         if sm_count:
             rows = min(rows, 1 << max(0, (batch // (2 * sm_count)).bit_length() - 1))  # a power of two
     return rows, max(1, min(16, rows * block // 256))
@@ -366,7 +366,7 @@ def triton_listmle(inputs: ListMLEInputs, seed: int, row_divisor: int, need_grad
     order_kind = ORDER_SORT if sort_in_kernel else ORDER_GIVEN if order is not None else ORDER_INPUT
 
     with on_device_of(scores):
-        _listmle_kernel[(triton.cdiv(batch, rows),)](
+        _listmle_kernel[(cdiv(batch, rows),)](
             *_strides(scores),
             *(_strides(labels) if sort_in_kernel else dummy),
             *(_strides(mask) or dummy),
@@ -374,7 +374,7 @@ def triton_listmle(inputs: ListMLEInputs, seed: int, row_divisor: int, need_grad
             *(_strides(order) or dummy),
             *(_strides(weights) or dummy),
             row_loss, *(_strides(grad) or dummy),
-            batch, length, triton.cdiv(length, block), row_divisor, seed,
+            batch, length, cdiv(length, block), row_divisor, seed,
             REAL=real_kind, ORDER=order_kind, WEIGHTS=inputs.weight_kind,
             RANDOM_TIES=inputs.random_ties, STORE_GRAD=need_grad, ROWS=rows, BLOCK=block, CHUNKS=chunks,
             INDEX_BITS=block.bit_length() - 1, LINEAR_SPAN=KERNEL_LINEAR_SPAN[row_loss.dtype],

@@ -11,7 +11,7 @@ import torch
 import triton
 import triton.language as tl
 
-from ._launch import on_device_of
+from ._launch import cdiv, next_power_of_2, on_device_of
 
 TILE = 4096  # gradient elements per program: ROWS rows x COLS columns
 
@@ -40,8 +40,8 @@ def _scale_rows_kernel(grad_ptr, scale_ptr, stride_scale, B, L,
 
 def tile_shape(batch: int, length: int) -> tuple[int, int]:
     """(rows, cols) of one program's tile: whole short rows, TILE elements at most."""
-    cols = min(triton.next_power_of_2(length), TILE)
-    return min(TILE // cols, triton.next_power_of_2(batch)), cols
+    cols = min(next_power_of_2(length), TILE)
+    return min(TILE // cols, next_power_of_2(batch)), cols
 
 
 def scale_rows_(grad: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
@@ -54,7 +54,7 @@ def scale_rows_(grad: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
     per_row = scale.dim() == 1
     rows, cols = tile_shape(batch, length)
     with on_device_of(grad):
-        _scale_rows_kernel[(triton.cdiv(batch, rows), triton.cdiv(length, cols))](
+        _scale_rows_kernel[(cdiv(batch, rows), cdiv(length, cols))](
             grad, scale, scale.stride(0) if per_row else 0, batch, length,
             PER_ROW=per_row, ROWS=rows, COLS=cols, num_warps=8,
         )

@@ -233,3 +233,13 @@ def test_no_gradient_is_computed_without_grad_mode(monkeypatch):
         listmle_loss(scores)
     listmle_loss(scores)
     assert asked == [False, False, True]
+
+
+def test_grid_arithmetic_matches_tritons():
+    """The launchers' plain cdiv / next_power_of_2 (cheaper host calls) agree with Triton's own."""
+    import triton
+    from listmle_kernels._launch import cdiv, next_power_of_2
+    for n in list(range(1, 5000)) + [2 ** 31 - 1, 2 ** 31, 2 ** 31 + 1, 3 * 2 ** 40]:
+        assert next_power_of_2(n) == triton.next_power_of_2(n), n
+        for d in (1, 2, 3, 16, 1024, 4096):
+            assert cdiv(n, d) == triton.cdiv(n, d), (n, d)
