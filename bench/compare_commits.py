@@ -42,10 +42,21 @@ OLD_NAME = "listmle_kernels_at_rev"
 
 
 def import_package_at(rev: str, into: Path, package_dir: Path | None = None):
-    """listmle_kernels as of `rev` (or the copy in `package_dir`), importable as OLD_NAME (its imports
-    inside the package are relative)."""
-    package = into / OLD_NAME
+    """listmle_kernels as of `rev` (or the copy in `package_dir`: the package itself, or a folder holding
+    it, as `git archive REV listmle_kernels | tar -x -C DIR` leaves it), imported under a name of its own:
+    OLD_NAME, or OLD_NAME_2, ... when an earlier call in this process took it (its imports inside the
+    package are relative; its operator namespace is renamed to match, since each copy registers one)."""
+    name, copies = OLD_NAME, 1
+    while name in sys.modules:
+        copies += 1
+        name = f"{OLD_NAME}_{copies}"
+    package = into / name
     if package_dir is not None:
+        if (package_dir / "listmle_kernels" / "__init__.py").is_file():
+            package_dir = package_dir / "listmle_kernels"
+        if not (package_dir / "__init__.py").is_file():
+            raise ValueError(f"--package-dir {package_dir} holds no listmle_kernels package (no __init__.py in it "
+                             "or in its listmle_kernels/)")
         shutil.copytree(package_dir, package)
     else:
         archive = subprocess.run(["git", "archive", rev, "listmle_kernels"], cwd=ROOT, capture_output=True,
@@ -54,9 +65,9 @@ def import_package_at(rev: str, into: Path, package_dir: Path | None = None):
             tar.extractall(into, filter="data")
         (into / "listmle_kernels").rename(package)
     for source in package.rglob("*.py"):
-        source.write_text(source.read_text().replace("listmle_kernels::", f"{OLD_NAME}::"))
+        source.write_text(source.read_text().replace("listmle_kernels::", f"{name}::"))
     sys.path.insert(0, str(into))
-    return importlib.import_module(OLD_NAME)
+    return importlib.import_module(name)
 
 
 def kernels_of(package: str, label: str, backend: str) -> ListmleKernels:
@@ -70,7 +81,8 @@ def inputs_for(case: cases_mod.Case, device: torch.device, seed: int, labels: st
     """The bench's inputs; with labels="graded", relevance grades 0-4 at the real documents."""
     inputs = cases_mod.make_inputs(case, device, seed)
     if labels == "graded" and inputs.labels is not None:
-        grades = torch.randint(0, 5, (case.B, case.L), generator=torch.Generator().manual_seed(seed))
+        # another seed than the scores': the grades must not share their random bits
+        grades = torch.randint(0, 5, (case.B, case.L), generator=torch.Generator().manual_seed(seed + 1_000_003))
         inputs = cases_mod.Inputs(inputs.scores, grades.float().to(device), inputs.lengths)
     return inputs
 
@@ -110,10 +122,10 @@ def main(argv=None):
         torch.set_num_threads(1)
 
     with tempfile.TemporaryDirectory() as tmp:
-        import_package_at(args.rev, Path(tmp), args.package_dir)
+        old = import_package_at(args.rev, Path(tmp), args.package_dir)
         rev = args.rev if args.package_dir else subprocess.run(
             ["git", "rev-parse", "--short", args.rev], cwd=ROOT, capture_output=True, text=True, check=True).stdout.strip()
-        impls = {"rev": kernels_of(OLD_NAME, f"at {rev}", backend), "now": kernels_of("listmle_kernels", "now", backend),
+        impls = {"rev": kernels_of(old.__name__, f"at {rev}", backend), "now": kernels_of("listmle_kernels", "now", backend),
                  "ref": ReferenceEager()}
         rows = []
         for (B, L), weighting, order in itertools.product(args.shape, ("listmle", "plistmle"), args.orders):

@@ -12,8 +12,8 @@ included, what a training loop pays), and profiles the whole call:
   * the same forward+backward with autograd's device threads off
     (`torch.autograd.set_multithreading_enabled(False)`): the engine's hand-off to its CUDA thread;
   * the eager reference, for scale;
-  * torch.profiler (CPU and CUDA activities) and cProfile (device threads off, so the backward's
-    Python shows) of forward+backward at the first shape.
+  * torch.profiler (CPU and CUDA activities) and cProfile of forward+backward at the first shape
+    (cProfile with the device threads off, so that the backward surely runs on the profiled thread).
 
   python -m bench.host_profile [--shapes 16x10,64x100] [--out DIR]
 
@@ -133,7 +133,7 @@ def profile_tables(B: int, L: int, device: torch.device, backend: str, calls: in
     text = [f"== torch.profiler, {calls} x listmle_loss fwd+bwd at {B} x {L} (validate=False), by self CPU time",
             prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=30)]
     profiler = cProfile.Profile()
-    with device_threads(False):  # the backward then runs on this thread, where cProfile sees it
+    with device_threads(False):  # the backward then surely runs on this thread, the one cProfile watches
         profiler.enable()
         for _ in range(calls):
             step()

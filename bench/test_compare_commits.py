@@ -28,13 +28,25 @@ def test_compares_head_with_this_tree(tmp_path, capsys):
 
 
 def test_a_package_directory_stands_in_for_git(tmp_path, capsys):
-    """The GPU machine's copy has no usable history: the older package comes from a directory."""
+    """The GPU machine's copy has no usable history: the older package comes from a directory, the package
+    itself or the folder `git archive ... | tar -x` leaves, and each copy imports as its own module."""
     import listmle_kernels
     from pathlib import Path
+    source = Path(listmle_kernels.__file__).parent
+    holder = tmp_path / "holder"
+    shutil.copytree(source, holder / "listmle_kernels")
+    first = compare_commits.import_package_at("x", tmp_path / "a", package_dir=source)
+    second = compare_commits.import_package_at("x", tmp_path / "b", package_dir=holder)
+    assert first is not second and first.__name__ != second.__name__
+    assert Path(first.__file__).is_relative_to(tmp_path / "a") and Path(second.__file__).is_relative_to(tmp_path / "b")
+    scores = torch.randn(2, 3)
+    torch.testing.assert_close(second.listmle_loss(scores), listmle_kernels.listmle_loss(scores))
+    with pytest.raises(ValueError, match="holds no listmle_kernels package"):
+        compare_commits.import_package_at("x", tmp_path / "c", package_dir=tmp_path / "a")
     threads = torch.get_num_threads()
     try:
-        compare_commits.main(["old", "--package-dir", str(Path(listmle_kernels.__file__).parent), "--shape", "3x5",
-                              "--orders", "labels", "--labels", "graded", "--seconds", "0.01", "--out", str(tmp_path)])
+        compare_commits.main(["old", "--package-dir", str(holder), "--shape", "3x5", "--orders", "labels",
+                              "--labels", "graded", "--seconds", "0.01", "--out", str(tmp_path)])
     finally:
         torch.set_num_threads(threads)
     (result,) = tmp_path.glob("compare-old-*.json")

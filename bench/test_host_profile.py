@@ -19,7 +19,9 @@ def test_host_profile_times_every_part_and_writes_its_files(tmp_path, capsys):
     if not torch.cuda.is_available():  # interpreted Triton is never timed
         assert not any("Triton" in part for part in parts)
     text = next(tmp_path.glob("host-profile-*.txt")).read_text()
-    assert "torch.profiler" in text and "cProfile" in text
+    # (a CUDA machine without CUPTI records the profilers' failure instead, after the timings)
+    assert ("torch.profiler" in text and "cProfile" in text) or (torch.cuda.is_available() and
+                                                                 "profilers failed" in text)
     assert torch.autograd.is_multithreading_enabled()  # restored after the device-threads-off timings
 
 

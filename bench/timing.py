@@ -115,8 +115,8 @@ def autograd_floor_step(scores: torch.Tensor, direction: str) -> Callable[[], ob
     """The cheapest loss of these scores that autograd differentiates: `scores.sum()`, and for "fwd+bwd" its
     gradient through autograd.grad, as `make_step` takes every loss's.
 
-    Timed back to back, it is what any autograd-based loss pays a call at least: two launches, the
-    graph's bookkeeping and, on CUDA, the engine's hand-off to its device thread. At shapes where every
+    Timed back to back, it is what any autograd-based loss pays a call at least: for fwd+bwd two
+    launches, the graph's bookkeeping and, on CUDA, the engine's hand-off to its device thread. At shapes where every
     implementation is host-bound, a baseline's back-to-back time over this one bounds the speedup any of
     them could show.
     """

@@ -4,8 +4,8 @@ Forward computes the per-row losses and the gradient in one pass, with the reduc
 in, and saves the gradient; backward only multiplies it by grad_output. When the backward frees the
 graph (no retain_graph / create_graph) the saved gradient is used once, so it is scaled in place and
 returned: forward+backward then allocates the gradient once, not twice. Where grad_output is 1
-(`loss.backward()`) the multiply is skipped: on the device by the Triton backend for gradients of
-2^20 elements or more, on the host for CPU tensors.
+(`loss.backward()`) the multiply is skipped: on the device by the Triton backend for half-precision
+gradients and for others of 2^20 elements or more, on the host for CPU tensors.
 """
 
 import torch
@@ -64,7 +64,9 @@ def graph_freed_after_backward() -> bool:
 # skips the pass where grad_output is 1. Below it a torch multiply: Triton's launcher binds and specialises
 # every argument in Python: at 16 x 10 it took 55 of the backward function's 63 ms over 300 calls under
 # cProfile on an H100 (bench/results/gpu-20261123/kernel-profile-sort-host.log), where one torch op costs
-# 7 us. The pass it would save moves at most 8 MB of float32: under 3 us at that H100's 2.97 TB/s copy bandwidth.
+# 7 us. The pass it would save moves at most 8 MB of float32: under 3 us at that H100's 2.97 TB/s copy bandwidth
+# (bench/results/cuda-20261123T053504.json). Half-precision gradients always take the kernel: multiplied in
+# grad_output's float32 by torch, they would need a float32 temporary, which the kernel keeps in registers.
 TRITON_SCALE_MIN_ELEMENTS = 1 << 20
 
 
@@ -72,7 +74,8 @@ def scale_saved_gradient(grad, grad_output, backend, in_place):
     """grad_output ((B,) for reduction "none", else a scalar) * the saved gradient: in place (the saved
     buffer is read this once), else a new tensor; in grad_output's precision, rounded once (`scaled_gradient`).
     """
-    if in_place and backend == "triton" and grad.numel() >= TRITON_SCALE_MIN_ELEMENTS:
+    large_or_half = grad.numel() >= TRITON_SCALE_MIN_ELEMENTS or grad.dtype != grad_output.dtype
+    if in_place and backend == "triton" and large_or_half:
         from .triton_scale import scale_rows_
         return scale_rows_(grad, grad_output)  # skips the multiply on the device where grad_output is 1
     if in_place and grad_output.device.type == "cpu" and grad_output.numel() == 1 and grad_output.item() == 1:
@@ -80,7 +83,8 @@ def scale_saved_gradient(grad, grad_output, backend, in_place):
     scale = grad_output[:, None] if grad_output.dim() == 1 else grad_output
     if not in_place:
         return scaled_gradient(grad, scale)
-    return grad.mul_(scale) if grad.dtype == scale.dtype else grad.copy_(scaled_gradient(grad, scale))
+    # (CPU) half precision: multiplied in grad_output's precision and rounded once, as `scaled_gradient` does
+    return grad.mul_(scale) if grad.dtype == scale.dtype else grad.copy_(grad.to(scale.dtype).mul_(scale))
 
 
 def reduce_rows(row_loss, reduction):

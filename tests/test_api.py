@@ -151,7 +151,7 @@ def test_scores_on_a_device_that_is_not_current():
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a GPU")
 @pytest.mark.parametrize("respect_input_order", [True, False])
-def test_a_captured_training_step_replays_like_an_eager_one(respect_input_order):
+def test_a_captured_training_step_replays_like_an_eager_one(respect_input_order, backward_scaling):
     """With validate=False, forward and autograd.grad capture into a CUDA graph (what the README suggests
     against host overhead): a replay on new scores gives what an eager call on them gives."""
     scores, labels = problem(batch=16, length=10)

@@ -53,21 +53,22 @@ def test_a_retained_graph_keeps_the_saved_gradient(backend, reduction, backward_
 
 @pytest.mark.parametrize("reduction", ["mean", "none"])
 def test_backward_scales_with_the_triton_kernel_from_the_size_threshold(monkeypatch, reduction):
-    """Gradients of TRITON_SCALE_MIN_ELEMENTS or more go through triton_scale.py's kernel, smaller ones
-    through a torch multiply; both give grad_output times the gradient."""
+    """Gradients of TRITON_SCALE_MIN_ELEMENTS or more go through triton_scale.py's kernel, smaller float32 ones
+    through a torch multiply, half-precision ones through the kernel whatever their size (no float32
+    temporary); all give grad_output times the gradient."""
     from listmle_kernels import function, triton_scale
     launched = []
     scale_rows_ = triton_scale.scale_rows_
     monkeypatch.setattr(triton_scale, "scale_rows_", lambda grad, scale: launched.append(grad.numel()) or
                         scale_rows_(grad, scale))
     monkeypatch.setattr(function, "TRITON_SCALE_MIN_ELEMENTS", 50)
-    for batch in (5, 6):  # 45 and 54 elements
-        scores = torch.randn(batch, 9, device=DEVICE, requires_grad=True)
+    for batch, dtype in [(5, torch.float32), (6, torch.float32), (5, torch.bfloat16)]:  # 45, 54, 45 elements
+        scores = torch.randn(batch, 9, device=DEVICE).to(dtype).requires_grad_(True)
         grad_output = grad_output_for(reduction, batch, 2.5)
         got, expected = (torch.autograd.grad(listmle_loss(scores, reduction=reduction, backend=backend), scores,
                                              grad_output)[0] for backend in ("triton", "torch"))
         torch.testing.assert_close(got, expected)
-    assert launched == [54]
+    assert launched == [54, 45]
 
 
 def test_a_lambda_weight_that_requires_grad_is_a_constant():
@@ -94,6 +95,14 @@ def test_triton_scale_in_place_equals_a_multiply(batch, length, dtype, per_row, 
     expected = (grad.to(acc) * (scale[:, None] if per_row else scale)).to(dtype)
     assert scale_rows_(grad, scale) is grad
     torch.testing.assert_close(grad, expected, rtol=0, atol=0, equal_nan=True)
+
+
+def test_triton_scale_reads_a_broadcast_row_scale():
+    """loss.sum() over reduction="none" hands backward an expanded scalar: one scale a row, stride 0."""
+    from listmle_kernels.triton_scale import scale_rows_
+    grad = torch.ones(3, 5000, device=DEVICE)
+    scale_rows_(grad, torch.tensor(2.5, device=DEVICE).expand(3))
+    torch.testing.assert_close(grad, torch.full((3, 5000), 2.5, device=DEVICE))
 
 
 def test_triton_scale_reads_per_row_strides():
