@@ -61,8 +61,8 @@ def graph_freed_after_backward() -> bool:
 
 
 # Smallest saved gradient (elements) that the backward scales with the Triton kernel of triton_scale.py, which
-# skips the pass where grad_output is 1. Below it a torch multiply: Triton's launcher binds and specialises
-# every argument in Python: at 16 x 10 it took 55 of the backward function's 63 ms over 300 calls under
+# skips the pass where grad_output is 1. Below it, a torch multiply: Triton's launcher binds and specialises
+# every argument in Python, and at 16 x 10 it took 55 of the backward function's 63 ms over 300 calls under
 # cProfile on an H100 (bench/results/gpu-20261123/kernel-profile-sort-host.log), where one torch op costs
 # 7 us. The pass it would save moves at most 8 MB of float32: under 3 us at that H100's 2.97 TB/s copy bandwidth
 # (bench/results/cuda-20261123T053504.json). Half-precision gradients always take the kernel: multiplied in
