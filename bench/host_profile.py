@@ -8,7 +8,8 @@ included, what a training loop pays), and profiles the whole call:
   * floors: one torch op; `scores.sum()` and its gradient (the cheapest autograd loss); an
     autograd.Function with ListMLEFunction's eleven arguments and a one-op forward and backward;
   * our parts: argument checks, the forward launch, the backward's two ways of scaling the saved
-    gradient (the Triton kernel, a torch multiply), the whole loss forward and forward+backward;
+    gradient (the Triton kernel, a torch multiply), the whole loss forward and forward+backward (input
+    order, and sorted by graded labels);
   * the same forward+backward with autograd's device threads off
     (`torch.autograd.set_multithreading_enabled(False)`): the engine's hand-off to its CUDA thread;
   * the eager reference, for scale;
@@ -80,11 +81,13 @@ def parts(B: int, L: int, device: torch.device, backend: str) -> dict:
     scores, lengths = inputs.scores, inputs.lengths
     leaf = scores.detach().requires_grad_(True)
     plain = scores.detach()
+    grades = torch.randint(0, 5, (B, L), generator=torch.Generator().manual_seed(1)).to(device)
     ones = torch.ones((), device=device)
     args = (None, None, lengths, None, True, "stable", None, "mean")
 
-    def loss(validate, on=leaf):
-        return lambda: listmle_loss(on, lengths=lengths, validate=validate, backend=backend)
+    def loss(validate, on=leaf, labels=None):
+        return lambda: listmle_loss(on, labels, lengths=lengths, respect_input_order=labels is None,
+                                    validate=validate, backend=backend)
 
     scratch = torch.zeros(B, L, device=device)
     steps = {
@@ -109,6 +112,7 @@ def parts(B: int, L: int, device: torch.device, backend: str) -> dict:
         "listmle_loss fwd, no grad, validate=False": loss(False, on=plain),
         "listmle_loss fwd+bwd validate=False": gradient_of(loss(False), leaf),
         "listmle_loss fwd+bwd validate=True": gradient_of(loss(True), leaf),
+        "listmle_loss fwd+bwd by labels, validate=False": gradient_of(loss(False, labels=grades), leaf),
         "ListMLEFunction.apply fwd+bwd validate=False": gradient_of(
             lambda: ListMLEFunction.apply(leaf, *args, False, backend), leaf),
         "reference eager fwd+bwd": gradient_of(lambda: reference_eager_loss(leaf, None, lengths), leaf),
