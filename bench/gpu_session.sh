@@ -2,7 +2,7 @@
 # The GPU session of bench/NOTES.md, one stage per device call (each fits the 10-minute limit):
 #
 #   bash bench/gpu_session.sh prepare                  # here, once: what must travel, into .gpu/
-#   LISTMLE_GIT_COMMIT=<sha> bash bench/gpu_session.sh check|host|bench|tune|train   # on the GPU machine,
+#   LISTMLE_GIT_COMMIT=<sha> bash bench/gpu_session.sh check|host|compare|bench|tune|train   # on the GPU machine,
 #                                                      # carrying .gpu; results land in $OUT
 #   BUDGET_S=<seconds> caps bench and tune (default 420 / 520) to what is left of the session.
 #
@@ -10,8 +10,10 @@
 #        path, the sm_90 compile report. bench: the full grid. tune: the launch-configuration
 #        sweep. train: fused kernel vs reference loss on the MS MARCO sample with all-MiniLM-L6-v2.
 # host: where a training-sized call's host time goes (bench/host_profile.py, about a minute).
+# compare: this tree's kernel against the package in $PACKAGE_DIR (default prof/grouped, exported here with
+#          git archive), sorting by graded and by distinct labels (bench/compare_commits.py).
 set -uo pipefail
-stage=${1:?usage: bench/gpu_session.sh prepare|check|host|bench|tune|train}
+stage=${1:?usage: bench/gpu_session.sh prepare|check|host|compare|bench|tune|train}
 out=${OUT:-output/gpu-session}
 mkdir -p "$out"
 export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}
@@ -54,6 +56,13 @@ bench)
     ;;
 host)
     "$py" -m bench.host_profile --out "$out"
+    ;;
+compare)
+    dir=${PACKAGE_DIR:-prof/grouped}
+    for labels in graded distinct; do
+        "$py" -m bench.compare_commits "$(basename "$dir")" --package-dir "$dir" --orders labels --labels $labels \
+            --shape 16x10,64x100,16384x1024,16384x4096 --out "$out" || exit $?
+    done
     ;;
 tune)
     "$py" -m bench.tune --time-budget-s "${BUDGET_S:-520}" --out "$out"
