@@ -34,7 +34,7 @@ import torch
 
 from bench import cases as cases_mod
 from bench import report, timing
-from bench.__main__ import str_list
+from bench.__main__ import choice_list
 from bench.impls import ListmleKernels, ReferenceEager
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -107,7 +107,7 @@ def main(argv=None):
     p.add_argument("rev", help="the commit to compare against, e.g. HEAD~3 (with --package-dir: its name)")
     p.add_argument("--package-dir", type=Path, help="take REV's listmle_kernels from this directory, not git")
     p.add_argument("--shape", type=cases_mod.parse_shapes, default=((256, 100),), help="e.g. 256x100,16x10")
-    p.add_argument("--orders", type=str_list, default=("input", "labels"))
+    p.add_argument("--orders", type=choice_list("input", "labels"), default=("input", "labels"))
     p.add_argument("--labels", choices=("distinct", "graded"), default="distinct",
                    help="labels-order cases: the bench's distinct continuous labels, or grades 0-4 with ties")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
