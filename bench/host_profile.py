@@ -89,6 +89,9 @@ def parts(B: int, L: int, device: torch.device, backend: str) -> dict:
         return lambda: listmle_loss(on, labels, lengths=lengths, respect_input_order=labels is None,
                                     validate=validate, backend=backend)
 
+    def checked(validate):
+        return parse_inputs(leaf, None, None, lengths, None, True, "stable", "mean", validate, backend)
+
     scratch = torch.zeros(B, L, device=device)
     steps = {
         "one torch op (x.add_(1))": lambda: scratch.add_(1),
@@ -96,12 +99,10 @@ def parts(B: int, L: int, device: torch.device, backend: str) -> dict:
         "autograd floor fwd+bwd": timing.autograd_floor_step(scores, "fwd+bwd"),
         "one-op Function, 11 args, fwd+bwd": gradient_of(lambda: OneOpFunction.apply(leaf, *args, False, backend),
                                                          leaf),
-        "parse_inputs validate=False": lambda: parse_inputs(leaf, None, None, lengths, None, True, "stable",
-                                                            "mean", False, backend),
-        "parse_inputs validate=True": lambda: parse_inputs(leaf, None, None, lengths, None, True, "stable",
-                                                           "mean", True, backend),
+        "parse_inputs validate=False": lambda: checked(False),
+        "parse_inputs validate=True": lambda: checked(True),
     }
-    parsed = parse_inputs(leaf, None, None, lengths, None, True, "stable", "mean", False, backend)
+    parsed = checked(False)
     steps["compute_rows (forward launch, gradient)"] = lambda: compute_rows(parsed, 0, B, True)
     saved = torch.zeros(B, L, device=device)
     if backend == "triton":
