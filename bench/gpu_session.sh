@@ -2,7 +2,7 @@
 # The GPU session of bench/NOTES.md, one stage per device call (each fits the 10-minute limit):
 #
 #   bash bench/gpu_session.sh prepare                  # here, once: what must travel, into .gpu/
-#   LISTMLE_GIT_COMMIT=<sha> bash bench/gpu_session.sh check|host|compare|bench|tune|train   # on the GPU machine,
+#   LISTMLE_GIT_COMMIT=<sha> bash bench/gpu_session.sh check|host|compare|compare-input|bench|tune|train  # on the GPU,
 #                                                      # carrying .gpu; results land in $OUT
 #   BUDGET_S=<seconds> caps bench and tune (default 420 / 520) to what is left of the session.
 #
@@ -12,8 +12,9 @@
 # host: where a training-sized call's host time goes (bench/host_profile.py, about a minute).
 # compare: this tree's kernel against the package in $PACKAGE_DIR (default prof/grouped, exported here with
 #          git archive), sorting by graded and by distinct labels (bench/compare_commits.py).
+# compare-input: the same in input order at device-bound shapes (default PACKAGE_DIR prof/before).
 set -uo pipefail
-stage=${1:?usage: bench/gpu_session.sh prepare|check|host|compare|bench|tune|train}
+stage=${1:?usage: bench/gpu_session.sh prepare|check|host|compare|compare-input|bench|tune|train}
 out=${OUT:-output/gpu-session}
 mkdir -p "$out"
 export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}
@@ -63,6 +64,11 @@ compare)
         "$py" -m bench.compare_commits "$(basename "$dir")" --package-dir "$dir" --orders labels --labels $labels \
             --shape 16x10,64x100,16384x1024,16384x4096 --out "$out" || exit $?
     done
+    ;;
+compare-input)
+    dir=${PACKAGE_DIR:-prof/before}
+    "$py" -m bench.compare_commits "$(basename "$dir")" --package-dir "$dir" --orders input \
+        --shape 16384x4096,65536x1024,65536x128,16384x100 --out "$out"
     ;;
 tune)
     "$py" -m bench.tune --time-budget-s "${BUDGET_S:-520}" --out "$out"

@@ -33,6 +33,8 @@ import functools
 import torch
 import triton
 import triton.language as tl
+from triton.language.extra import libdevice
+from triton.runtime.interpreter import InterpretedFunction
 
 from ._inputs import WEIGHTS_TENSOR, ListMLEInputs, real_mask
 from ._launch import cdiv, next_power_of_2, on_device_of
@@ -96,6 +98,23 @@ def _lse_total(x):
 
 
 @triton.jit
+def _log_of_ratio(x, FAST_LOG: tl.constexpr):
+    """log x for the linear sums' ratios S_r / e_r in [1, L e^span].
+
+    FAST_LOG (float32 on CUDA): the hardware log2 approximation (`__logf`: at most 2^-21.41 absolute error
+    in [0.5, 2], 3 ulp above; the CUDA C Programming Guide), a multi-function-unit op and a multiply in place of
+    libdevice's ~30-instruction logf polynomial, which made a third of the linear path's instructions (sm_90
+    SASS, bench/NOTES.md, eleventh session). Within the loss tolerance: ratios near 1 (log < 0.02, the only
+    ones where 2^-21.41 is not small against the log) each need the next score > 4 below, so a row of span
+    <= 60 has at most ~15 of them. Triton's interpreter has no libdevice, so it takes tl.log.
+    """
+    if FAST_LOG:
+        return libdevice.fast_logf(x)
+    else:
+        return tl.log(x)
+
+
+@triton.jit
 def _is_real(rows64, row_ok, pos, inside, mask_ptr, stride_mb, stride_ml, lengths_ptr, REAL: tl.constexpr):
     """Whether position `pos` of each row holds a real document (not padding, not past the row end)."""
     if REAL == 1:
@@ -124,9 +143,15 @@ def _load_chunk(start, rows64, row_ok, cols, L,
     else:
         pos = slot[None, :] + tl.zeros_like(rows64)[:, None]
     real = _is_real(rows64, row_ok, pos, inside, mask_ptr, stride_mb, stride_ml, lengths_ptr, REAL)
-    s = tl.load(scores_ptr + rows64[:, None] * stride_sb + pos * stride_sl, mask=real,
-                other=float("-inf"))
-    return s, real, pos
+    fetch = real
+    if REAL == 2 and ORDER == 0:
+        # Whole groups of 8 slots that hold a real document: a mask constant over 16 bytes of scores lets the
+        # load be vectorised (sm_90: 2 LDG.128 for a thread's 8 float32 slots instead of 8 4-byte loads) and
+        # still skips the padding past the last group. What it reads past the length is masked below.
+        length = tl.load(lengths_ptr + rows64, mask=row_ok, other=0)
+        fetch = inside & ((slot // 8)[None, :] < ((length + 7) // 8)[:, None])
+    s = tl.load(scores_ptr + rows64[:, None] * stride_sb + pos * stride_sl, mask=fetch)
+    return tl.where(real, s, float("-inf")), real, pos
 
 
 @triton.jit
@@ -166,7 +191,7 @@ def _listmle_kernel(
     B, L, num_chunks, row_divisor, seed,
     REAL: tl.constexpr, ORDER: tl.constexpr, WEIGHTS: tl.constexpr, RANDOM_TIES: tl.constexpr,
     STORE_GRAD: tl.constexpr, ROWS: tl.constexpr, BLOCK: tl.constexpr, CHUNKS: tl.constexpr,
-    INDEX_BITS: tl.constexpr, LINEAR_SPAN: tl.constexpr,
+    INDEX_BITS: tl.constexpr, LINEAR_SPAN: tl.constexpr, FAST_LOG: tl.constexpr,
 ):
     acc = loss_ptr.dtype.element_ty  # float32, or float64 for float64 scores
     inv_divisor = 1.0 / tl.full([], row_divisor, acc)  # 1/B of reduction="mean", exact in float64 too
@@ -260,13 +285,13 @@ def _listmle_kernel(
             # S_r = sum_{t >= r} e_t: this chunk's reverse cumsum plus the chunks to its right. S >= e_r >=
             # exp(-span) at real slots, S_r / e_r <= L exp(span) and sum_r w_r / S_r <= exp(span) (1 + log L):
             # no underflow, and no overflow for any L < 2^31 (KERNEL_LINEAR_SPAN).
-            e = tl.where(real, tl.exp(s), 0.0)
+            e = tl.exp(s)  # 0 at padding: s = -inf there
             suffix = tl.cumsum(e, axis=1, reverse=True)
             if CHUNKS > 1:
                 suffix += tl.sum(tl.where(chunk_ids[None, :] > k, chunk_sum, 0.0), axis=1)[:, None]
             # s_r - log S_r as -log(S_r / e_r): the ratio's log is small and exact to a few ulps, while the
             # log of S_r itself (up to LINEAR_SPAN in size) would carry its own ulps, ~2e-6 at 30, into s - lse.
-            log_prob = -tl.log(suffix / e)
+            log_prob = -_log_of_ratio(suffix / e, FAST_LOG)
             if STORE_GRAD:
                 ratio = tl.where(real, w / suffix, 0.0)
                 grad = e * (tl.cumsum(ratio, axis=1) + ratio_carry[:, None]) - w
@@ -301,6 +326,11 @@ def _listmle_kernel(
                      grad.to(grad_ptr.dtype.element_ty), mask=written)
 
     tl.store(loss_ptr + rows64, -loss, mask=row_ok)
+
+
+# Float32 linear sums take libdevice's fast log (`_log_of_ratio`) when compiled for CUDA: not when Triton
+# interprets the kernel (no libdevice), nor on ROCm (its libdevice has no fast_logf).
+FAST_LOG_FLOAT32 = not isinstance(_listmle_kernel, InterpretedFunction) and torch.version.hip is None
 
 
 def row_geometry(length: int, sort_by_labels: bool) -> tuple[bool, int, int]:
@@ -378,6 +408,7 @@ def triton_listmle(inputs: ListMLEInputs, seed: int, row_divisor: int, need_grad
             REAL=real_kind, ORDER=order_kind, WEIGHTS=inputs.weight_kind,
             RANDOM_TIES=inputs.random_ties, STORE_GRAD=need_grad, ROWS=rows, BLOCK=block, CHUNKS=chunks,
             INDEX_BITS=block.bit_length() - 1, LINEAR_SPAN=KERNEL_LINEAR_SPAN[row_loss.dtype],
+            FAST_LOG=FAST_LOG_FLOAT32 and row_loss.dtype == torch.float32,
             num_warps=num_warps,
         )
     return row_loss, grad

@@ -14,12 +14,14 @@ import subprocess
 import sys
 import tempfile
 
+import torch
 import triton
 from triton.backends.compiler import GPUTarget
 from triton.compiler import ASTSource
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from listmle_kernels.triton_listmle import _listmle_kernel, launch_config  # noqa: E402
+from listmle_kernels.triton_listmle import (  # noqa: E402
+    FAST_LOG_FLOAT32, KERNEL_LINEAR_SPAN, _listmle_kernel, launch_config)
 from listmle_kernels.triton_scale import _scale_rows_kernel, tile_shape as scale_tile_shape  # noqa: E402
 
 CONFIGS = [  # (score type, constexprs): the heaviest sort, the chunked scan, packed short rows, float64
@@ -30,7 +32,7 @@ CONFIGS = [  # (score type, constexprs): the heaviest sort, the chunked scan, pa
 ]
 
 
-def launch_specialisation(score_type, constants, aligned=True):
+def launch_specialisation(score_type, constants, aligned=True, kernel=_listmle_kernel):
     """(signature, constexprs, attrs) as a launch on contiguous (B, L) tensors specialises the kernel.
 
     Triton turns integer arguments equal to 1 into constants (here: every column stride, and
@@ -45,8 +47,12 @@ def launch_specialisation(score_type, constants, aligned=True):
     units = {"stride_sl", "stride_yl", "stride_ml", "stride_ol", "stride_wl", "stride_gl"}
     if constants["CHUNKS"] == 1:
         units.add("num_chunks")
-    sig, constexprs, attrs = {}, dict(constants, INDEX_BITS=constants["BLOCK"].bit_length() - 1), {}
-    for index, param in enumerate(_listmle_kernel.params):
+    accumulator = torch.float64 if acc == "fp64" else torch.float32
+    launcher_picks = dict(INDEX_BITS=constants["BLOCK"].bit_length() - 1, LINEAR_SPAN=KERNEL_LINEAR_SPAN[accumulator],
+                          FAST_LOG=FAST_LOG_FLOAT32 and accumulator == torch.float32)  # as triton_listmle() passes them
+    names = {param.name for param in kernel.params}  # an older copy of the kernel may lack some
+    sig, constexprs, attrs = {}, {k: v for k, v in dict(launcher_picks, **constants).items() if k in names}, {}
+    for index, param in enumerate(kernel.params):
         name = param.name
         if param.is_constexpr or name in units:
             sig[name] = "constexpr"
@@ -58,9 +64,10 @@ def launch_specialisation(score_type, constants, aligned=True):
     return sig, constexprs, attrs
 
 
-def compile_for_h100(score_type, constants, num_warps=None, aligned=True):
-    sig, constexprs, attrs = launch_specialisation(score_type, constants, aligned)
-    source = ASTSource(fn=_listmle_kernel, signature=sig, constexprs=constexprs, attrs=attrs)
+def compile_for_h100(score_type, constants, num_warps=None, aligned=True, kernel=_listmle_kernel):
+    """`kernel`: _listmle_kernel, or a copy of it with the same parameters (bench/sass_count.py)."""
+    sig, constexprs, attrs = launch_specialisation(score_type, constants, aligned, kernel)
+    source = ASTSource(fn=kernel, signature=sig, constexprs=constexprs, attrs=attrs)
     if num_warps is None:  # what the launcher picks
         num_warps = launch_config(constants["BLOCK"], constants["CHUNKS"], constants["ROWS"],
                                   constants["ORDER"] == 1)[1]
