@@ -146,10 +146,11 @@ def parse_inputs(scores, labels, mask, lengths, lambda_weight, respect_input_ord
         if lengths.device != scores.device:
             raise ValueError(f"lengths is on {lengths.device} but scores are on {scores.device}")
         if checking_values and batch:
+            wide = lengths.long()  # L itself may not fit a narrow dtype (uint8 lengths, L = 300): compare in int64
             def raise_bad_lengths():
-                bad = lengths[(lengths < 0) | (lengths > length)][0].item()
+                bad = wide[(wide < 0) | (wide > length)][0].item()
                 raise ValueError(f"lengths must lie in [0, {length}] (the list length), got {bad}")
-            value_checks.append(((lengths.clamp(0, length) != lengths).any(), raise_bad_lengths))
+            value_checks.append(((wide.clamp(0, length) != wide).any(), raise_bad_lengths))
 
     if labels is not None:
         _check_like_scores("labels", labels, scores)

@@ -104,9 +104,10 @@ def _log_of_ratio(x, FAST_LOG: tl.constexpr):
     FAST_LOG (float32 on CUDA): the hardware log2 approximation (`__logf`: at most 2^-21.41 absolute error
     in [0.5, 2], 3 ulp above; the CUDA C Programming Guide), a multi-function-unit op and a multiply in place of
     libdevice's ~30-instruction logf polynomial, which made a third of the linear path's instructions (sm_90
-    SASS, bench/NOTES.md, eleventh session). Within the loss tolerance: ratios near 1 (log < 0.02, the only
-    ones where 2^-21.41 is not small against the log) each need the next score > 4 below, so a row of span
-    <= 60 has at most ~15 of them. Triton's interpreter has no libdevice, so it takes tl.log.
+    SASS, bench/NOTES.md, eleventh session). Within the loss tolerance: a ratio near 1 (log < 0.02, the only
+    ones where 2^-21.41 is not small against the log) needs every later score ~4 lower, and the suffix sums at
+    least halve at each ratio <= 2, so a row of span <= 60 has at most ~16 such terms, whatever its length. A
+    loss of ~0 may come out as -1e-7. Triton's interpreter has no libdevice, so it takes tl.log.
     """
     if FAST_LOG:
         return libdevice.fast_logf(x)
@@ -147,9 +148,10 @@ def _load_chunk(start, rows64, row_ok, cols, L,
     if REAL == 2 and ORDER == 0:
         # Whole groups of 8 slots that hold a real document: a mask constant over 16 bytes of scores lets the
         # load be vectorised (sm_90: 2 LDG.128 for a thread's 8 float32 slots instead of 8 4-byte loads) and
-        # still skips the padding past the last group. What it reads past the length is masked below.
+        # still skips the padding past the last group. What it reads past the length is masked below. The group's
+        # first slot is compared with the length as loaded: length + 7 would wrap in uint8 / int8 / int16 lengths.
         length = tl.load(lengths_ptr + rows64, mask=row_ok, other=0)
-        fetch = inside & ((slot // 8)[None, :] < ((length + 7) // 8)[:, None])
+        fetch = inside & (((slot // 8) * 8)[None, :] < length[:, None])
     s = tl.load(scores_ptr + rows64[:, None] * stride_sb + pos * stride_sl, mask=fetch)
     return tl.where(real, s, float("-inf")), real, pos
 
@@ -408,7 +410,7 @@ def triton_listmle(inputs: ListMLEInputs, seed: int, row_divisor: int, need_grad
             REAL=real_kind, ORDER=order_kind, WEIGHTS=inputs.weight_kind,
             RANDOM_TIES=inputs.random_ties, STORE_GRAD=need_grad, ROWS=rows, BLOCK=block, CHUNKS=chunks,
             INDEX_BITS=block.bit_length() - 1, LINEAR_SPAN=KERNEL_LINEAR_SPAN[row_loss.dtype],
-            FAST_LOG=FAST_LOG_FLOAT32 and row_loss.dtype == torch.float32,
+            FAST_LOG=FAST_LOG_FLOAT32 and scores.is_cuda and row_loss.dtype == torch.float32,
             num_warps=num_warps,
         )
     return row_loss, grad

@@ -270,6 +270,18 @@ def test_label_dtypes(backend):
                                listmle_loss(scores, binary.float(), respect_input_order=False, backend=backend))
 
 
+@pytest.mark.parametrize("dtype", [torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64])
+def test_lengths_dtypes_up_to_their_largest_value(backend, dtype):
+    """Near the top of a narrow integer type nothing may wrap: not the kernel's reads (in groups of 8 slots up to
+    the length), nor the check against L, which the type may not hold (uint8 lengths, L = 300)."""
+    top = min(torch.iinfo(dtype).max, 300)
+    scores = randn(4, 300, seed=13)
+    lengths = torch.tensor([top, top - 1, top - 6, top - 8], device=DEVICE)
+    expected = listmle_reference(scores.cpu().double(), lengths=lengths.cpu(), reduction="none")
+    got = listmle_loss(scores, lengths=lengths.to(dtype), reduction="none", backend=backend)
+    assert_close(got.cpu(), expected, torch.float32, LOSS_TOL)
+
+
 def test_negative_zero_ties_with_zero(backend):
     scores = randn(1, 3, seed=12)
     labels = torch.tensor([[0.0, -0.0, 0.0]], device=DEVICE)
