@@ -103,7 +103,7 @@ def _log_of_ratio(x, FAST_LOG: tl.constexpr):
 
     FAST_LOG (float32 on CUDA): the hardware log2 approximation (`__logf`: at most 2^-21.41 absolute error
     in [0.5, 2], 3 ulp above; the CUDA C Programming Guide), a multi-function-unit op and a multiply in place of
-    libdevice's ~30-instruction logf polynomial, which made a third of the linear path's instructions (sm_90
+    libdevice's ~30-instruction logf polynomial, a quarter of the linear path's instructions before (sm_90
     SASS, bench/NOTES.md, eleventh session). Within the loss tolerance: a ratio near 1 (log < 0.02, the only
     ones where 2^-21.41 is not small against the log) needs every later score ~4 lower, and the suffix sums at
     least halve at each ratio <= 2, so a row of span <= 60 has at most ~16 such terms, whatever its length. A
