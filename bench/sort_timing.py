@@ -1,8 +1,10 @@
-"""python -m bench.sort_timing: where the CPU sort-by-labels time goes (the figures in bench/NOTES.md).
+"""python -m bench.sort_timing [--shape BxL]: where the CPU sort-by-labels time goes (the figures in bench/NOTES.md).
 
-Times, on one torch thread, both builds of the target order at 256 x 100 (80% real documents, stable
-and random ties), and bare sorts of random int64 keys of the same shape.
+Times, on one torch thread, both builds of the target order at 256 x 100 or the given shape (80% real
+documents, stable and random ties), and bare sorts of random int64 keys of the same shape.
 """
+
+import argparse
 
 import numpy as np
 import torch
@@ -32,4 +34,7 @@ def main(batch=256, length=100):
 
 
 if __name__ == "__main__":
-    main()
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--shape", default="256x100", help="B x L, e.g. 64x4096")
+    batch, length = map(int, parser.parse_args().shape.lower().split("x"))
+    main(batch, length)

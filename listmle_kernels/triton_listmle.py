@@ -42,7 +42,10 @@ from .ops import LINEAR_SPAN, accumulator_dtype
 from .target_order import target_order
 
 MAX_BLOCK = 4096        # slots per chunk; longer rows are scanned in chunks
-SORT_MAX_BLOCK = 4096   # longest row sorted by labels inside the kernel
+# Longest row sorted by labels inside the kernel. Longer rows take the torch pre-pass: on an H100 at
+# 16384 x 4096 the in-kernel bitonic sort took 12.8 ms against the pre-pass's 10.3, while at 1024 the
+# kernel won, 1.6 against 2.4 ms (bench/results/gpu-20261123/kernel-profile-sort-host.log).
+SORT_MAX_BLOCK = 2048
 ROW_TILE = 1024         # short rows are packed ROWS to a program, about this many slots each
 # The linear sums' reach below a row's max: the CPU path's LINEAR_SPAN, but 60 for float32, so that
 # S_r / e_r <= L exp(60) stays finite for any list length (with 80 it would overflow past L = 6,000).

@@ -73,7 +73,8 @@ def test_launch_config_keeps_the_gpu_busy(batch, length, sort, sm_count):
     (65536, dict()),
     (20000, dict(lengths=torch.tensor([20000, 12345]))),
     (5000, dict(lambda_weight="plistmle", respect_input_order=False)),   # sort via the pre-pass
-    (4096, dict(respect_input_order=False)),                             # the longest in-kernel sort
+    (triton_listmle.SORT_MAX_BLOCK, dict(respect_input_order=False)),   # the longest in-kernel sort
+    (triton_listmle.SORT_MAX_BLOCK + 1, dict(respect_input_order=False)),  # the shortest pre-pass sort
 ])
 @pytest.mark.parametrize("backend", ["triton", "torch"])
 def test_long_rows_match_reference(backend, length, kwargs):
