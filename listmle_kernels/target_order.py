@@ -74,8 +74,6 @@ def hashed_tie_bits(batch: int, length: int, seed: int, width: int, device) -> t
 
 def torch_target_order(labels, real, random_ties: bool, seed: int) -> torch.Tensor:
     """target_order in torch ops (any device)."""
-    batch, length = labels.shape
-    bits = index_bits(length)
     # Descending labels = ascending -labels; 0.0 - x turns both zeros into +0.0, so they tie.
     key = unsigned_order_bits_((0.0 - labels.to(torch.float32)).view(torch.int32))
     key.bitwise_or_(real.to(torch.int32).sub_(1))  # padding: all 32 bits set
@@ -83,6 +81,8 @@ def torch_target_order(labels, real, random_ties: bool, seed: int) -> torch.Tens
         # torch.sort returns the positions anyway, and a stable sort breaks ties by them: the 32-bit key
         # alone (flipped to signed order) gives the same order as the packed int64, with half the key.
         return torch.sort(key.bitwise_xor_(SIGN_BIT), dim=1, stable=True).indices
+    batch, length = labels.shape
+    bits = index_bits(length)
     packed = key.to(torch.int64).bitwise_and_(2 ** 32 - 1).bitwise_left_shift_(KEY_SHIFT)
     packed.bitwise_or_(torch.arange(length, device=labels.device))
     tie_bits = hashed_tie_bits(batch, length, seed, KEY_SHIFT - bits, labels.device)
