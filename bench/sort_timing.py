@@ -1,6 +1,6 @@
-"""python -m bench.sort_timing [--shape BxL]: where the CPU sort-by-labels time goes (the figures in bench/NOTES.md).
+"""python -m bench.sort_timing [--shape BxL,...]: where the CPU sort-by-labels time goes (the figures in bench/NOTES.md).
 
-Times, on one torch thread, both builds of the target order at 256 x 100 or the given shape (80% real
+Times, on one torch thread, both builds of the target order at 256 x 100 or each given shape (80% real
 documents, stable and random ties), and bare sorts of random int64 keys of the same shape.
 """
 
@@ -9,6 +9,7 @@ import argparse
 import numpy as np
 import torch
 
+from bench.cases import parse_shapes
 from bench.timing import time_cpu
 from listmle_kernels.target_order import numpy_target_order, torch_target_order
 
@@ -35,6 +36,6 @@ def main(batch=256, length=100):
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--shape", default="256x100", help="B x L, e.g. 64x4096")
-    batch, length = map(int, parser.parse_args().shape.lower().split("x"))
-    main(batch, length)
+    parser.add_argument("--shape", type=parse_shapes, default="256x100", help="B x L, e.g. 256x100,64x4096")
+    for batch, length in parser.parse_args().shape:
+        main(batch, length)
