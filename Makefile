@@ -1,23 +1,48 @@
-# `make test` / `make bench` on a fresh machine with Python 3.10+: a local .venv, then the command.
+# `make test` / `make bench` on a fresh machine: a local .venv holding the locked environment, then the command.
+#
+# requirements.lock pins every package the tests, the benchmarks and training use (with hashes), for CPython 3.11
+# on x86_64 Linux with the CPU build of torch (torch==2.13.0+cpu, published at https://download.pytorch.org/whl/cpu;
+# where it is not on pip's find-links, pass the index: `make test UV_EXTRA_INDEX_URL=https://download.pytorch.org/whl/cpu`).
+# It is installed with uv (seconds) or, with INSTALLER=pip, with plain pip (minutes). `make lock` refreshes it;
+# `make test-latest` runs the suite on the newest releases in a separate environment, to meet upstream drift on
+# purpose before a `make lock`.
 PYTHON ?= python3
 VENV ?= .venv
-# The CPU build installs in seconds where it lies on local disk; override for a CUDA machine,
-# e.g. `make test TORCH_SPEC=torch` (or TORCH_SPEC= to keep an installed torch).
-TORCH_SPEC ?= torch==2.13.0
-PIP := $(VENV)/bin/pip
+LOCK := requirements.lock
+INSTALLER ?= uv
+TORCH_LOCK ?= torch==2.13.0+cpu
+# allRank's listMLE is a bench and test baseline, but it pins torch <= 1.8: it is locked on its own, without its
+# dependencies (the loss function needs none but torch), and the whole lock is installed with --no-deps.
+ALLRANK_LOCK ?= allRank==1.4.3
+LATEST_VENV ?= .venv-latest
+
+UV = $(VENV)/bin/uv
+# uv does not read pip's configuration: hand it the wheel folders pip is configured with, if any.
+PIP_WHEEL_DIRS := $(or $(PIP_FIND_LINKS),$(shell $(PYTHON) -m pip config get global.find-links 2>/dev/null))
+FIND_LINKS = $(foreach dir,$(PIP_WHEEL_DIRS),--find-links $(dir))
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
 
-$(VENV)/.installed: setup.py $(VENV)/bin/python
-	$(if $(TORCH_SPEC),$(PIP) install -q "$(TORCH_SPEC)")
-	$(PIP) install -q -e ".[dev,train,bench,sentence-transformers]"
-	# allRank's listMLE as a bench baseline: it pins torch <= 1.8, so without its dependencies
-	# (bench runs only its loss function; see load_allrank_listmle in bench/impls.py)
-	$(PIP) install -q --no-deps allRank==1.4.3
+# uv itself comes from the lock, hash-checked, through pip.
+$(UV): $(LOCK) | $(VENV)/bin/python
+	awk '/^uv==/{p=1; print; next} p && /^ /{print; next} {p=0}' $(LOCK) > $(VENV)/uv.lock
+	$(VENV)/bin/pip install -q --no-deps --require-hashes -r $(VENV)/uv.lock
 	touch $@
 
-.PHONY: install test test-thorough bench bench-quick
+ifeq ($(INSTALLER),pip)
+$(VENV)/.installed: $(LOCK) pyproject.toml | $(VENV)/bin/python
+	$(VENV)/bin/pip install -q --no-deps --require-hashes -r $(LOCK)
+	$(VENV)/bin/pip install -q --no-deps --no-build-isolation -e .
+	touch $@
+else
+$(VENV)/.installed: $(LOCK) pyproject.toml $(UV)
+	$(UV) pip install -q --python $(VENV)/bin/python --no-deps --require-hashes $(FIND_LINKS) -r $(LOCK)
+	$(UV) pip install -q --python $(VENV)/bin/python --no-deps --no-build-isolation -e .
+	touch $@
+endif
+
+.PHONY: install test test-thorough test-latest bench bench-quick lock
 install: $(VENV)/.installed
 
 test: $(VENV)/.installed
@@ -31,3 +56,18 @@ bench: $(VENV)/.installed
 
 bench-quick: $(VENV)/.installed
 	$(VENV)/bin/python -m bench --quick $(BENCH_ARGS)
+
+lock: $(UV)
+	printf '%s\n' "$(TORCH_LOCK)" "setuptools>=77" uv | $(UV) pip compile pyproject.toml - --extra dev \
+		--generate-hashes --python-version 3.11 --python-platform x86_64-manylinux_2_28 $(FIND_LINKS) \
+		--custom-compile-command "make lock" --quiet -o $(LOCK)
+	echo "$(ALLRANK_LOCK)" | $(UV) pip compile - --no-deps --generate-hashes --no-header --quiet >> $(LOCK)
+
+# The newest release of every package, in an environment of its own. torch stays the locked CPU build unless
+# TORCH_LATEST says otherwise (`make test-latest TORCH_LATEST=torch`: PyPI's newest, a CUDA build of several GB).
+TORCH_LATEST ?= $(TORCH_LOCK)
+test-latest: $(UV)
+	$(UV) venv --quiet --allow-existing --python $(PYTHON) $(LATEST_VENV)
+	$(UV) pip install --quiet --python $(LATEST_VENV)/bin/python --upgrade $(FIND_LINKS) -e ".[dev]" "$(TORCH_LATEST)"
+	$(UV) pip install --quiet --python $(LATEST_VENV)/bin/python --upgrade --no-deps $(ALLRANK_LOCK)
+	$(LATEST_VENV)/bin/python -m pytest -n auto
