@@ -1,7 +1,8 @@
 """python -m bench: check, then time every ListMLE implementation over a grid of shapes and modes.
 
   python -m bench --quick             # a few minutes; CPU implementations only without CUDA
-  python -m bench --out DIR           # JSON, CSV and PNGs under DIR (default bench/results/)
+  python -m bench --out DIR           # JSON, CSV and PNGs under DIR (default output/bench/, git-ignored)
+  python -m bench.plots RUN.json      # redraw a run's PNGs from its JSON file
   python -m bench --B 64,1024 --L 100,1024 --sweep 64x100 --impls listmle_kernels_torch,reference_eager
 
 Without CUDA only the PyTorch implementations are timed, at small sizes: GPU numbers need CUDA, and
@@ -14,6 +15,7 @@ import argparse
 import os
 import signal
 import sys
+import textwrap
 import time
 from pathlib import Path
 
@@ -23,7 +25,7 @@ from bench import cases as cases_mod
 from bench import check, plots, report, runner, timing, training_step
 from bench.impls import all_impls
 
-DEFAULT_OUT = Path(__file__).resolve().parent / "results"
+DEFAULT_OUT = report.DEFAULT_OUT
 
 
 def int_list(text: str) -> tuple[int, ...]:
@@ -49,7 +51,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m bench", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--quick", action="store_true", help="small grid, short timings (a few minutes)")
-    p.add_argument("--out", type=Path, default=DEFAULT_OUT, help="output directory (default: bench/results/)")
+    p.add_argument("--out", type=Path, default=DEFAULT_OUT,
+                   help="output directory (default: output/bench/ of the repository, which git ignores)")
     p.add_argument("--device", choices=("auto", "cuda", "cpu"), default="auto")
     p.add_argument("--B", type=int_list, help="batch sizes of the shape grid, e.g. 16,64,256")
     p.add_argument("--L", type=int_list, help="list lengths of the shape grid, e.g. 8,32,100")
@@ -78,7 +81,7 @@ def parse_args(argv=None) -> argparse.Namespace:
                         "stall on each other and every op costs milliseconds; 0 = torch's default)")
     p.add_argument("--time-budget-s", type=float,
                    help="stop starting new cases after this many seconds and write what was measured "
-                        "(for the GPU machine's 10-minute command limit); SIGTERM does the same")
+                        "(to fit a job's time limit); SIGTERM does the same")
     p.add_argument("--seed", type=int, default=0)
     return p.parse_args(argv)
 
@@ -114,7 +117,8 @@ def main(argv=None) -> int:
     notes = []
     if device.type != "cuda":
         notes.append("No CUDA device: only the CPU implementations were timed, at small sizes. "
-                     "GPU numbers (the Triton kernel, the issue's GPU targets) need CUDA; "
+                     "GPU numbers (the Triton kernel, and its speed-up, bandwidth and memory targets) "
+                     "need CUDA; "
                      "interpreted Triton is never timed.")
         print(notes[-1])
         load = meta["cpu_load_average_1_5_15min"]
@@ -135,7 +139,7 @@ def main(argv=None) -> int:
         for impl in impls:
             if impl.name == "reference_compiled":
                 # Each of the sweep's 32 modes is a new graph to compile (10-40 s each): too slow for
-                # --quick here and for the GPU machine's 10-minute command limit.
+                # --quick and for a full run meant to fit in 10 minutes.
                 impl.groups = ("grid",)
     for impl in impls:
         ok, why = availability[impl.name]
@@ -186,17 +190,18 @@ def main(argv=None) -> int:
     save(step_share)
     written = [stem.with_suffix(".json"), stem.with_suffix(".csv")]
     if not args.no_plots:
-        written += plots.write_plots(rows, device.type, meta["device"], stem)
+        written += plots.write_plots(rows, meta, stem)
 
     print()
-    print("wrote: " + ", ".join(str(p) for p in written))
+    print("wrote:\n" + "\n".join(f"  {p}" for p in written))
     problems = report.format_problems(rows)
     if problems:
-        print("not timed:\n" + problems)
-    print(training_step.format_loss_share(step_share))
+        print("not timed (implementation, status, cases, why):\n" + problems)
+    for line in training_step.format_loss_share(step_share).splitlines():
+        print(textwrap.fill(line, report.TABLE_WIDTH, subsequent_indent="    "))
     for note in notes:
-        print(note)
-    print(f"total {time.perf_counter() - started:.0f} s; times in ms (median); x = our speedup over that baseline")
+        print(textwrap.fill(note, report.TABLE_WIDTH))
+    print(f"total {time.perf_counter() - started:.0f} s")
     print(report.format_table(rows, device.type))
     print(report.format_targets(rows, device.type))
     return 0 if ok else 1

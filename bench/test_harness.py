@@ -70,13 +70,30 @@ def test_cli_end_to_end_on_a_tiny_grid(tmp_path, capsys):
     assert statuses[(sweep_case, "reference_oracle")] == "ok"  # checked against the vectorised reference too
     ours = next(r for r in data["results"] if (r["case"], r["impl"]) == (sweep_case, "listmle_kernels_torch"))
     assert ours["speedup_vs_reference_oracle"] > 0
-    assert list(tmp_path.glob("*.csv")) and list(tmp_path.glob("*.png"))
+    assert list(tmp_path.glob("*.csv"))
+    assert sorted(p.name[len(result_json.stem):] for p in tmp_path.glob("*.png")) == [
+        "-bandwidth.png", "-speedup.png", "-time-vs-L.png"]
     assert "GPU numbers" in capsys.readouterr().out
 
 
 def _row(impl, B, L, **values):
-    base = dict(Case(B, L).as_dict(), case=f"{B}x{L}", impl=impl, label=impl, status="ok")
+    label = {"listmle_kernels_triton": "lk-triton", "listmle_kernels_torch": "lk-torch",
+             "reference_eager": "ref-eager"}.get(impl, impl)
+    base = dict(Case(B, L).as_dict(), case=f"{B}x{L}", impl=impl, label=label, status="ok")
     return {**base, **values}
+
+
+def _verdict_lines(text: str, target_words: str) -> list[str]:
+    """The indented lines under the first target whose title contains `target_words`."""
+    lines = text.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("  ") and not line.startswith("    ")
+                 and target_words in line)
+    verdict = []
+    for line in lines[start + 1:]:
+        if not line.startswith("    "):
+            break
+        verdict.append(line[4:])
+    return verdict
 
 
 @pytest.mark.parametrize("n", range(1, 8))
@@ -101,16 +118,18 @@ def test_targets_report_the_worst_case_and_count_misses():
              peak_extra_bytes=grad(65536, 512) + PEAK_SLACK_BYTES),
         _row("reference_eager", 16, 10, ms=1.0),
     ]
-    text = format_targets(rows, "cuda").splitlines()
-    eager = next(line for line in text if "reference eager" in line)
-    assert "MISSED 1/3" in eager and "worst 8.5 at 4096 x 4096" in eager
-    copy = next(line for line in text if "copy bandwidth" in line)
-    assert "MISSED 1/2" in copy and "worst 70 at 65536 x 512" in copy
-    memory = next(line for line in text if "peak extra memory" in line)
-    assert "MISSED 1/3" in memory and "4096 x 4096" in memory
-    assert any(line.strip().startswith("not measured") and "torch.compile" in line for line in text)
-    cpu = format_targets([_row("listmle_kernels_torch", 256, 100, speedup_vs_reference_eager=3.4)], "cpu")
-    assert "met" in cpu and "worst 3.4 at 256 x 100" in cpu
+    eager = _verdict_lines(format_targets(rows, "cuda"), "eager vectorised reference")
+    assert eager[0] == "MISSED in 1 of 3 measured cases" and eager[1].startswith("worst: 8.5x at 4096 x 4096, fwd+bwd")
+    copy = _verdict_lines(format_targets(rows, "cuda"), "copy bandwidth")
+    assert copy[0] == "MISSED in 1 of 2 measured cases" and copy[1].startswith("worst: 70% at 65536 x 512")
+    memory = _verdict_lines(format_targets(rows, "cuda"), "peak extra memory")
+    assert memory[0] == "MISSED in 1 of 3 measured cases" and "MiB over that at 4096 x 4096" in memory[1]
+    compiled = _verdict_lines(format_targets(rows, "cuda"), "torch.compile")
+    assert compiled == ["not measured in any of its 3 cases (3 of its 3 cases not measured: 3 without a baseline time)"]
+    cpu = _verdict_lines(format_targets([_row("listmle_kernels_torch", 256, 100, speedup_vs_reference_eager=3.4)],
+                                        "cpu"), "eager vectorised reference")
+    assert cpu == ["met in the 1 measured case", "worst: 3.4x at 256 x 100, fwd+bwd, listmle, input order, float32, "
+                   "ragged rows"]
 
 
 def test_targets_say_how_many_cases_they_cover_and_where_the_kernel_failed():
@@ -118,8 +137,9 @@ def test_targets_say_how_many_cases_they_cover_and_where_the_kernel_failed():
     rows = [_row("listmle_kernels_triton", 1024, 1024, speedup_vs_reference_eager=15.0),
             _row("listmle_kernels_triton", 4096, 1024),  # the baseline did not run here: no speedup
             dict(_row("listmle_kernels_triton", 4096, 4096), status="mismatch")]
-    eager = next(line for line in format_targets(rows, "cuda").splitlines() if "reference eager" in line)
-    assert "met at 1/3" in eager and "our kernel failed at 1" in eager  # never a plain "met" here
+    eager = _verdict_lines(format_targets(rows, "cuda"), "eager vectorised reference")
+    assert eager[0] == ("met in the 1 measured case (2 of its 3 cases not measured: 1 without a baseline time, "
+                        "1 where our kernel failed or disagreed)")
 
 
 def test_cases_run_in_priority_order():
@@ -148,7 +168,7 @@ def test_allrank_listmle_matches_the_reference():
 
 @pytest.mark.parametrize("zero_based_default", [False, True])
 def test_sentence_transformers_plistmle_matches_the_reference(zero_based_default, monkeypatch):
-    """Also where the installed release's default weights use 0-based ranks (before 6.2; the GPU machine's 6.0.1):
+    """Also where the installed release's default weights use 0-based ranks (before 6.2, e.g. 6.0.1):
     the bench gives it the kernel's weights, so its p-ListMLE cases are checked and timed, not reported mismatched."""
     losses = pytest.importorskip("sentence_transformers.cross_encoder.losses")
     from bench.impls import SentenceTransformersLoss
@@ -213,11 +233,17 @@ def test_wall_clock_speedups_reach_the_table_and_the_targets():
     assert rows[0]["speedup_vs_reference_eager"] == pytest.approx(20.0)
     assert rows[0]["wall_speedup_vs_reference_eager"] == pytest.approx(8.0)
     assert "wall_speedup_vs_reference_eager" not in rows[2]
-    header, _, small, large = format_table(rows, "cuda").splitlines()
-    assert "wall ms" in header and "0.0500" in small and " 8.0 " in small
-    # The small shape is judged back to back (8x, missed), the large one on do_bench's times (20x, met).
-    eager = next(line for line in format_targets(rows, "cuda").splitlines() if "reference eager" in line)
-    assert "MISSED 1/2" in eager and "worst 8 at 16 x 10" in eager
+    top, bottom, _, mode, small, large, *legend = format_table(rows, "cuda").splitlines()
+    assert top.split() == ["lk-triton", "wall", "graph", "floor", "%copy", "peak", "ref-eager"]
+    assert bottom.split() == ["B", "L", "ms", "ms", "ms", "ms", "BW", "MB", "x"]
+    assert mode == "-- fwd+bwd, listmle, input order, float32, ragged rows"
+    # The small shape's speed-up is the back-to-back one (8x, starred), the large one on do_bench's times (20x).
+    assert small.split() == ["16", "10", "0.0100", "0.0500", "-", "-", "-", "-", "8.0*"]
+    assert large.split() == ["4096", "4096", "1.0000", "-", "-", "-", "-", "-", "20.0"]
+    assert any("x* = speed-up on the wall times" in line for line in [" ".join(legend)])
+    eager = _verdict_lines(format_targets(rows, "cuda"), "eager vectorised reference")
+    assert eager[:2] == ["MISSED in 1 of 2 measured cases",
+                         "worst: 8x at 16 x 10, fwd+bwd, listmle, input order, float32, ragged rows"]
 
 
 def test_cuda_extras_time_small_shapes_back_to_back(monkeypatch):
@@ -243,7 +269,7 @@ def test_cuda_extras_time_small_shapes_back_to_back(monkeypatch):
 
 
 def test_copy_bandwidth_is_matched_to_the_traffic_on_cuda(monkeypatch):
-    """The roofline's copy moves about as many bytes as the case: one measurement per power of two."""
+    """The copy that %copy BW compares with moves about as many bytes as the case: one measurement per power of two."""
     from bench import timing
     measured_buffers = []
 
@@ -316,11 +342,11 @@ def test_target_boundaries():
     """A speedup exactly at the bound meets it; B*L = 2^16 exactly is still a small shape (judged back to back)."""
     from bench.report import format_targets
     cpu = format_targets([_row("listmle_kernels_torch", 256, 100, speedup_vs_reference_eager=3.0)], "cpu")
-    assert "met" in cpu and "MISSED" not in cpu
+    assert _verdict_lines(cpu, "eager vectorised reference")[0] == "met in the 1 measured case"
     at_limit = [_row("listmle_kernels_triton", 64, 1024, speedup_vs_reference_eager=20.0,
                      wall_speedup_vs_reference_eager=8.0)]
-    eager = next(line for line in format_targets(at_limit, "cuda").splitlines() if "reference eager" in line)
-    assert "MISSED 1/1" in eager and "worst 8" in eager
+    eager = _verdict_lines(format_targets(at_limit, "cuda"), "eager vectorised reference")
+    assert eager[0] == "MISSED in 1 of 1 measured cases" and eager[1].startswith("worst: 8x at 64 x 1024")
 
 
 def test_autograd_floor_step_is_the_gradient_of_a_sum():
@@ -343,13 +369,161 @@ def test_misses_beyond_any_autograd_loss_are_counted():
             _row("listmle_kernels_triton", 4096, 4096, speedup_vs_reference_eager=8.0)]  # large: no floor
     assert speedup_ceiling("reference_eager")(rows[0]) == pytest.approx(3.0)
     assert speedup_ceiling("reference_eager")(rows[2]) is None
-    text = format_targets(rows, "cuda").splitlines()
-    eager = text.index(next(line for line in text if "reference eager" in line))
-    assert "MISSED 3/3" in text[eager]
-    assert "1 of the 2 misses at small shapes are beyond any autograd loss" in text[eager + 1]
-    assert "3-18x" in text[eager + 1]
-    header, _, small, *_ = format_table(rows, "cuda").splitlines()
-    assert "floor ms" in header and "0.3000" in small
+    eager = _verdict_lines(format_targets(rows, "cuda"), "eager vectorised reference")
+    assert eager[0] == "MISSED in 3 of 3 measured cases"
+    assert eager[2] == "1 of the 2 misses at B*L <= 2^16 are beyond any autograd-based loss:"
+    assert "time is 3-18x the autograd floor's" in eager[3]
+    top, bottom, _, _, small, *_ = format_table(rows, "cuda").splitlines()
+    assert top.split()[3] == "floor" and small.split()[5] == "0.3000"
     # no floor measured: no such line
-    no_floor = format_targets([rows[2]], "cuda").splitlines()
-    assert not any("autograd loss" in line for line in no_floor)
+    assert not any("autograd" in line for line in _verdict_lines(format_targets([rows[2]], "cuda"), "eager"))
+
+
+# --------------------------------------------------------------------------------------------------
+# What a user sees: the table, the target lines, the output folder, the plots
+# --------------------------------------------------------------------------------------------------
+
+LABELS = {"listmle_kernels_triton": "lk-triton", "listmle_kernels_torch": "lk-torch", "reference_eager": "ref-eager",
+          "reference_oracle": "oracle", "reference_compiled": "ref-compile", "sentence_transformers": "st",
+          "allrank": "allrank"}
+
+
+def _run_rows(device_type: str) -> list[dict]:
+    """A run with every baseline timed and the widest values a full CUDA grid produces (B = 65536,
+    L = 8192, thousands of ms, thousand-fold speed-ups, 512 MB of memory), a baseline skipped with a
+    long note and one that disagreed, in the grid and the sweep; speed-ups from report.add_speedups."""
+    kernel = report.KERNEL_BY_DEVICE[device_type]
+    slower = {"reference_eager": 8.0, "reference_oracle": 3202.8, "reference_compiled": 0.45,
+              "sentence_transformers": 371.2, "allrank": 1.3}
+    rows = []
+    for B, L, direction, group in [(16, 8, "fwd+bwd", "grid"), (16, 1024, "fwd+bwd", "grid"),
+                                   (4096, 8, "fwd+bwd", "grid"), (4096, 1024, "fwd+bwd", "grid"),
+                                   (65536, 1024, "fwd+bwd", "grid"), (16384, 8192, "fwd+bwd", "grid"),
+                                   (4096, 1024, "fwd", "grid"), (64, 100, "fwd+bwd", "modes")]:
+        case = Case(B, L, direction=direction, group=group, order="labels" if group == "modes" else "input")
+        small = B * L <= 1 << 16
+        for impl in [kernel, *slower]:
+            factor = slower.get(impl, 1.0)
+            row = dict(case.as_dict(), case=case.name(), impl=impl, label=LABELS[impl], status="ok",
+                       ms=1234.5678 * factor / 1000, pct_copy_bw=99.94, peak_extra_bytes=B * L * 4 + (1 << 10))
+            if device_type == "cuda" and small:
+                row.update(wall_ms=row["ms"] * 1.5, graph_ms=0.0044, floor_wall_ms=0.1)
+            rows.append(row)
+        if B * L > 1 << 18:
+            rows[-2].update(status="skipped", note="B*L > 262144: per-pair Python lists dominate " + "x" * 150)
+            del rows[-2]["ms"]
+    rows[-1].update(status="mismatch", note="grad max rel err 0.0117")
+    report.add_speedups(rows, device_type)
+    return rows
+
+
+META = {"device_type": "cuda", "device": "NVIDIA Test GPU", "git_commit": "0123456789abcdef",
+        "timestamp_utc": "2026-01-01T00:00:00+00:00", "args": {"quick": False, "max_elements": 1 << 27}}
+
+
+@pytest.mark.parametrize("device_type", ["cuda", "cpu"])
+def test_the_printed_table_and_target_lines_fit_100_columns(device_type):
+    rows = _run_rows(device_type)
+    table = report.format_table(rows, device_type)
+    text = "\n".join([table, report.format_targets(rows, device_type), report.format_problems(rows)])
+    widest = max(text.splitlines(), key=len)
+    assert len(widest) <= 100, widest
+    # every baseline has its column, and the widest values are printed whole
+    assert table.splitlines()[0].split()[-5:] == ["ref-eager", "oracle", "ref-compile", "st", "allrank"]
+    assert "3202.8" in table and "65536" in table and "8192" in table
+
+
+def test_runs_go_to_a_git_ignored_folder_by_default():
+    import shutil
+    import subprocess
+    from pathlib import Path
+
+    from bench.__main__ import parse_args
+    root = Path(report.__file__).resolve().parent.parent
+    assert parse_args([]).out == report.DEFAULT_OUT == root / "output" / "bench"
+    git = shutil.which("git")
+    if git is None or subprocess.run([git, "-C", str(root), "rev-parse"], capture_output=True).returncode != 0:
+        pytest.skip("not a git checkout")
+    probe = report.DEFAULT_OUT / "cpu-20260101T000000.json"
+    assert subprocess.run([git, "-C", str(root), "check-ignore", "-q", str(probe)]).returncode == 0
+    tracked = root / "bench" / "results" / "cpu-20260101T000000.json"  # where runs used to go: not ignored
+    assert subprocess.run([git, "-C", str(root), "check-ignore", "-q", str(tracked)]).returncode == 1
+
+
+def _draw(rows, meta, stem, monkeypatch):
+    """write_plots, keeping each figure's title and axes for inspection before it is closed."""
+    from bench import plots
+    drawn = {}
+    save = plots._save
+
+    def keep(fig, lines, path):
+        drawn[path.name[len(stem.name) + 1:]] = ("\n".join(lines), list(fig.axes))
+        return save(fig, lines, path)
+
+    monkeypatch.setattr(plots, "_save", keep)
+    paths = plots.write_plots(rows, meta, stem)
+    assert [p.name[len(stem.name) + 1:] for p in paths] == list(drawn) and all(p.stat().st_size > 0 for p in paths)
+    return drawn
+
+
+@pytest.mark.parametrize("device_type", ["cuda", "cpu"])
+def test_every_plot_names_mode_dtype_and_device_and_every_panel_has_a_legend(device_type, tmp_path, monkeypatch):
+    meta = dict(META, device_type=device_type, device="NVIDIA Test GPU" if device_type == "cuda" else "CPU: Test")
+    drawn = _draw(_run_rows(device_type), meta, tmp_path / "run", monkeypatch)
+    assert list(drawn) == ["time-vs-L.png", "speedup.png", "bandwidth.png"]  # nothing called a roofline
+    for name, (title, axes) in drawn.items():
+        assert meta["device"] in title and "commit 0123456789" not in title and "commit 012345678" in title, name
+        assert "listmle" in title and "input order" in title and "float32" in title and "ragged rows" in title, name
+        panels = [ax for ax in axes if ax.get_label() != "<colorbar>" and ax.axison]
+        assert panels and all(ax.get_legend() is not None for ax in panels), name
+    assert "fwd+bwd" in drawn["time-vs-L.png"][0] and "fwd+bwd" in drawn["speedup.png"][0]
+
+
+def test_speedup_panels_share_one_colour_scale_mark_targets_and_say_what_was_skipped(tmp_path, monkeypatch):
+    title, axes = _draw(_run_rows("cuda"), META, tmp_path / "run", monkeypatch)["speedup.png"]
+    colourbars = [ax for ax in axes if ax.get_label() == "<colorbar>"]
+    panels = {ax.get_title().split(":")[0]: ax for ax in axes if ax.get_label() != "<colorbar>"}
+    assert len(colourbars) == 1 and set(panels) == {f"over {LABELS[b]}" for b in report.BASELINES}
+    assert [t.get_text() for t in colourbars[0].get_yticklabels() if "target" in t.get_text()] == [
+        "3 target", "10 target"]
+    legend = lambda name: [t.get_text() for t in panels[name].get_legend().get_texts()]  # noqa: E731
+    texts = lambda name: [t.get_text() for t in panels[name].texts]  # noqa: E731
+    outlined = lambda name: [p for p in panels[name].patches if not p.get_fill()]  # noqa: E731
+    # st is 371x faster where it runs (16 x 8, 16 x 1024, 4096 x 8): those cells meet its 10x target
+    assert "meets the target >= 10x" in legend("over st") and len(outlined("over st")) == 3
+    assert "meets the target >= 10x (no cell does)" in legend("over ref-eager") and not outlined("over ref-eager")
+    assert "no target for this baseline" in legend("over oracle")
+    # st skipped above B*L = 2^18: those cells say "skip", and the panel's legend says why
+    assert texts("over st").count("skip") == 3
+    assert any(t.startswith("skip: st skipped: B*L > 262144") for t in legend("over st"))
+    # small shapes are judged back to back on CUDA, and say so
+    assert "371*" in texts("over st") and "x*: back to back, host time included (B*L <= 2^16)" in legend("over st")
+    # allRank disagreed in the sweep only: the grid's cells are all timed
+    assert "wrong" not in texts("over allrank")
+    # cells the grid had but the run did not reach, and cells beyond the grid's B*L limit, are told apart
+    assert texts("over ref-eager").count("not run") == 5 and texts("over ref-eager").count("-") == 1
+    assert "-: B*L > 2^27, beyond the grid" in legend("over ref-eager")
+
+
+def test_bandwidth_plot_marks_the_target_on_cuda_only(tmp_path, monkeypatch):
+    title, (ax,) = _draw(_run_rows("cuda"), META, tmp_path / "cuda", monkeypatch)["bandwidth.png"]
+    assert "achieved bandwidth" in title and "% of copy bandwidth" in title
+    assert any(t.get_text().startswith("target: fwd+bwd >= 75% of copy bandwidth, float32 at B*L >= 2^24")
+               for t in ax.get_legend().get_texts())
+    cpu_meta = dict(META, device_type="cpu", device="CPU: Test")
+    _, (ax,) = _draw(_run_rows("cpu"), cpu_meta, tmp_path / "cpu", monkeypatch)["bandwidth.png"]
+    assert not any("target" in t.get_text() for t in ax.get_legend().get_texts())
+
+
+def test_plots_are_redrawn_from_a_result_file(tmp_path, capsys):
+    from bench.plots import main as plots_main
+    result = tmp_path / "cuda-20260101T000000.json"
+    result.write_text(json.dumps({"meta": META, "results": _run_rows("cuda")}))
+    assert plots_main([str(result), "--out", str(tmp_path / "png")]) == 0
+    assert sorted(p.name for p in (tmp_path / "png").iterdir()) == [
+        "cuda-20260101T000000-bandwidth.png", "cuda-20260101T000000-speedup.png", "cuda-20260101T000000-time-vs-L.png"]
+    (tmp_path / "other.json").write_text(json.dumps({"rows": []}))
+    for bad in (tmp_path / "missing.json", tmp_path / "other.json"):
+        with pytest.raises(SystemExit):
+            plots_main([str(bad), "--out", str(tmp_path / "png")])
+        assert "result: " in capsys.readouterr().err
