@@ -269,7 +269,8 @@ def test_what_changed_from_release_6_2():
     samples, table = [], {}
     for i in range(40):
         docs = [f"d{i}_{j}" for j in range(rng.choice([4, 8, 20, 30]))]
-        positives = [d for d in docs if rng.random() < 0.15] + [f"missed{i}_{j}" for j in range(rng.choice([0, 0, 1, 2]))]
+        missed = [f"missed{i}_{j}" for j in range(rng.choice([0, 0, 1, 2]))]
+        positives = [d for d in docs if rng.random() < 0.15] + missed
         samples.append({"query": f"q{i}", "positive": positives, "documents": docs})
         table.update({(f"q{i}", d): float(np.float32(rng.gauss(0, 1))) for d in docs + positives})
     found = [sum(d in s["positive"] for d in s["documents"]) for s in samples]
