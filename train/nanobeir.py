@@ -1,4 +1,4 @@
-"""NanoBEIR R100 reranking evaluation, defined as sentence-transformers' CrossEncoderNanoBEIREvaluator does it.
+"""NanoBEIR R100 reranking evaluation, defined as sentence-transformers 6.3's CrossEncoderNanoBEIREvaluator does it.
 
 A reranking *sample* is {"query": str, "positive": [str], "documents": [str]}: `documents` is the first-stage
 candidate list in its base order (NanoBEIR: the BM25 top 100). `evaluate_reranking` scores the candidates with
@@ -6,10 +6,12 @@ candidate list in its base order (NanoBEIR: the BM25 top 100). `evaluate_reranki
 sentence-transformers' conventions:
 
 - always_rerank_positives=True: the reranked list is all positives followed by every candidate that is not a
-  positive, so a positive missed by BM25 is still scored (the maximum is 1.0);
-- base order: candidates ranked as given, positives missing from it appended at the end; a query whose candidate
-  list holds no positive scores 0 in the base metrics;
-- a query without any positive scores 0 everywhere and is still counted in the mean.
+  positive, so a positive missed by BM25 is still scored (the maximum is 1.0); False: the candidates only;
+- base order: the candidates as given (a positive missing from them is not appended);
+- MAP and NDCG are normalised by all the query's positives, those missing from the ranked list included (the
+  ideal DCG@k places min(#positives, k) positives first; AP's recall is out of #positives);
+- a ranked list without a positive scores 0, and a query without any positive scores 0 everywhere; both are
+  still counted in the mean.
 
 Metric keys: "{Dataset}_R100_{metric}" per dataset ("NanoMSMARCO_R100_ndcg@10") and
 "NanoBEIR_R100_mean_{metric}" for the mean over datasets ("NanoBEIR_R100_mean_ndcg@10").
@@ -57,7 +59,7 @@ def evaluate_reranking(score_fn, samples, at_k=10, always_rerank_positives=True)
     Keys: "map", "mrr@{at_k}", "ndcg@{at_k}", "base_map", "base_mrr@{at_k}", "base_ndcg@{at_k}".
     All pairs of all samples go to score_fn in one call, so it can batch and sort by length across queries.
     """
-    reranked_lists = []  # per sample: (docs to score, is_relevant)
+    reranked_lists = []  # per sample: (query, docs to score, is_relevant, number of known positives)
     base = []
     for sample in samples:
         positives = sample["positive"]
@@ -65,31 +67,27 @@ def evaluate_reranking(score_fn, samples, at_k=10, always_rerank_positives=True)
         documents = list(sample["documents"])
 
         base_relevant = [int(doc in positives) for doc in documents]
-        if sum(base_relevant) == 0:
-            base.append((0.0, 0.0, 0.0))
-        else:
-            base_relevant += [1] * (len(positives) - sum(base_relevant))  # missed positives go last
-            base_scores = np.arange(len(base_relevant), 0, -1)
-            base.append(ranking_metrics(base_relevant, base_scores, at_k))
+        base.append(ranking_metrics(base_relevant, np.arange(len(documents), 0, -1), at_k,
+                                    _known_positives(positives, base_relevant)))
 
         if always_rerank_positives:
             docs = positives + [doc for doc in documents if doc not in positives]
             relevant = [1] * len(positives) + [0] * (len(docs) - len(positives))
         else:
-            docs, relevant = documents, base_relevant[: len(documents)]
-        reranked_lists.append((sample["query"], docs, relevant))
+            docs, relevant = documents, base_relevant
+        reranked_lists.append((sample["query"], docs, relevant, _known_positives(positives, relevant)))
 
-    pairs = [(query, doc) for query, docs, relevant in reranked_lists if sum(relevant) > 0 for doc in docs]
+    pairs = [(query, doc) for query, docs, relevant, _ in reranked_lists if sum(relevant) > 0 for doc in docs]
     all_scores = np.asarray(score_fn(pairs), dtype=np.float64).reshape(-1) if pairs else np.zeros(0)
 
     reranked, offset = [], 0
-    for query, docs, relevant in reranked_lists:
+    for query, docs, relevant, n_positives in reranked_lists:
         if sum(relevant) == 0:
             reranked.append((0.0, 0.0, 0.0))
             continue
         scores = all_scores[offset : offset + len(docs)]
         offset += len(docs)
-        reranked.append(ranking_metrics(relevant, scores, at_k))
+        reranked.append(ranking_metrics(relevant, scores, at_k, n_positives))
 
     def means(rows):
         mrr, ndcg, ap = (float(np.mean(column)) for column in zip(*rows)) if rows else (0.0, 0.0, 0.0)
@@ -98,6 +96,12 @@ def evaluate_reranking(score_fn, samples, at_k=10, always_rerank_positives=True)
     results = means(reranked)
     results.update({f"base_{key}": value for key, value in means(base).items()})
     return results
+
+
+def _known_positives(positives, relevant):
+    """The number of known positives a ranked list is normalised by: every positive of the query, or the relevant
+    candidates if there are more (a positive listed twice among the candidates counts twice, as in the evaluator)."""
+    return max(len(positives), sum(relevant))
 
 
 def evaluate_datasets(score_fn, datasets, at_k=10, always_rerank_positives=True, prefix="NanoBEIR_R100_mean"):
