@@ -168,7 +168,7 @@ def time_cpu_interleaved(
     speedup) stays meaningful. Rounds cycle through the orders of `balanced_orders`, so each step
     follows each other one equally often: a step that leaves the caches cold (the eager reference)
     would otherwise slow whichever step always comes after it (a plain rotation of three gave one of
-    two identical copies a 2-10% head start: results/compare-0dd0ce6-20261122T173711.json), and at
+    two identical copies a 2-10% head start, docs/performance-record.md), and at
     least one full cycle runs. Each sample runs a step enough times to last >= min_sample_ms, so
     perf_counter's resolution and call overhead do not dominate tiny cases.
     """

@@ -5,7 +5,7 @@
 cProfile in bench/results/gpu-20261123/kernel-profile-sort-host.log counts their `__call__` ten times
 a training step), and a host-side call unwraps its arguments through Triton's language layer: ~6 us
 each on this project's 2-core CPU. With these, the launcher's own Python (the kernel launch stubbed
-out, 16 x 10) went from 69 to 23 us there (ad hoc timings, bench/NOTES.md, tenth session).
+out, 16 x 10) went from 69 to 23 us there (ad hoc timings, docs/performance-record.md).
 """
 
 import contextlib

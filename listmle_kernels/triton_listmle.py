@@ -20,7 +20,7 @@ Two exact ways to take the sums, chosen per program (the CPU path's two, torch_l
   * linear, when no real score of the program's rows lies more than KERNEL_LINEAR_SPAN below its
     row's max: e = exp(s), S = reverse cumsum of e, s - lse = -log(S / e), and grad_j = e_j *
     cumsum_{r <= j} w_r / S_r - w_j. Plain sums instead of scans that take an exp at every merge:
-    2.1x faster at 16384 x 4096 on an H100 (bench/NOTES.md, ninth session).
+    2.1x faster at 16384 x 4096 on an H100 (docs/performance-record.md).
   * log space (any span): both sums are (max, scaled-sum) scans, lse a reverse scan, P a forward one.
 
 A row longer than one block takes two passes: pass 1 reduces each chunk to its (max, sum) total, and
@@ -107,7 +107,7 @@ def _log_of_ratio(x, FAST_LOG: tl.constexpr):
     FAST_LOG (float32 on CUDA): the hardware log2 approximation (`__logf`: at most 2^-21.41 absolute error
     in [0.5, 2], 3 ulp above; the CUDA C Programming Guide), a multi-function-unit op and a multiply in place of
     libdevice's ~30-instruction logf polynomial, a quarter of the linear path's instructions before (sm_90
-    SASS, bench/NOTES.md, eleventh session). Within the loss tolerance: a ratio near 1 (log < 0.02, the only
+    SASS, docs/performance-record.md). Within the loss tolerance: a ratio near 1 (log < 0.02, the only
     ones where 2^-21.41 is not small against the log) needs every later score ~4 lower, and the suffix sums at
     least halve at each ratio <= 2, so a row of span <= 60 has at most ~16 such terms, whatever its length. A
     loss of ~0 may come out as -1e-7. Triton's interpreter has no libdevice, so it takes tl.log.
@@ -354,7 +354,7 @@ def launch_config(block: int, chunks: int, batch: int, sort_in_kernel: bool, sm_
     would leave 128 of an H100's 132 SMs idle. One warp per 256 slots, up to 16. On an H100, in input
     order, 1024 slots and 4 warps a program beat 2048 and 8 by 1.07-1.5x at 65536 x 1024, 65536 x 128
     and 16384 x 100 (bench/results/gpu-20261123); `python -m bench.tune` sweeps the rest. `sort_in_kernel`
-    is not used yet: ptxas already shows the sort wanting other configurations (bench/NOTES.md).
+    is not used yet: ptxas already shows the sort wanting other configurations (docs/performance-record.md).
     """
     rows = 1
     if chunks == 1:

@@ -1,7 +1,7 @@
 """Compile the Triton kernel to an sm_90 (H100) binary without a GPU: `python tests/compile_for_gpu.py`.
 
 `python tests/compile_for_gpu.py --resources` also prints ptxas' registers and spills for the launch
-configurations of bench/NOTES.md's table (about 10 minutes on 2 cores).
+configurations the launcher picks and their alternatives (about 10 minutes on 2 cores).
 
 The interpreter runs the kernel's Python; only a real compile catches what the GPU backend rejects
 (types, layouts, unsupported ops). Triton ships its own ptxas, so this runs on CPU-only machines.
