@@ -11,7 +11,8 @@ gradients and for others of 2^20 elements or more, on the host for CPU tensors.
 import torch
 
 from ._inputs import parse_inputs
-from .ops import compute_rows, listmle_rows, scaled_gradient
+from .numerics import scaled_gradient
+from .ops import compute_rows, listmle_rows
 
 SECOND_DERIVATIVE_ERROR = (
     "listmle_loss has first derivatives only: its gradient is computed in the forward pass, so it has "

@@ -38,7 +38,7 @@ from triton.runtime.interpreter import InterpretedFunction
 
 from ._inputs import WEIGHTS_TENSOR, ListMLEInputs, real_mask
 from ._launch import cdiv, next_power_of_2, on_device_of
-from .ops import LINEAR_SPAN, accumulator_dtype
+from .numerics import LINEAR_SPAN, accumulator_dtype
 from .target_order import target_order
 
 MAX_BLOCK = 4096        # slots per chunk; longer rows are scanned in chunks
