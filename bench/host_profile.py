@@ -41,7 +41,7 @@ from bench import report, timing
 from bench.__main__ import DEFAULT_OUT
 from bench.impls import reference_eager_loss
 from listmle_kernels import listmle_loss
-from listmle_kernels._inputs import parse_inputs
+from listmle_kernels.validation import parse_inputs
 from listmle_kernels.function import ListMLEFunction
 from listmle_kernels.ops import compute_rows
 

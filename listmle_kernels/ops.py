@@ -11,7 +11,7 @@ from typing import Optional
 import torch
 from torch import Tensor
 
-from ._inputs import ListMLEInputs
+from .inputs import ListMLEInputs
 from .numerics import accumulator_dtype, scaled_gradient
 
 
@@ -38,7 +38,7 @@ def listmle_rows(scores: Tensor, labels: Optional[Tensor], mask: Optional[Tensor
                  seed: int, row_divisor: int, need_grad: bool, backend: str) -> tuple[Tensor, Tensor]:
     """Per-row losses (B,) and d(sum_b loss_b / row_divisor)/d(scores) ((0,)-shaped when not need_grad).
 
-    Arguments are already checked (see `_inputs.parse_inputs`); labels are given only when sorting
+    Arguments are already checked (see `validation.parse_inputs`); labels are given only when sorting
     by them; `backend` is "triton" or "torch".
     """
     inputs = ListMLEInputs(scores=scores, mask=mask, lengths=lengths, labels=labels, weight_kind=weight_kind,

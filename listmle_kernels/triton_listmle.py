@@ -36,7 +36,7 @@ import triton.language as tl
 from triton.language.extra import libdevice
 from triton.runtime.interpreter import InterpretedFunction
 
-from ._inputs import WEIGHTS_TENSOR, ListMLEInputs, real_mask
+from .inputs import WEIGHTS_TENSOR, ListMLEInputs, real_mask
 from ._launch import cdiv, next_power_of_2, on_device_of
 from .numerics import LINEAR_SPAN, accumulator_dtype
 from .target_order import target_order

@@ -3,6 +3,8 @@
 import ast
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGE = ROOT / "listmle_kernels"
 
@@ -82,6 +84,11 @@ def test_the_package_imports_form_no_cycle():
     assert find_cycle(package_graph()) is None
 
 
-def test_numerics_is_a_leaf():
-    """Both backends import the shared numerics; it imports nothing of the package back."""
-    assert package_graph()["listmle_kernels.numerics"] == set()
+LEAVES = ["numerics", "inputs", "backends", "_launch", "target_order"]
+
+
+@pytest.mark.parametrize("leaf", LEAVES)
+def test_shared_modules_are_leaves(leaf):
+    """What several layers share (numerics, the inputs record, the backend probe, launch helpers, the
+    target order) imports nothing of the package back."""
+    assert package_graph()[f"listmle_kernels.{leaf}"] == set()

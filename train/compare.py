@@ -23,7 +23,7 @@ import torch
 
 from bench.report import run_metadata  # device, versions, git commit: recorded as the benchmarks record them
 from bench.timing import time_back_to_back
-from listmle_kernels._inputs import triton_unavailable_reason
+from listmle_kernels.backends import triton_unavailable_reason
 
 from .comparison import RUNS, add_loss_shares, plot_loss_curves, summarise, to_markdown
 from .config import parse_args
