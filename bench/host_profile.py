@@ -40,10 +40,9 @@ from bench import cases as cases_mod
 from bench import report, timing
 from bench.__main__ import DEFAULT_OUT
 from bench.impls import reference_eager_loss
-from listmle_kernels import listmle_loss
+from listmle_kernels import ListMLEFunction, listmle_loss
+from listmle_kernels.dispatch import compute_rows
 from listmle_kernels.validation import parse_inputs
-from listmle_kernels.function import ListMLEFunction
-from listmle_kernels.ops import compute_rows
 
 
 class OneOpFunction(torch.autograd.Function):

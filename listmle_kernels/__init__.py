@@ -1,6 +1,6 @@
 """Fused ListMLE / p-ListMLE losses: Triton kernels for CUDA, a vectorised PyTorch path elsewhere."""
 
-from .function import ListMLEFunction
+from .autograd import ListMLEFunction
 from .functional import listmle_loss
 from .modules import ListMLELoss, PListMLELoss
 

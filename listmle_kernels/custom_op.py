@@ -1,9 +1,16 @@
 """`torch.ops.listmle_kernels.listmle_rows`: the loss as a registered PyTorch operator.
 
-Registering it (fake implementation for tracing, autograd formula) lets `torch.compile(...,
-fullgraph=True)` treat the fused kernel as one opaque node, on CPU and CUDA. `listmle_loss` uses it
-while torch.compile traces; eagerly it goes through `ListMLEFunction`, because the operator's
-dispatch costs about 0.2 ms a call on a CPU. Both call `compute_rows`.
+Why it exists: torch.compile traces Python, and the loss's host code reads data to pick its path (the
+PyTorch path's choice between linear and log-space sums is a data-dependent branch, which
+`fullgraph=True` rejects when it traces `ListMLEFunction` itself). Registered as an operator, with a
+fake (the outputs' shapes and dtypes, for tracing without data) and its autograd formula, the loss is
+one opaque graph node that `torch.compile(..., fullgraph=True)` keeps whole, on CPU and CUDA.
+`listmle_loss` calls it only while torch.compile traces; eagerly it goes through `ListMLEFunction`
+(autograd.py), because the operator's dispatch costs about 0.2 ms a call on a CPU. Both compute with
+`compute_rows`.
+
+The operator, its fake and its autograd registration live together here: the three must agree on the
+schema, and importing this module registers all three.
 """
 
 from typing import Optional
@@ -11,25 +18,9 @@ from typing import Optional
 import torch
 from torch import Tensor
 
+from .dispatch import compute_rows
 from .inputs import ListMLEInputs
 from .numerics import accumulator_dtype, scaled_gradient
-
-
-def compute_rows(inputs: ListMLEInputs, seed: int, row_divisor: int, need_grad: bool):
-    """Per-row losses (B,) and the gradient of sum_b loss_b / row_divisor (or None), by `inputs.backend`.
-
-    An integer divisor (B for reduction="mean", else 1), not a float scale: a kernel's float scalar
-    argument is float32, which would round 1/B for float64 scores.
-    """
-    scores = inputs.scores
-    if scores.numel() == 0:  # no rows, or rows without documents: nothing to launch
-        row_loss = scores.new_zeros(scores.shape[0], dtype=accumulator_dtype(scores.dtype))
-        return row_loss, (torch.zeros_like(scores.detach()) if need_grad else None)
-    if inputs.backend == "triton":
-        from .triton_listmle import triton_listmle  # imports triton only when used
-        return triton_listmle(inputs, seed, row_divisor, need_grad)
-    from .torch_listmle import torch_listmle
-    return torch_listmle(inputs, seed, row_divisor, need_grad)
 
 
 @torch.library.custom_op("listmle_kernels::listmle_rows", mutates_args=())
@@ -47,6 +38,8 @@ def listmle_rows(scores: Tensor, labels: Optional[Tensor], mask: Optional[Tensor
     return row_loss, grad if grad is not None else scores.new_empty(0)
 
 
+# What tracing sees instead of a kernel launch: the per-row losses in the accumulator dtype and a contiguous
+# gradient (both backends return one), or an empty placeholder when no gradient is asked for.
 @listmle_rows.register_fake
 def _(scores, labels, mask, lengths, weights, weight_kind, random_ties, seed, row_divisor,
       need_grad, backend):
@@ -55,6 +48,7 @@ def _(scores, labels, mask, lengths, weights, weight_kind, random_ties, seed, ro
                       else scores.new_empty(0))
 
 
+# Autograd through the operator: forward already computed the gradient, so backward scales it by grad_output.
 def _setup_context(ctx, inputs, output):
     ctx.save_for_backward(output[1])
     ctx.mark_non_differentiable(output[1])  # the gradient output has no derivative of its own
