@@ -21,7 +21,8 @@ def problem(seed=0, batch=4, length=6):
 
 
 def test_public_names():
-    assert set(listmle_kernels.__all__) == {"listmle_loss", "ListMLELoss", "PListMLELoss", "ListMLEFunction"}
+    assert set(listmle_kernels.__all__) == {"listmle_loss", "ListMLELoss", "PListMLELoss", "ListMLEFunction",
+                                            "auto_backend"}
 
 
 @pytest.mark.parametrize("module", ["modules", "backends"])
@@ -82,6 +83,23 @@ def test_auto_backend_is_torch_on_cpu(monkeypatch):
     monkeypatch.setattr(torch_listmle, "torch_listmle", lambda *a: calls.append(a) or (torch.zeros(2), None))
     listmle_loss(torch.zeros(2, 3))
     assert len(calls) == 1
+
+
+def test_auto_backend_names_the_backend_that_auto_runs(monkeypatch):
+    from listmle_kernels import autograd, backends
+    ran = []
+    compute_rows = autograd.compute_rows
+    monkeypatch.setattr(autograd, "compute_rows", lambda inputs, *args: ran.append(inputs.backend) or
+                        compute_rows(inputs, *args))
+    listmle_loss(problem()[0])
+    assert ran == [listmle_kernels.auto_backend(DEVICE)]
+    # The rule itself: Triton for CUDA tensors where it can run; CPU tensors take the PyTorch path even
+    # where the interpreter could run the kernels
+    monkeypatch.setattr(backends, "triton_unavailable_reason", lambda device: None)
+    assert listmle_kernels.auto_backend("cuda:1") == "triton"
+    assert listmle_kernels.auto_backend(torch.device("cpu")) == "torch"
+    monkeypatch.setattr(backends, "triton_unavailable_reason", lambda device: "triton is not installed")
+    assert listmle_kernels.auto_backend("cuda") == "torch"
 
 
 def test_retain_graph_backward_twice():

@@ -14,9 +14,10 @@ def module_name(path: Path) -> str:
     return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
 
 
-def imported_modules(path: Path) -> list[tuple[str, list[str]]]:
-    """(module, names) of every import statement in the file, anywhere in it, relative imports resolved."""
-    name = module_name(path)
+def imported_modules(path: Path, name: str = "") -> list[tuple[str, list[str]]]:
+    """(module, names) of every import statement in the file, anywhere in it, relative imports resolved
+    (the file being the module `name`, by default its place under the repository root)."""
+    name = name or module_name(path)
     package = name if path.name == "__init__.py" else name.rpartition(".")[0]
     found = []
     for node in ast.walk(ast.parse(path.read_text(), str(path))):
@@ -92,3 +93,40 @@ def test_shared_modules_are_leaves(leaf):
     """What several layers share (numerics, the inputs record, the backend probe, launch helpers, the
     target order) imports nothing of the package back."""
     assert package_graph()[f"listmle_kernels.{leaf}"] == set()
+
+
+TRAIN = ROOT / "train"
+OFF_LIMITS_FOR_TRAIN = ("bench", "tools")
+
+
+def private_imports(path: Path, public_names, name: str = "") -> list[str]:
+    """The imports of a train/ file that reach past listmle_kernels' public API, or into bench/ or tools/."""
+    bad = []
+    for module, names in imported_modules(path, name):
+        top = module.split(".")[0]
+        if top in OFF_LIMITS_FOR_TRAIN:
+            bad.append(module)
+        elif module == "listmle_kernels":
+            bad += [f"listmle_kernels.{name}" for name in names if name not in public_names and name != "integrations"]
+        elif top == "listmle_kernels" and not module.startswith("listmle_kernels.integrations"):
+            bad.append(module)
+    return bad
+
+
+def test_the_train_import_check_flags_private_names(tmp_path):
+    source = tmp_path / "example.py"
+    source.write_text("import bench.report\nfrom tools import tune\nfrom listmle_kernels import listmle_loss, backends\n"
+                      "from listmle_kernels.validation import parse_inputs\n"
+                      "def f():\n    from listmle_kernels.integrations.sentence_transformers import ListMLELoss\n"
+                      "from .losses import ranking_loss\n")
+    assert private_imports(source, {"listmle_loss"}, "train.example") == [
+        "bench.report", "tools", "listmle_kernels.backends", "listmle_kernels.validation"]
+
+
+def test_train_uses_only_the_public_api():
+    """train/ is the example users copy: it imports listmle_kernels' public names only, and nothing of bench/ or tools/."""
+    import listmle_kernels
+    files = sorted(TRAIN.glob("*.py"))
+    assert files
+    assert {str(path.relative_to(ROOT)): private_imports(path, set(listmle_kernels.__all__)) for path in files} == {
+        str(path.relative_to(ROOT)): [] for path in files}
