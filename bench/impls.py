@@ -120,7 +120,7 @@ class Impl:
 
 class ListmleKernels(Impl):
     """listmle_kernels.listmle_loss with backend="triton" or "torch" (`package`: another copy of it, under
-    another name, as `python -m bench.compare_commits` imports an older commit's)."""
+    another name, as `python -m tools.compare_commits` imports an older commit's)."""
 
     def __init__(self, backend: str, validate: bool, package: str = "listmle_kernels"):
         self.backend = backend

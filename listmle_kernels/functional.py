@@ -1,10 +1,16 @@
-"""`listmle_loss`: the functional API."""
+"""`listmle_loss`: the functional API.
+
+Eagerly it calls `ListMLEFunction` (autograd.py); while torch.compile traces, the registered operator
+(custom_op.py), one opaque graph node.
+"""
 
 import warnings
 
 import torch
 
-from .function import ListMLEFunction, compiled_listmle_rows, reduce_rows
+from .autograd import ListMLEFunction, reduce_rows
+from .custom_op import listmle_rows
+from .validation import prepare
 
 
 def listmle_loss(scores, labels=None, *, mask=None, lengths=None, lambda_weight=None,
@@ -55,3 +61,18 @@ def listmle_loss(scores, labels=None, *, mask=None, lengths=None, lambda_weight=
         scores = scores.detach()
     return ListMLEFunction.apply(scores, labels, mask, lengths, lambda_weight, respect_input_order, ties,
                                  generator, reduction, validate, backend)
+
+
+def compiled_listmle_rows(scores, labels, mask, lengths, lambda_weight, respect_input_order, ties, generator,
+                          reduction, validate, backend, need_grad):
+    """Check the arguments, then call the registered operator (the path torch.compile traces)."""
+    if generator is not None and ties == "random" and not respect_input_order:
+        # torch.compile traces torch's global generator (the seed becomes part of the graph) but no
+        # torch.Generator object; say so here rather than in a graph-break report
+        raise ValueError("ties='random' with a generator cannot be compiled: torch.compile does not trace "
+                         "torch.Generator objects; leave generator=None (the seed then comes from torch's "
+                         "global generator, reproducible under torch.manual_seed) or call the loss eagerly")
+    inputs, seed = prepare(scores, labels, mask, lengths, lambda_weight, respect_input_order, ties, generator,
+                           reduction, validate, backend)
+    return listmle_rows(scores, inputs.labels, inputs.mask, inputs.lengths, inputs.weights,
+                        inputs.weight_kind, inputs.random_ties, seed, 1, need_grad, inputs.backend)

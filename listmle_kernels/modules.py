@@ -9,6 +9,28 @@ class ListMLELoss(nn.Module):
     """ListMLE as a module; `forward(scores, labels=None, mask=None, lengths=None)`.
 
     See `listmle_loss` for the meaning of every argument.
+
+    Shape:
+        - scores: (B, L), B lists of L documents, floating point.
+        - labels: (B, L), any real dtype; needed when respect_input_order=False.
+        - mask: (B, L) bool, True at real documents; or lengths: (B,) integer, real documents first.
+        - Output: a scalar for reduction "mean" or "sum"; (B,) for "none".
+
+    Examples:
+        >>> import torch
+        >>> from listmle_kernels import ListMLELoss
+        >>> scores = torch.tensor([[2.0, 1.0, 0.0], [0.0, 1.0, 2.0]], requires_grad=True)
+        >>> ListMLELoss(reduction="none")(scores)  # the input order is the target ranking
+        tensor([0.7209, 3.7209], grad_fn=<ListMLEFunctionBackward>)
+        >>> ListMLELoss(reduction="none")(scores, lengths=torch.tensor([3, 2]))  # row 1: two real documents
+        tensor([0.7209, 1.3133], grad_fn=<ListMLEFunctionBackward>)
+        >>> labels = torch.tensor([[0.0, 1.0, 2.0], [0.0, 1.0, 2.0]])
+        >>> loss = ListMLELoss(respect_input_order=False)(scores, labels)  # target: labels descending
+        >>> loss
+        tensor(2.2209, grad_fn=<ListMLEFunctionBackward>)
+        >>> loss.backward()
+        >>> scores.grad.shape
+        torch.Size([2, 3])
     """
 
     def __init__(self, lambda_weight=None, respect_input_order=True, ties="stable", reduction="mean",
@@ -33,7 +55,17 @@ class ListMLELoss(nn.Module):
 
 
 class PListMLELoss(ListMLELoss):
-    """p-ListMLE: ListMLE with position-aware lambda weights (default "plistmle")."""
+    """p-ListMLE: ListMLE with position-aware lambda weights (default "plistmle").
+
+    Shape: as `ListMLELoss`.
+
+    Examples:
+        >>> import torch
+        >>> from listmle_kernels import PListMLELoss
+        >>> scores = torch.tensor([[2.0, 1.0, 0.0], [0.0, 1.0, 2.0]])
+        >>> PListMLELoss(reduction="none")(scores)  # rank weights (3, 1, 0) / 4: the top rank weighs most
+        tensor([0.3840, 2.1340])
+    """
 
     def __init__(self, lambda_weight="plistmle", respect_input_order=True, ties="stable", reduction="mean",
                  generator=None, backend="auto"):

@@ -19,8 +19,8 @@ Two exact ways to evaluate the sums:
 
 import torch
 
-from ._inputs import WEIGHTS_NONE, WEIGHTS_PLISTMLE, ListMLEInputs, real_mask
-from .ops import LINEAR_SPAN, accumulator_dtype
+from .inputs import WEIGHTS_NONE, WEIGHTS_PLISTMLE, ListMLEInputs, real_mask
+from .numerics import LINEAR_SPAN, accumulator_dtype
 from .target_order import target_order
 
 

@@ -36,9 +36,9 @@ import triton.language as tl
 from triton.language.extra import libdevice
 from triton.runtime.interpreter import InterpretedFunction
 
-from ._inputs import WEIGHTS_TENSOR, ListMLEInputs, real_mask
+from .inputs import WEIGHTS_TENSOR, ListMLEInputs, real_mask
 from ._launch import cdiv, next_power_of_2, on_device_of
-from .ops import LINEAR_SPAN, accumulator_dtype
+from .numerics import LINEAR_SPAN, accumulator_dtype
 from .target_order import target_order
 
 MAX_BLOCK = 4096        # slots per chunk; longer rows are scanned in chunks
@@ -353,7 +353,7 @@ def launch_config(block: int, chunks: int, batch: int, sort_in_kernel: bool, sm_
     programs per SM remain (`sm_count`; 0 = unknown, no limit): 64 x 100 packed 16 rows a program
     would leave 128 of an H100's 132 SMs idle. One warp per 256 slots, up to 16. On an H100, in input
     order, 1024 slots and 4 warps a program beat 2048 and 8 by 1.07-1.5x at 65536 x 1024, 65536 x 128
-    and 16384 x 100 (bench/results/gpu-20261123); `python -m bench.tune` sweeps the rest. `sort_in_kernel`
+    and 16384 x 100 (bench/results/gpu-20261123); `python -m tools.tune` sweeps the rest. `sort_in_kernel`
     is not used yet: ptxas already shows the sort wanting other configurations (docs/performance-record.md).
     """
     rows = 1

@@ -65,7 +65,7 @@ def launch_specialisation(score_type, constants, aligned=True, kernel=_listmle_k
 
 
 def compile_for_h100(score_type, constants, num_warps=None, aligned=True, kernel=_listmle_kernel):
-    """`kernel`: _listmle_kernel, or a copy of it with the same parameters (bench/sass_count.py)."""
+    """`kernel`: _listmle_kernel, or a copy of it with the same parameters (tools/sass_count.py)."""
     sig, constexprs, attrs = launch_specialisation(score_type, constants, aligned, kernel)
     source = ASTSource(fn=kernel, signature=sig, constexprs=constexprs, attrs=attrs)
     if num_warps is None:  # what the launcher picks

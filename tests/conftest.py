@@ -39,7 +39,7 @@ settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 def backward_scaling(request, monkeypatch):
     """The Triton backend's backward scales the saved gradient with triton_scale.py's kernel from
     TRITON_SCALE_MIN_ELEMENTS on and with a torch multiply below it: a test taking this fixture runs both."""
-    from listmle_kernels import function
+    from listmle_kernels import autograd
     if request.param == "triton scale kernel":
-        monkeypatch.setattr(function, "TRITON_SCALE_MIN_ELEMENTS", 0)
+        monkeypatch.setattr(autograd, "TRITON_SCALE_MIN_ELEMENTS", 0)
     return request.param

@@ -21,7 +21,18 @@ def problem(seed=0, batch=4, length=6):
 
 
 def test_public_names():
-    assert set(listmle_kernels.__all__) == {"listmle_loss", "ListMLELoss", "PListMLELoss", "ListMLEFunction"}
+    assert set(listmle_kernels.__all__) == {"listmle_loss", "ListMLELoss", "PListMLELoss", "ListMLEFunction",
+                                            "auto_backend"}
+
+
+@pytest.mark.parametrize("module", ["modules", "backends"])
+def test_docstring_examples(module):
+    """The docstrings' Examples print what the code returns; their losses check by hand (the row (2, 1, 0) in
+    input order: log(1 + e + e^2) - 2 + log(1 + e) - 1 = 0.7209)."""
+    import doctest
+    import importlib
+    result = doctest.testmod(importlib.import_module(f"listmle_kernels.{module}"))
+    assert result.attempted > 0 and result.failed == 0
 
 
 def test_modules_call_the_function():
@@ -74,6 +85,23 @@ def test_auto_backend_is_torch_on_cpu(monkeypatch):
     assert len(calls) == 1
 
 
+def test_auto_backend_names_the_backend_that_auto_runs(monkeypatch):
+    from listmle_kernels import autograd, backends
+    ran = []
+    compute_rows = autograd.compute_rows
+    monkeypatch.setattr(autograd, "compute_rows", lambda inputs, *args: ran.append(inputs.backend) or
+                        compute_rows(inputs, *args))
+    listmle_loss(problem()[0])
+    assert ran == [listmle_kernels.auto_backend(DEVICE)]
+    # The rule itself: Triton for CUDA tensors where it can run; CPU tensors take the PyTorch path even
+    # where the interpreter could run the kernels
+    monkeypatch.setattr(backends, "triton_unavailable_reason", lambda device: None)
+    assert listmle_kernels.auto_backend("cuda:1") == "triton"
+    assert listmle_kernels.auto_backend(torch.device("cpu")) == "torch"
+    monkeypatch.setattr(backends, "triton_unavailable_reason", lambda device: "triton is not installed")
+    assert listmle_kernels.auto_backend("cuda") == "torch"
+
+
 def test_retain_graph_backward_twice():
     scores, _ = problem()
     scores.requires_grad_(True)
@@ -120,8 +148,8 @@ def test_launch_guard_makes_the_tensors_cuda_device_current():
 def test_both_triton_launches_run_under_the_guard_of_the_scores(monkeypatch):
     """Triton launches on the current device, not the tensors' (see `_launch.py`): the forward
     kernel and the backward's scaling kernel each run inside the guard of the scores' device."""
-    from listmle_kernels import function, triton_listmle, triton_scale
-    monkeypatch.setattr(function, "TRITON_SCALE_MIN_ELEMENTS", 0)  # the backward's kernel at a test size
+    from listmle_kernels import autograd, triton_listmle, triton_scale
+    monkeypatch.setattr(autograd, "TRITON_SCALE_MIN_ELEMENTS", 0)  # the backward's kernel at a test size
     guarded = []
 
     def recording_guard(tensor):
@@ -221,10 +249,10 @@ def test_float16_gradient_survives_a_large_loss_scale(backend, retain_graph, red
 
 def test_no_gradient_is_computed_without_grad_mode(monkeypatch):
     """Under no_grad / inference_mode nothing will call backward, so the forward skips the gradient."""
-    from listmle_kernels import function
+    from listmle_kernels import autograd
     asked = []
-    compute_rows = function.compute_rows
-    monkeypatch.setattr(function, "compute_rows", lambda *args: asked.append(args[3]) or compute_rows(*args))
+    compute_rows = autograd.compute_rows
+    monkeypatch.setattr(autograd, "compute_rows", lambda *args: asked.append(args[3]) or compute_rows(*args))
     scores, _ = problem()
     scores.requires_grad_(True)
     with torch.no_grad():

@@ -56,12 +56,12 @@ def test_backward_scales_with_the_triton_kernel_from_the_size_threshold(monkeypa
     """Gradients of TRITON_SCALE_MIN_ELEMENTS or more go through triton_scale.py's kernel, smaller float32 ones
     through a torch multiply, half-precision ones through the kernel whatever their size (no float32
     temporary); all give grad_output times the gradient."""
-    from listmle_kernels import function, triton_scale
+    from listmle_kernels import autograd, triton_scale
     launched = []
     scale_rows_ = triton_scale.scale_rows_
     monkeypatch.setattr(triton_scale, "scale_rows_", lambda grad, scale: launched.append(grad.numel()) or
                         scale_rows_(grad, scale))
-    monkeypatch.setattr(function, "TRITON_SCALE_MIN_ELEMENTS", 50)
+    monkeypatch.setattr(autograd, "TRITON_SCALE_MIN_ELEMENTS", 50)
     for batch, dtype in [(5, torch.float32), (6, torch.float32), (5, torch.bfloat16)]:  # 45, 54, 45 elements
         scores = torch.randn(batch, 9, device=DEVICE).to(dtype).requires_grad_(True)
         grad_output = grad_output_for(reduction, batch, 2.5)

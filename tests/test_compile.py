@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from listmle_kernels import listmle_loss
-from listmle_kernels.ops import listmle_rows
+from listmle_kernels.custom_op import listmle_rows
 
 from cases import DEVICE
 
@@ -15,6 +15,15 @@ def sample(seed=0, batch=4, length=7):
     labels = torch.randint(0, 3, (batch, length), generator=gen).to(DEVICE)
     lengths = torch.tensor([7, 3, 0, 5], device=DEVICE)
     return scores, labels, lengths
+
+
+def test_operator_name_and_schema_are_the_public_ones():
+    """Compiled programs and exported graphs name the operator by this string: it must not change."""
+    assert str(torch.ops.listmle_kernels.listmle_rows.default._schema) == (
+        "listmle_kernels::listmle_rows(Tensor scores, Tensor? labels, Tensor? mask, Tensor? lengths, Tensor? weights, "
+        "SymInt weight_kind, bool random_ties, SymInt seed, SymInt row_divisor, bool need_grad, str backend) "
+        "-> (Tensor, Tensor)")
+    assert torch.ops.listmle_kernels.listmle_rows.default is listmle_rows._opoverload
 
 
 @pytest.mark.parametrize("backend", ["torch", "triton"])

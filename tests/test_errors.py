@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from listmle_kernels import listmle_loss
-from listmle_kernels._inputs import triton_unavailable_reason
+from listmle_kernels.backends import triton_unavailable_reason
 
 from cases import DEVICE
 

@@ -51,7 +51,7 @@ def test_chunked_rows_whose_score_span_passes_the_largest_float():
 @given(problem=listmle_problems(max_batch=6, max_length=40), rows=st.sampled_from([1, 2, 4, 16]),
        num_warps=st.sampled_from([1, 2, 4]))
 def test_any_launch_config_matches_reference(problem, rows, num_warps):
-    """What `python -m bench.tune` may pick (rows packed a program, num_warps) changes no result."""
+    """What `python -m tools.tune` may pick (rows packed a program, num_warps) changes no result."""
     scores, labels, kwargs = to_device(*problem)
     with mock.patch.object(triton_listmle, "launch_config", lambda *args: (rows, num_warps)):
         assert_kernel_matches_reference(scores, labels, kwargs)

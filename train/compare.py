@@ -21,15 +21,15 @@ import sys
 
 import torch
 
-from bench.report import run_metadata  # device, versions, git commit: recorded as the benchmarks record them
-from bench.timing import time_back_to_back
-from listmle_kernels._inputs import triton_unavailable_reason
+from listmle_kernels import auto_backend
 
 from .comparison import RUNS, add_loss_shares, plot_loss_curves, summarise, to_markdown
 from .config import parse_args
 from .data import batch_indices, list_lengths_and_labels, training_records
 from .loop import rng_state, run, set_rng_state
 from .losses import PACKAGE_BACKENDS, ranking_loss
+from .provenance import run_metadata  # device, versions, git commit: the fields the benchmarks record
+from .timing import time_back_to_back
 
 
 def build_parser():
@@ -86,14 +86,12 @@ def run_isolated(args):
 
 def package_backend(loss_backend, device):
     """The listmle_loss backend a run's --loss-backend resolves to on `device` (listmle_loss's own rule for auto)."""
-    if loss_backend != "auto":
-        return loss_backend
-    return "triton" if device.type == "cuda" and triton_unavailable_reason(device) is None else "torch"
+    return auto_backend(device) if loss_backend == "auto" else loss_backend
 
 
 def time_loss_alone(args, device, package_backend):
     """The loss alone, forward + backward, at the shapes of the run's first batch (scores random, labels and list
-    lengths real), timed back to back with the host's time included as bench.timing does: the numerator of the
+    lengths real), timed back to back with the host's time included (train/timing.py): the numerator of the
     loss's share of a training step. A reason instead where there is no such number."""
     if args.arch != "cross-encoder":
         return {"not_timed": "the bi-encoder's score matrix depends on its in-batch candidates"}

@@ -1,20 +1,20 @@
 #!/usr/bin/env bash
 # The GPU session of bench/NOTES.md, one stage per device call (each fits the 10-minute limit):
 #
-#   bash bench/gpu_session.sh prepare                  # here, once: what must travel, into .gpu/
-#   LISTMLE_GIT_COMMIT=<sha> bash bench/gpu_session.sh check|host|compare|compare-input|bench|tune|train  # on the GPU,
+#   bash tools/gpu_session.sh prepare                  # here, once: what must travel, into .gpu/
+#   LISTMLE_GIT_COMMIT=<sha> bash tools/gpu_session.sh check|host|compare|compare-input|bench|tune|train  # on the GPU,
 #                                                      # carrying .gpu; results land in $OUT
 #   BUDGET_S=<seconds> caps bench and tune (default 420 / 520) to what is left of the session.
 #
 # check: the test suite natively (Triton compiled), compute-sanitizer memcheck over every kernel
 #        path, the sm_90 compile report. bench: the full grid. tune: the launch-configuration
 #        sweep. train: fused kernel vs reference loss on the MS MARCO sample with all-MiniLM-L6-v2.
-# host: where a training-sized call's host time goes (bench/host_profile.py, about a minute).
+# host: where a training-sized call's host time goes (tools/host_profile.py, about a minute).
 # compare: this tree's kernel against the package in $PACKAGE_DIR (default prof/grouped, exported here with
-#          git archive), sorting by graded and by distinct labels (bench/compare_commits.py).
+#          git archive), sorting by graded and by distinct labels (tools/compare_commits.py).
 # compare-input: the same in input order at device-bound shapes (default PACKAGE_DIR prof/before).
 set -uo pipefail
-stage=${1:?usage: bench/gpu_session.sh prepare|check|host|compare|compare-input|bench|tune|train}
+stage=${1:?usage: tools/gpu_session.sh prepare|check|host|compare|compare-input|bench|tune|train}
 out=${OUT:-output/gpu-session}
 mkdir -p "$out"
 export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}
@@ -46,7 +46,7 @@ check)
     echo "pytest exit $?: $(tail -1 "$out/pytest.log")"
     # Without the caching allocator every tensor is its own allocation, so memcheck sees small overruns.
     PYTORCH_NO_CUDA_MEMORY_CACHING=1 timeout 150 compute-sanitizer --tool memcheck --error-exitcode 9 \
-        "$py" -m bench.kernel_paths > "$out/memcheck.log" 2>&1
+        "$py" -m tools.kernel_paths > "$out/memcheck.log" 2>&1
     echo "memcheck exit $?"; tail -3 "$out/memcheck.log"
     "$py" tests/compile_for_gpu.py > "$out/compile.log" 2>&1; echo "sm_90 compile exit $?"
     ;;
@@ -56,22 +56,22 @@ bench)
     "$py" -m bench --time-budget-s "${BUDGET_S:-420}" --out "$out"
     ;;
 host)
-    "$py" -m bench.host_profile --out "$out"
+    "$py" -m tools.host_profile --out "$out"
     ;;
 compare)
     dir=${PACKAGE_DIR:-prof/grouped}
     for labels in graded distinct; do
-        "$py" -m bench.compare_commits "$(basename "$dir")" --package-dir "$dir" --orders labels --labels $labels \
+        "$py" -m tools.compare_commits "$(basename "$dir")" --package-dir "$dir" --orders labels --labels $labels \
             --shape 16x10,64x100,16384x1024,16384x4096 --out "$out" || exit $?
     done
     ;;
 compare-input)
     dir=${PACKAGE_DIR:-prof/before}
-    "$py" -m bench.compare_commits "$(basename "$dir")" --package-dir "$dir" --orders input \
+    "$py" -m tools.compare_commits "$(basename "$dir")" --package-dir "$dir" --orders input \
         --shape 16384x4096,65536x1024,65536x128,16384x100 --out "$out"
     ;;
 tune)
-    "$py" -m bench.tune --time-budget-s "${BUDGET_S:-520}" --out "$out"
+    "$py" -m tools.tune --time-budget-s "${BUDGET_S:-520}" --out "$out"
     ;;
 train)
     # Keep checkpoints off $OUT (only 8 files of 16 MiB come back); copy the logs and the comparison.

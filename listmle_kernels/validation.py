@@ -1,52 +1,16 @@
 """Argument checking: every user-facing mistake becomes a ValueError/TypeError naming the argument.
 
-`parse_inputs` turns the public arguments into one `ListMLEInputs` that both backends consume, so
-the backends never see an option they have to re-interpret.
+`prepare` turns the public arguments into one `ListMLEInputs` that both backends consume (the backend
+that "auto" picks resolved, labels kept only when sorting by them) and the seed of the random tie order.
 """
-
-import os
-from dataclasses import dataclass
-from typing import Optional
 
 import torch
 
-WEIGHTS_NONE, WEIGHTS_PLISTMLE, WEIGHTS_TENSOR = 0, 1, 2
+from .backends import BACKENDS, resolve_backend
+from .inputs import WEIGHTS_NONE, WEIGHTS_PLISTMLE, WEIGHTS_TENSOR, ListMLEInputs, real_count, real_mask
+
 REDUCTIONS = ("mean", "sum", "none")
 TIES = ("stable", "random")
-BACKENDS = ("auto", "triton", "torch")
-
-
-@dataclass
-class ListMLEInputs:
-    scores: torch.Tensor                 # (B, L) floating
-    mask: Optional[torch.Tensor]         # (B, L) bool, or None
-    lengths: Optional[torch.Tensor]      # (B,) integer, or None (never both with mask)
-    labels: Optional[torch.Tensor]       # (B, L); only kept when sorting by labels
-    weight_kind: int                     # WEIGHTS_NONE / WEIGHTS_PLISTMLE / WEIGHTS_TENSOR
-    weights: Optional[torch.Tensor]      # (B, L) raw per-rank weights for WEIGHTS_TENSOR
-    random_ties: bool
-    backend: str = "torch"               # "triton" or "torch", resolved
-
-    @property
-    def sort_by_labels(self) -> bool:
-        return self.labels is not None
-
-
-def real_count(scores, mask, lengths) -> torch.Tensor:
-    """(B,) number of real documents per row."""
-    if mask is not None:
-        return mask.sum(1)
-    if lengths is not None:
-        return lengths.long()
-    return torch.full((scores.shape[0],), scores.shape[1], dtype=torch.long, device=scores.device)
-
-
-def real_mask(scores, mask, lengths) -> torch.Tensor:
-    """(B, L) bool, True at real documents."""
-    if mask is not None:
-        return mask
-    positions = torch.arange(scores.shape[1], device=scores.device)
-    return positions[None, :] < real_count(scores, mask, lengths)[:, None]
 
 
 def _check_like_scores(name, tensor, scores):
@@ -93,22 +57,9 @@ def compiling() -> bool:
     return torch.compiler.is_compiling()
 
 
-def triton_unavailable_reason(device: torch.device) -> Optional[str]:
-    """Why the Triton backend cannot run on `device`, or None when it can."""
-    try:
-        import triton  # noqa: F401
-    except ImportError as err:
-        return f"triton is not installed ({err}); pip install triton, or use backend='torch'"
-    if device.type == "cuda":
-        return None
-    if os.environ.get("TRITON_INTERPRET") == "1" and device.type == "cpu":
-        return None
-    return (f"the Triton kernels need CUDA tensors (scores are on {device}); set TRITON_INTERPRET=1 "
-            "to run them on CPU tensors through the Triton interpreter, or use backend='torch'")
-
-
 def parse_inputs(scores, labels, mask, lengths, lambda_weight, respect_input_order, ties,
                  reduction, validate, backend) -> ListMLEInputs:
+    """The public arguments (`listmle_loss`'s) checked and resolved into one `ListMLEInputs`."""
     if not isinstance(scores, torch.Tensor):
         raise TypeError(f"scores must be a torch.Tensor, got {type(scores).__name__}")
     if scores.dim() != 2:
@@ -200,14 +151,25 @@ def parse_inputs(scores, labels, mask, lengths, lambda_weight, respect_input_ord
 
     _raise_failed_checks(value_checks)
 
-    if backend == "auto":
-        backend = "triton" if scores.is_cuda and triton_unavailable_reason(scores.device) is None else "torch"
-    elif backend == "triton":
-        reason = triton_unavailable_reason(scores.device)
-        if reason is not None:
-            raise ValueError(f"backend='triton' cannot run: {reason}")
+    backend = resolve_backend(backend, scores.device)
 
     return ListMLEInputs(scores=scores, mask=mask, lengths=lengths,
                          labels=None if respect_input_order else labels,
                          weight_kind=weight_kind, weights=weights,
                          random_ties=(ties == "random" and not respect_input_order), backend=backend)
+
+
+def draw_seed(generator) -> int:
+    """One 31-bit seed for the random tie order, from `generator` (or torch's default generator)."""
+    device = generator.device if generator is not None else torch.device("cpu")
+    return int(torch.randint(0, 2 ** 31 - 1, (), generator=generator, device=device))
+
+
+def prepare(scores, labels, mask, lengths, lambda_weight, respect_input_order, ties, generator, reduction,
+            validate, backend):
+    """Checked inputs and the seed of the random tie order (0 when unused)."""
+    if generator is not None and not isinstance(generator, torch.Generator):
+        raise TypeError(f"generator must be a torch.Generator or None, got {type(generator).__name__}")
+    inputs = parse_inputs(scores, labels, mask, lengths, lambda_weight, respect_input_order, ties,
+                          reduction, validate, backend)
+    return inputs, (draw_seed(generator) if inputs.random_ties else 0)

@@ -1,4 +1,4 @@
-"""python -m bench.host_profile: where the host time of a training-sized call goes.
+"""python -m tools.host_profile: where the host time of a training-sized call goes.
 
 At the recipe's shapes every implementation is host-bound on an H100: the kernel replays from a CUDA
 graph in 6-15 us, but forward+backward back to back took 0.45 ms (bench/NOTES.md, ninth session).
@@ -16,7 +16,7 @@ included, what a training loop pays), and profiles the whole call:
   * torch.profiler (CPU and CUDA activities) and cProfile of forward+backward at the first shape
     (cProfile with the device threads off, so that the backward surely runs on the profiled thread).
 
-  python -m bench.host_profile [--shapes 16x10,64x100] [--out DIR]
+  python -m tools.host_profile [--shapes 16x10,64x100] [--out DIR]
 
 Without CUDA it runs the PyTorch path on CPU tensors (the Triton parts are left out: interpreted
 Triton is never timed). Writes DIR/host-profile-<device>-<time>.json and .txt.
@@ -40,10 +40,9 @@ from bench import cases as cases_mod
 from bench import report, timing
 from bench.__main__ import DEFAULT_OUT
 from bench.impls import reference_eager_loss
-from listmle_kernels import listmle_loss
-from listmle_kernels._inputs import parse_inputs
-from listmle_kernels.function import ListMLEFunction
-from listmle_kernels.ops import compute_rows
+from listmle_kernels import ListMLEFunction, listmle_loss
+from listmle_kernels.dispatch import compute_rows
+from listmle_kernels.validation import parse_inputs
 
 
 class OneOpFunction(torch.autograd.Function):
@@ -150,7 +149,7 @@ def profile_tables(B: int, L: int, device: torch.device, backend: str, calls: in
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m bench.host_profile", description=__doc__,
+    p = argparse.ArgumentParser(prog="python -m tools.host_profile", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--shapes", type=cases_mod.parse_shapes, default=list(cases_mod.RECIPE_SHAPES))
     p.add_argument("--out", type=Path, default=DEFAULT_OUT)

@@ -1,4 +1,4 @@
-"""bench.sass_count compiles the kernel for sm_90 and counts it (no GPU needed; not under the interpreter)."""
+"""tools.sass_count compiles the kernel for sm_90 and counts it (no GPU needed; not under the interpreter)."""
 
 import json
 import os
@@ -14,7 +14,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 def test_counts_the_linear_path_and_sees_vectorised_score_loads():
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}  # a real compile
-    code = ("import json; from bench import sass_count; "
+    code = ("import json; from tools import sass_count; "
             "print(json.dumps(sass_count.main(['--shape', '64x128'])))")
     run = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True,
                          timeout=600)

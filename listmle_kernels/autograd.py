@@ -10,44 +10,14 @@ gradients and for others of 2^20 elements or more, on the host for CPU tensors.
 
 import torch
 
-from ._inputs import parse_inputs
-from .ops import compute_rows, listmle_rows, scaled_gradient
+from .dispatch import compute_rows
+from .numerics import scaled_gradient
+from .validation import prepare
 
 SECOND_DERIVATIVE_ERROR = (
     "listmle_loss has first derivatives only: its gradient is computed in the forward pass, so it has "
     "no graph to differentiate again (Hessians, higher-order gradients, MAML-style meta-learning). "
     "For second derivatives use reference.listmle_reference, the plain-autograd definition.")
-
-
-def draw_seed(generator) -> int:
-    """One 31-bit seed for the random tie order, from `generator` (or torch's default generator)."""
-    device = generator.device if generator is not None else torch.device("cpu")
-    return int(torch.randint(0, 2 ** 31 - 1, (), generator=generator, device=device))
-
-
-def prepare(scores, labels, mask, lengths, lambda_weight, respect_input_order, ties, generator, reduction,
-            validate, backend):
-    """Checked inputs and the seed of the random tie order (0 when unused)."""
-    if generator is not None and not isinstance(generator, torch.Generator):
-        raise TypeError(f"generator must be a torch.Generator or None, got {type(generator).__name__}")
-    inputs = parse_inputs(scores, labels, mask, lengths, lambda_weight, respect_input_order, ties,
-                          reduction, validate, backend)
-    return inputs, (draw_seed(generator) if inputs.random_ties else 0)
-
-
-def compiled_listmle_rows(scores, labels, mask, lengths, lambda_weight, respect_input_order, ties, generator,
-                          reduction, validate, backend, need_grad):
-    """Check the arguments, then call the registered operator (the path torch.compile traces)."""
-    if generator is not None and ties == "random" and not respect_input_order:
-        # torch.compile traces torch's global generator (the seed becomes part of the graph) but no
-        # torch.Generator object; say so here rather than in a graph-break report
-        raise ValueError("ties='random' with a generator cannot be compiled: torch.compile does not trace "
-                         "torch.Generator objects; leave generator=None (the seed then comes from torch's "
-                         "global generator, reproducible under torch.manual_seed) or call the loss eagerly")
-    inputs, seed = prepare(scores, labels, mask, lengths, lambda_weight, respect_input_order, ties, generator,
-                           reduction, validate, backend)
-    return listmle_rows(scores, inputs.labels, inputs.mask, inputs.lengths, inputs.weights,
-                        inputs.weight_kind, inputs.random_ties, seed, 1, need_grad, inputs.backend)
 
 
 def graph_freed_after_backward() -> bool:

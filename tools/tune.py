@@ -1,10 +1,10 @@
-"""python -m bench.tune: sweep the Triton kernel's launch configuration on a GPU.
+"""python -m tools.tune: sweep the Triton kernel's launch configuration on a GPU.
 
 For every list length of the grid and both target orders, at a bandwidth-sized batch (B·L ≈ 2^24),
 time forward+backward of `listmle_loss` (what a training step runs) under each candidate
 (rows packed per program, num_warps), and print the best beside what `launch_config` picks now.
 
-  python -m bench.tune --out DIR [--L 100,4096] [--orders input] [--time-budget-s 480]
+  python -m tools.tune --out DIR [--L 100,4096] [--orders input] [--time-budget-s 480]
 
 Writes DIR/tune-<device>-<time>.json (device, commit, versions, every timing) as it goes, so a run
 cut short by the budget keeps what it measured. Needs CUDA: interpreted Triton is never timed.
@@ -64,7 +64,7 @@ def fwd_bwd_step(case: cases_mod.Case, inputs: cases_mod.Inputs):
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m bench.tune", description=__doc__,
+    p = argparse.ArgumentParser(prog="python -m tools.tune", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", type=Path, default=DEFAULT_OUT)
     p.add_argument("--L", type=int_list, default=cases_mod.FULL_L)
@@ -77,7 +77,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 def main(argv=None) -> int:
     args = parse_args(argv)
     if not torch.cuda.is_available():
-        print("python -m bench.tune needs CUDA: it times the compiled Triton kernel.", file=sys.stderr)
+        print("python -m tools.tune needs CUDA: it times the compiled Triton kernel.", file=sys.stderr)
         return 2
     from listmle_kernels import triton_listmle as tk
     device = torch.device("cuda")

@@ -1,10 +1,10 @@
-"""Tests of `python -m bench.tune` that need no GPU (that a launch configuration changes no result is
+"""Tests of `python -m tools.tune` that need no GPU (that a launch configuration changes no result is
 tested in tests/test_properties.py)."""
 
 import pytest
 import torch
 
-from bench import tune
+from tools import tune
 from listmle_kernels import triton_listmle as tk
 
 

@@ -1,10 +1,10 @@
-"""`python -m bench.host_profile` end to end on the CPU (the PyTorch path; no timing is asserted)."""
+"""`python -m tools.host_profile` end to end on the CPU (the PyTorch path; no timing is asserted)."""
 
 import json
 
 import torch
 
-from bench import host_profile
+from tools import host_profile
 
 
 def test_host_profile_times_every_part_and_writes_its_files(tmp_path, capsys):

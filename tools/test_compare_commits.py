@@ -1,4 +1,4 @@
-"""`python -m bench.compare_commits`: another commit's package runs beside this one, on the same cases."""
+"""`python -m tools.compare_commits`: another commit's package runs beside this one, on the same cases."""
 
 import json
 import shutil
@@ -7,7 +7,7 @@ import subprocess
 import pytest
 import torch
 
-from bench import compare_commits
+from tools import compare_commits
 
 
 @pytest.mark.skipif(shutil.which("git") is None or subprocess.run(["git", "rev-parse", "HEAD"], cwd=compare_commits.ROOT,

@@ -1,4 +1,4 @@
-"""python -m bench.compare_commits REV: this tree's listmle_kernels against commit REV's, interleaved.
+"""python -m tools.compare_commits REV: this tree's listmle_kernels against commit REV's, interleaved.
 
 On a shared CPU the machine's speed drifts between runs by more than most changes gain, so two
 `python -m bench` runs cannot show a 10% change. This times both versions (and the eager
@@ -102,7 +102,7 @@ def time_on_cuda(steps: dict, case: cases_mod.Case, rounds: int) -> dict[str, fl
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(prog="python -m bench.compare_commits", description=__doc__,
+    p = argparse.ArgumentParser(prog="python -m tools.compare_commits", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("rev", help="the commit to compare against, e.g. HEAD~3 (with --package-dir: its name)")
     p.add_argument("--package-dir", type=Path, help="take REV's listmle_kernels from this directory, not git")

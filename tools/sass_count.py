@@ -1,4 +1,4 @@
-"""python -m bench.sass_count: count the kernel's sm_90 machine instructions, on any machine.
+"""python -m tools.sass_count: count the kernel's sm_90 machine instructions, on any machine.
 
 On the H100 the kernel at 16384 x 4096 was bound by issuing instructions, not by memory (Nsight
 Compute, bench/NOTES.md, ninth session). How many instructions a thread runs can be read without a
@@ -9,7 +9,7 @@ its log-space branch cut out. That path is straight-line code for one-chunk rows
 what every thread of a program on that path issues, for BLOCK * ROWS / (32 * warps) slots each.
 It also lists the global loads and stores by width (LDG.E.128 moves 16 bytes a thread).
 
-`--package-dir DIR` counts another copy of the package too (as in bench.compare_commits), e.g. the
+`--package-dir DIR` counts another copy of the package too (as in tools.compare_commits), e.g. the
 commit before a change: `git archive REV listmle_kernels | tar -x -C DIR`.
 """
 
@@ -29,7 +29,7 @@ from pathlib import Path
 import triton
 
 from bench import cases as cases_mod
-from bench.compare_commits import import_package_at
+from tools.compare_commits import import_package_at
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
@@ -98,7 +98,7 @@ def count(package, shapes, label: str) -> list[dict]:
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(prog="python -m bench.sass_count", description=__doc__,
+    p = argparse.ArgumentParser(prog="python -m tools.sass_count", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--shape", type=cases_mod.parse_shapes, default=((16384, 4096), (65536, 1024), (65536, 128)),
                    help="B x L cases, e.g. 16384x4096,64x100")

@@ -1,0 +1,11 @@
+"""Lab tooling for kernel work, beside the benchmark in bench/: each Python module runs as `python -m tools.NAME`.
+
+  compare_commits.py  this tree's package against another commit's, timed interleaved
+  host_profile.py     where the host time of a training-sized call goes
+  kernel_paths.py     every Triton code path once, small (for compute-sanitizer on a GPU)
+  sass_count.py       the kernel's sm_90 instructions, counted without a GPU
+  sort_timing.py      where the CPU sort-by-labels time goes
+  tune.py             the launch-configuration sweep on a GPU
+  gpu_session.sh      the stages of a GPU session, one device call each
+  experiments/        changes kept as patches until they are measured on a GPU
+"""
