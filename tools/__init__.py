@@ -6,6 +6,5 @@
   sass_count.py       the kernel's sm_90 instructions, counted without a GPU
   sort_timing.py      where the CPU sort-by-labels time goes
   tune.py             the launch-configuration sweep on a GPU
-  gpu_session.sh      the stages of a GPU session, one device call each
-  experiments/        changes kept as patches until they are measured on a GPU
+  gpu_check.sh        the GPU check: native kernel tests, memcheck, a compact benchmark grid, in one command
 """
