@@ -1,4 +1,4 @@
-"""Microbenchmarks for listmle_kernels (issue 3): `python -m bench --help`.
+"""Microbenchmarks for listmle_kernels: `python -m bench --help`.
 
 Modules, one job each:
   cases.py          the benchmark cases (shape x mode) and their random inputs
@@ -7,6 +7,6 @@ Modules, one job each:
   timing.py         CUDA (do_bench) and CPU (perf_counter) timers, peak memory, copy bandwidth
   training_step.py  the loss's share of a MiniLM-sized cross-encoder training step
   report.py         JSON/CSV output, run metadata, the final table
-  plots.py          PNG plots (time vs L, speedup heatmap, % of roofline)
+  plots.py          PNG plots (time vs L, speedup heatmap, % of copy bandwidth)
   __main__.py       the command line that ties them together
 """

@@ -169,8 +169,8 @@ class ReferenceEager(Impl):
 
 
 class ReferenceOracle(Impl):
-    """`reference.listmle_reference`, the literal per-row oracle the tests use: what the issue names
-    "reference/ eager". A Python loop over rows, so only forward+backward float32 in the mode sweep
+    """`reference.listmle_reference`, the literal per-row oracle the tests use
+    ("reference/ eager"). A Python loop over rows, so only forward+backward float32 in the mode sweep
     at B <= MAX_ORACLE_ROWS; the vectorised reference above is the stricter baseline."""
 
     name = "reference_oracle"
@@ -261,7 +261,7 @@ def _one_based_plistmle_weights(mask):
 
 def _kernel_plistmle_weight(weight_class):
     """The installed release's default PListMLELambdaWeight where it is the kernel's (6.2); before 6.2 (0-based
-    ranks: 6.0.1 is on the GPU machine) the same ops on 1-based ranks, so the p-ListMLE cases compute the loss the
+    ranks, as in 6.0.1) the same ops on 1-based ranks, so the p-ListMLE cases compute the loss the
     other implementations compute (the equality check passes and the timing is of the same work)."""
     from listmle_kernels.integrations.sentence_transformers import _default_weights_match_kernel
 

@@ -218,7 +218,7 @@ def copy_bandwidth(device: torch.device, nbytes: int | None = None) -> dict:
     """Device-to-device copy bandwidth (bytes read + bytes written per second) of an `nbytes` buffer,
     measured now.
 
-    It is the roofline denominator: a loss kernel that reads its inputs and writes its gradient once
+    It is the bandwidth plot's denominator: a loss kernel that reads its inputs and writes its gradient once
     cannot move bytes faster than a plain copy.
     """
     nbytes = nbytes or ((512 << 20) if device.type == "cuda" else (64 << 20))

@@ -5,7 +5,7 @@ On a shared CPU the machine's speed drifts between runs by more than most change
 reference) round-robin in one process, on the same rotated inputs, through the bench's own cases
 and interleaved timer. REV's package is exported with `git archive` under another name (its
 operator namespace renamed, since both register one); `--package-dir DIR` takes a copy of the
-package from DIR instead (the GPU machine's copy of the tree has no usable history: export it here
+package from DIR instead (for a copy of the tree without usable history, as on a GPU machine: export it
 with `git archive REV listmle_kernels | tar -x -C DIR`).
 
 On the CPU it runs the PyTorch path; with CUDA the Triton backend: do_bench (device time) in

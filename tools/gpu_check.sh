@@ -9,7 +9,7 @@
 #   3. compute-sanitizer memcheck over every kernel path (tools.kernel_paths), <= 60 s  memcheck.log
 #   4. a compact benchmark grid (python -m bench), cases cut at 150 s, <= 240 s in all  bench/*.json|csv|png
 #
-# Each stage has its own timeout, so a hung stage costs its cap, not the session; a failed stage is reported and
+# Each stage has its own timeout, so a hung stage costs its cap, not the rest of the run; a failed stage is reported and
 # the next one runs. The static cost model (python -m tools.sass_count) needs no GPU: run it beside, on any
 # machine, at the same commit. Without CUDA the script still runs end to end (tests interpreted, the benchmark's
 # CPU cases), which is how it is rehearsed; TESTS narrows the test selection for such a rehearsal.

@@ -1,7 +1,7 @@
 """python -m tools.host_profile: where the host time of a training-sized call goes.
 
 At the recipe's shapes every implementation is host-bound on an H100: the kernel replays from a CUDA
-graph in 6-15 us, but forward+backward back to back took 0.45 ms (bench/NOTES.md, ninth session).
+graph in 6-15 us, but forward+backward back to back took 0.45 ms (docs/performance-record.md).
 This splits a call into its parts, each timed back to back between two synchronisations (host time
 included, what a training loop pays), and profiles the whole call:
 

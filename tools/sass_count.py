@@ -1,7 +1,7 @@
 """python -m tools.sass_count: count the kernel's sm_90 machine instructions, on any machine.
 
 On the H100 the kernel at 16384 x 4096 was bound by issuing instructions, not by memory (Nsight
-Compute, bench/NOTES.md, ninth session). How many instructions a thread runs can be read without a
+Compute, docs/performance-record.md). How many instructions a thread runs can be read without a
 GPU: Triton's bundled ptxas compiles for sm_90 and cuobjdump disassembles the result. For the
 launcher's configuration at each shape (float32, ragged lengths, input order) this prints registers,
 the whole kernel's SASS count, and the count of the linear-sums path alone: the kernel compiled with

@@ -1,4 +1,4 @@
-"""python -m tools.sort_timing [--shape BxL,...]: where the CPU sort-by-labels time goes (the figures in bench/NOTES.md).
+"""python -m tools.sort_timing [--shape BxL,...]: where the CPU sort-by-labels time goes (docs/performance-record.md).
 
 Times, on one torch thread, both builds of the target order at 256 x 100 or each given shape (80% real
 documents, stable and random ties), and bare sorts of random int64 keys of the same shape.
