@@ -11,8 +11,8 @@ import warnings
 import pytest
 import torch
 
-from train.data import (batch_indices, collate, load_msmarco_rows, pad_scores, split_validation, steps_per_epoch,
-                        to_listwise)
+from train.data import (BATCH_ORDERS, batch_indices, collate, load_msmarco_rows, pad_scores, split_validation,
+                        steps_per_epoch, to_listwise)
 from train.hub import HubUnavailableError, hub_unavailable
 from train.inputs import UsageError, looks_like_local_path
 from train.loop import main as train_main
@@ -69,17 +69,22 @@ def test_validation_split_is_seeded_and_disjoint():
         split_validation(records, len(records), seed=0)
 
 
+@pytest.mark.parametrize("batch_order", BATCH_ORDERS)
 @pytest.mark.parametrize("n, batch, world", [(10, 4, 1), (10, 2, 2), (9, 2, 2), (7, 3, 2), (5, 4, 2)])
-def test_batches_cover_each_epoch_once(n, batch, world):
+def test_batches_cover_each_epoch_once(n, batch, world, batch_order):
     steps = steps_per_epoch(n, batch, world)
     for epoch in range(2):
         seen = []
         for step in range(steps):
-            parts = [batch_indices(n, batch, step, epoch, seed=3, rank=r, world_size=world) for r in range(world)]
+            parts = [batch_indices(n, batch, step, epoch, seed=3, rank=r, world_size=world, batch_order=batch_order)
+                     for r in range(world)]
             assert all(parts) and all(len(p) <= batch for p in parts)  # every process has work at every step
             seen += [i for p in parts for i in p]
         assert len(seen) == len(set(seen)) and len(seen) >= n - world + 1
-    assert batch_indices(n, batch, 0, 0, 3) != batch_indices(n, batch, 0, 1, 3) or n <= 1
+    first = [batch_indices(n, batch, 0, epoch, 3, batch_order=batch_order) for epoch in range(2)]
+    assert first[0] != first[1] or n <= 1
+    with pytest.raises(ValueError, match="batch_order"):
+        batch_indices(n, batch, 0, 0, 3, batch_order="sorted")
 
 
 def test_collate_and_padding():
@@ -92,9 +97,22 @@ def test_collate_and_padding():
                                   sep_token="[SEP]")
     records = [{"query": "a", "docs": ["a a", "a"], "labels": [1.0, 0.0]},
                {"query": "a a", "docs": ["a", "a", "a a a"], "labels": [1.0, 1.0, 0.0]}]
-    encoded, lengths, labels = collate(tokenizer, records, max_length=16)
+    (encoded,), lengths, labels = collate(tokenizer, records, max_length=16)
     assert encoded["input_ids"].shape[0] == 5 and lengths.tolist() == [2, 3]
     assert labels.tolist() == [[1.0, 0.0, 0.0], [1.0, 1.0, 0.0]]
+
+    # --pairs-per-forward 2: the same pairs in order, in forwards of 2, 2 and 1, each padded to its own longest
+    parts, lengths_2, labels_2 = collate(tokenizer, records, max_length=16, pairs_per_forward=2)
+    assert [part["input_ids"].shape[0] for part in parts] == [2, 2, 1]
+
+    def unpadded(batches):
+        return [ids[mask.bool()].tolist()
+                for part in batches for ids, mask in zip(part["input_ids"], part["attention_mask"])]
+
+    assert unpadded(parts) == unpadded([encoded])
+    assert [part["input_ids"].shape[1] for part in parts] == [int(part["attention_mask"].sum(1).max())
+                                                              for part in parts]
+    assert torch.equal(lengths_2, lengths) and torch.equal(labels_2, labels)
     assert pad_scores(torch.arange(5.0), lengths).tolist() == [[0.0, 1.0, 0.0], [2.0, 3.0, 4.0]]
 
 

@@ -98,7 +98,8 @@ def time_loss_alone(args, device, package_backend):
     if package_backend == "triton" and os.environ.get("TRITON_INTERPRET") == "1":
         return {"not_timed": "interpreted Triton (TRITON_INTERPRET=1) is not performance"}
     _, _, train_records, _ = training_records(args)
-    batch = [train_records[i] for i in batch_indices(len(train_records), args.batch_size, 0, 0, args.seed)]
+    batch = [train_records[i] for i in batch_indices(len(train_records), args.batch_size, 0, 0, args.seed,
+                                                      batch_order=args.batch_order)]
     lengths, labels = list_lengths_and_labels(batch)
     generator = torch.Generator().manual_seed(args.seed)
     scores = (2.0 * torch.randn(labels.shape, generator=generator)).to(device).requires_grad_()

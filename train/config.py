@@ -6,7 +6,7 @@ seed 12, best checkpoint by NanoBEIR R100 mean ndcg@10. `--arch bi-encoder` trai
 import argparse
 
 from .biencoder import POOLINGS
-from .data import MSMARCO_HUB_ID
+from .data import BATCH_ORDERS, MSMARCO_HUB_ID
 from .losses import LOSS_BACKENDS, reference_unsupported
 from .models import ARCHS
 from .nanobeir import NANOBEIR_HUB_ID
@@ -62,6 +62,14 @@ def build_parser():
     order.add_argument("--sort-by-labels", dest="respect_input_order", action="store_false",
                        help="target ranking = documents sorted by label, ties by --ties")
     p.add_argument("--batch-size", type=int, default=16, help="queries per batch and process")
+    p.add_argument("--batch-order", choices=BATCH_ORDERS, default="loop",
+                   help="how each epoch's shuffle is seeded: loop = seed * 1000 + epoch; trainer = seed + epoch, the "
+                        "batches sentence-transformers' CrossEncoderTrainer draws with the same seed")
+    p.add_argument("--pairs-per-forward", type=int, default=None,
+                   help="cross-encoder: score a batch's (query, passage) pairs this many at a time, each forward "
+                        "padded to its own longest pair, as sentence-transformers' ListMLELoss(mini_batch_size=N) "
+                        "does (the published script: 16); default: all pairs of the batch in one forward. Same "
+                        "loss; differs in memory, speed, padding and the dropout masks drawn")
     p.add_argument("--eval-batch-size", type=int, default=64, help="(query, doc) pairs per scoring batch")
     p.add_argument("--max-docs", type=int, default=None, help="keep at most this many documents per query")
     p.add_argument("--max-length", type=int, default=512,
@@ -91,6 +99,10 @@ def parse_args(argv=None):
     args = parser.parse_args(argv)
     if args.arch == "bi-encoder" and args.candidates != "bm25":
         parser.error("--candidates applies to --arch cross-encoder (a bi-encoder is evaluated by dense retrieval)")
+    if args.pairs_per_forward is not None and args.pairs_per_forward < 1:
+        parser.error(f"--pairs-per-forward must be at least 1, got {args.pairs_per_forward}")
+    if args.pairs_per_forward is not None and args.arch == "bi-encoder":
+        parser.error("--pairs-per-forward applies to --arch cross-encoder (a bi-encoder encodes texts, not pairs)")
     if args.eval_steps < 1:
         parser.error(f"--eval-steps must be at least 1, got {args.eval_steps}")
     if args.resume and args.overwrite_output_dir:

@@ -17,6 +17,7 @@ from .inputs import UsageError
 
 MSMARCO_HUB_ID = "microsoft/ms_marco"
 MSMARCO_CONFIG = "v1.1"
+BATCH_ORDERS = ("loop", "trainer")  # how each epoch's permutation is seeded: see epoch_seed
 
 
 def load_msmarco_rows(source, split="train"):
@@ -103,22 +104,38 @@ def training_records(args):
     return (rows, records) + split_validation(records, args.val_queries, args.seed)
 
 
-def batch_indices(n_records, batch_size, step_in_epoch, epoch, seed, rank=0, world_size=1):
-    """Record indices of this process's batch at a given step: one seeded permutation per epoch, global batch
-    `step_in_epoch`, every world_size-th entry from `rank`. Pure function of its arguments, so resuming at any step
-    reproduces the order exactly."""
-    generator = torch.Generator().manual_seed(seed * 1000 + epoch)
+def epoch_seed(seed, epoch, batch_order="loop"):
+    """The seed of an epoch's permutation of the training records. "loop": seed * 1000 + epoch. "trainer": seed +
+    epoch, what sentence-transformers' CrossEncoderTrainer shuffles with by default (its random sampler, made
+    seedable by accelerate, is reseeded with the training seed plus the epoch before each epoch), so that a run
+    can take the trainer's batches one for one (`python -m train.trainer_parity`)."""
+    if batch_order == "loop":
+        return seed * 1000 + epoch
+    if batch_order == "trainer":
+        return seed + epoch
+    raise ValueError(f"batch_order must be one of {BATCH_ORDERS}, got {batch_order!r}")
+
+
+def batch_indices(n_records, batch_size, step_in_epoch, epoch, seed, rank=0, world_size=1, batch_order="loop"):
+    """Record indices of this process's batch at a given step: one seeded permutation per epoch (`epoch_seed`),
+    global batch `step_in_epoch`, every world_size-th entry from `rank`. Pure function of its arguments, so
+    resuming at any step reproduces the order exactly."""
+    generator = torch.Generator().manual_seed(epoch_seed(seed, epoch, batch_order))
     order = torch.randperm(n_records, generator=generator).tolist()
     global_batch = batch_size * world_size
     chunk = order[step_in_epoch * global_batch : (step_in_epoch + 1) * global_batch]
     return chunk[rank::world_size]
 
 
-def collate(tokenizer, records, max_length):
-    """Tokenised (query, doc) pairs of all records, flattened, plus the per-query list lengths and padded labels."""
+def collate(tokenizer, records, max_length, pairs_per_forward=None):
+    """Tokenised (query, doc) pairs of all records, flattened in record order and cut into forward batches of at
+    most pairs_per_forward pairs (None: one batch), each padded to its own longest pair; plus the per-query list
+    lengths and padded labels."""
     queries = [r["query"] for r in records for _ in r["docs"]]
     docs = [d for r in records for d in r["docs"]]
-    encoded = tokenizer(queries, docs, padding=True, truncation=True, max_length=max_length, return_tensors="pt")
+    size = pairs_per_forward or len(docs)
+    encoded = [tokenizer(queries[start : start + size], docs[start : start + size], padding=True, truncation=True,
+                         max_length=max_length, return_tensors="pt") for start in range(0, len(docs), size)]
     return (encoded,) + list_lengths_and_labels(records)
 
 

@@ -57,8 +57,9 @@ def batch_scores(model, tokenizer, records, args, device, use_bf16):
             scores, labels, mask = biencoder_scores(model, tokenizer, records, args.pooling, args.max_length, device,
                                                     args.in_batch_negatives)
             return scores, labels, {"mask": mask}
-        encoded, lengths, labels = collate(tokenizer, records, args.max_length)  # every pair in one forward pass
-        flat_scores = model(**encoded.to(device)).logits[:, 0]
+        # every pair in one forward pass, or --pairs-per-forward at a time (as sentence-transformers' mini_batch_size)
+        encoded, lengths, labels = collate(tokenizer, records, args.max_length, args.pairs_per_forward)
+        flat_scores = torch.cat([model(**part.to(device)).logits[:, 0] for part in encoded])
     return pad_scores(flat_scores.float(), lengths), labels.to(device), {"lengths": lengths.to(device)}
 
 
@@ -182,9 +183,12 @@ def train(args):
     # (every rank checks before init_process_group, so before rank 0 writes anything into --output-dir)
     check_local_paths(args)
     check_fresh_output_dir(args)
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    if args.pairs_per_forward and world_size > 1:
+        # DDP broadcasts the model's buffers at every forward: ranks with different numbers of forwards would hang
+        raise UsageError("--pairs-per-forward runs in one process only, not under torchrun")
 
     # ------------------------------------------------------------------ processes, device, precision, seeds
-    world_size = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     if args.device == "auto":
@@ -227,8 +231,9 @@ def train(args):
         # reduction in the prior iteration"). The cross-encoder uses all its parameters and skips the graph walk.
         model = torch.nn.parallel.DistributedDataParallel(model, device_ids=[local_rank] if device.type == "cuda" else None,
                                                           find_unused_parameters=(args.arch == "bi-encoder"))
-    # Hugging Face Trainer defaults (what the recipe used): betas (0.9, 0.999), eps 1e-8, no weight decay.
-    optimizer = torch.optim.AdamW(raw_model.parameters(), lr=args.lr, weight_decay=0.0, fused=device.type == "cuda")
+    # Hugging Face Trainer defaults (what the recipe used): "adamw_torch_fused" (fused on every device, torch >= 2.8),
+    # betas (0.9, 0.999), eps 1e-8, no weight decay.
+    optimizer = torch.optim.AdamW(raw_model.parameters(), lr=args.lr, weight_decay=0.0, fused=True)
     scheduler = get_linear_schedule_with_warmup(optimizer, math.ceil(args.warmup_ratio * total_steps), total_steps)
 
     # ------------------------------------------------------------------ resume
@@ -286,7 +291,7 @@ def train(args):
     while step < total_steps:
         epoch, step_in_epoch = divmod(step, per_epoch)
         batch = [train_records[i] for i in batch_indices(len(train_records), args.batch_size, step_in_epoch, epoch,
-                                                          args.seed, rank, world_size)]
+                                                          args.seed, rank, world_size, args.batch_order)]
         started = time.perf_counter()
         loss = compute_loss(model, tokenizer, batch, args, device, use_bf16, tie_generator(args, device, step))
         loss.backward()
