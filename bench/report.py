@@ -3,12 +3,7 @@
 from __future__ import annotations
 
 import csv
-import datetime
-import importlib.metadata
 import json
-import os
-import platform
-import subprocess
 import textwrap
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +12,9 @@ from typing import Callable
 import torch
 
 from bench.cases import MAX_ELEMENTS_SMALL
+# Every result the project writes carries the same record of device, versions and commit: train/'s, which
+# depends on nothing but torch (train/ itself uses no bench/ code).
+from train.provenance import run_metadata  # noqa: F401  (re-exported: bench and tools record runs through it)
 
 # Which implementation is "ours" on each device: the Triton kernel on CUDA, the PyTorch path on CPU.
 KERNEL_BY_DEVICE = {"cuda": "listmle_kernels_triton", "cpu": "listmle_kernels_torch"}
@@ -35,73 +33,6 @@ CSV_COLUMNS = (
     "wall_ms", "wall_speedup_vs_reference_eager", "wall_speedup_vs_reference_compiled",
     "wall_speedup_vs_sentence_transformers", "floor_wall_ms",
 )
-
-
-def _git(*args: str) -> str | None:
-    """Read-only git queries (rev-parse, status); None when there is no repository or commit."""
-    try:
-        out = subprocess.run(["git", *args], capture_output=True, text=True, timeout=10,
-                             cwd=Path(__file__).resolve().parent.parent)
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return out.stdout.strip() if out.returncode == 0 else None
-
-
-def _version(module_name: str) -> str | None:
-    # The installed distribution's metadata first: importing sentence-transformers just to read its
-    # __version__ takes seconds. A package run from a source tree has no metadata: import it.
-    try:
-        return importlib.metadata.version(module_name)
-    except importlib.metadata.PackageNotFoundError:
-        pass
-    try:
-        module = __import__(module_name)
-    except Exception:
-        return None
-    return getattr(module, "__version__", "unknown")
-
-
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-def device_description(device: torch.device) -> str:
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    threads = torch.get_num_threads()
-    return f"CPU: {cpu_name()} ({threads} torch thread{'s' if threads > 1 else ''}, {os.cpu_count()} cores)"
-
-
-def run_metadata(device: torch.device, args: dict) -> dict:
-    # A copy of the tree without .git (as copied to a remote machine) names its commit in LISTMLE_GIT_COMMIT.
-    # Named first: a copy inside some other git checkout would otherwise record that checkout's commit.
-    commit = os.environ.get("LISTMLE_GIT_COMMIT") or _git("rev-parse", "HEAD")
-    dirty = _git("status", "--porcelain")
-    uncommitted = dirty.splitlines() if dirty else []
-    return {
-        "timestamp_utc": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "device_type": device.type,
-        "device": device_description(device),
-        "git_commit": commit or "none (no commit yet)",
-        "git_dirty": bool(dirty) if dirty is not None else None,
-        "git_uncommitted": uncommitted[:20] + ([f"... {len(uncommitted) - 20} more"] if len(uncommitted) > 20 else []),
-        "torch": torch.__version__,
-        "torch_cuda": torch.version.cuda,
-        "triton": _version("triton"),
-        "listmle_kernels": _version("listmle_kernels"),
-        "sentence_transformers": _version("sentence_transformers"),
-        "transformers": _version("transformers"),
-        "python": platform.python_version(),
-        "platform": platform.platform(),
-        "cpu_load_average_1_5_15min": os.getloadavg() if hasattr(os, "getloadavg") else None,
-        "args": args,
-    }
 
 
 def add_speedups(rows: list[dict], device_type: str) -> None:

@@ -16,6 +16,7 @@ from bench.__main__ import main
 from bench.cases import Case, make_inputs, minimal_bytes
 from bench.impls import ReferenceEager, reference_eager_loss
 from bench.timing import balanced_orders
+from train import provenance
 
 
 def test_reference_eager_matches_oracle():
@@ -301,7 +302,7 @@ def test_mode_flags_accept_only_known_values(capsys):
 def test_run_metadata_names_what_was_uncommitted(monkeypatch):
     """A dirty tree's result file says which paths differed from the commit it names, not only that some did."""
     answers = {("rev-parse", "HEAD"): "abc123", ("status", "--porcelain"): " M listmle_kernels/ops.py\n?? notes.txt"}
-    monkeypatch.setattr(report, "_git", lambda *args: answers[args])
+    monkeypatch.setattr(provenance, "git", lambda *args: answers[args])
     monkeypatch.delenv("LISTMLE_GIT_COMMIT", raising=False)
     meta = report.run_metadata(torch.device("cpu"), {})
     assert meta["git_commit"] == "abc123" and meta["git_dirty"] is True

@@ -18,6 +18,10 @@ import torch
 
 from bench.cases import Case
 from bench.impls import Prepared
+# What a training loop pays for a launch-bound loss: calls back to back, host time included. do_bench flushes
+# the L2 before every call and the device is still busy with that flush while the call is launched, so its
+# figure is device time with the host's launch overhead hidden. One timer for the benchmark and train/.
+from train.timing import time_back_to_back  # noqa: F401  (re-exported)
 
 QUANTILES = (0.5, 0.2, 0.8)
 # CPU: inputs are rotated through enough copies to exceed this many bytes, so a small case does not
@@ -81,34 +85,6 @@ def time_cuda_graph(step: Callable[[], object], rep_ms: int = 100) -> tuple[floa
 
     median, q20, q80 = triton.testing.do_bench_cudagraph(step, rep=rep_ms, quantiles=list(QUANTILES))
     return median, q20, q80
-
-
-def time_back_to_back(step: Callable[[], object], device: torch.device, min_seconds: float = 0.05,
-                      sample_ms: float = 2.0, min_samples: int = 5) -> tuple[float, float, float]:
-    """(median, q20, q80) milliseconds per call of `step` run back to back, host time included.
-
-    What a training loop pays for a launch-bound loss. do_bench flushes the L2 before every call,
-    and the device is still busy with that flush while the call is launched. So its figure is
-    device time, with the host's launch overhead hidden. Here nothing runs between calls. Each
-    sample times enough calls to last >= sample_ms between two synchronisations. The L2 is not
-    flushed: as in training, the inputs are warm (on CUDA the step has one input copy).
-    """
-    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
-    sync()
-    t0 = time.perf_counter()
-    step()  # warm-up, and a first estimate of the cost of one call
-    sync()
-    calls = max(1, math.ceil(sample_ms / max((time.perf_counter() - t0) * 1e3, 1e-3)))
-    samples = []
-    started = time.perf_counter()
-    while len(samples) < min_samples or time.perf_counter() - started < min_seconds:
-        sync()
-        t0 = time.perf_counter()
-        for _ in range(calls):
-            step()
-        sync()
-        samples.append((time.perf_counter() - t0) * 1e3 / calls)
-    return median_q20_q80(samples)
 
 
 def autograd_floor_step(scores: torch.Tensor, direction: str) -> Callable[[], object]:

@@ -1,7 +1,7 @@
-"""What a comparison ran on: device, library versions and commit, recorded beside its numbers.
+"""What a run ran on: device, library versions and commit, recorded beside its numbers.
 
-The same fields as the benchmark's run records, so both read alike; train/ keeps its own copy because it is
-the example users copy, and depends on the installed package only.
+The one record format of the project's result files: train's comparisons write it, and bench/ and tools/ import
+it from here (train/ depends on the installed package only, never on bench/ or tools/).
 """
 
 import datetime
