@@ -35,7 +35,7 @@ import sys
 
 import torch
 
-from bench.report import run_metadata  # device, versions, git commit: recorded as the benchmarks record them
+from .provenance import run_metadata  # device, versions, git commit: the record every result file carries
 
 from .compare import rng_states_restored, run_isolated
 from .comparison import relative_difference
