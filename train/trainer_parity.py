@@ -35,9 +35,8 @@ import sys
 
 import torch
 
-from .provenance import run_metadata  # device, versions, git commit: the record every result file carries
-
 from .compare import rng_states_restored, run_isolated
+from .provenance import run_metadata  # device, versions, git commit: the record every result file carries
 from .comparison import relative_difference
 from .config import parse_args
 from .data import load_msmarco_rows, split_validation, training_records
