@@ -101,8 +101,14 @@ def test_schedule_clipping_and_best_model_rules(material, tmp_path, monkeypatch)
 
 
 def test_torchrun_two_processes_match_one(material, tmp_path):
-    assert_two_processes_match_one(train_main, lambda out: training_args(material, out, "bert_no_dropout"), tmp_path,
-                                   rel=1e-4)
+    """...and only rank 0 logs: one announcement of the output directory, one transformers load report of the new
+    one-label head (rank 1 loads the same model), no progress bars in the redirected stderr."""
+    run = assert_two_processes_match_one(train_main, lambda out: training_args(material, out, "bert_no_dropout"),
+                                         tmp_path, rel=1e-4)
+    assert run.stderr.count("output directory: ") == 1
+    assert run.stderr.count("LOAD REPORT") == 1 and "classifier.weight" in run.stderr
+    assert run.stderr.count(f"saved {tmp_path / 'ddp' / 'checkpoint-4'} ") == 1
+    assert "\r" not in run.stderr and "it/s" not in run.stderr
 
 
 def test_fresh_run_into_an_earlier_runs_directory(material, tmp_path, capsys):

@@ -165,7 +165,7 @@ def best_so_far(checkpoint):
 def assert_two_processes_match_one(train_main, args_for, tmp_path, rel):
     """2 gloo processes x 2 queries see the same global batches as 1 process x 4 queries, so the logged
     (all-reduced) losses agree (`args_for(out)`: a run's flags, on a model without dropout); rank 1's RNG
-    state is checkpointed and the best model saved."""
+    state is checkpointed and the best model saved. Returns the torchrun run (its stderr holds both ranks')."""
     import subprocess
 
     import pytest
@@ -183,3 +183,4 @@ def assert_two_processes_match_one(train_main, args_for, tmp_path, rel):
     assert [r["step"] for r in ddp_log] == [1, 2, 3, 4]
     assert [r["loss"] for r in ddp_log] == pytest.approx([r["loss"] for r in single_log], rel=rel)
     assert (ddp / "checkpoint-4" / "rng_state_1.pt").exists() and (ddp / "best-model").is_dir()
+    return out

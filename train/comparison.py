@@ -183,7 +183,7 @@ def plot_loss_curves(comparison, path):
     """Both runs' loss per step (top) and their relative difference with the tolerance (bottom, log scale)."""
     import matplotlib
 
-    matplotlib.use("Agg")  # files only; no display on CI or the GPU machine
+    matplotlib.use("Agg")  # files only: no display is needed
     import matplotlib.pyplot as plt
 
     steps = comparison["per_step"]

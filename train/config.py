@@ -1,10 +1,11 @@
-"""Command-line flags of `python -m train`. Defaults are the published recipe (GUIDE section 5): ListMLE,
+"""Command-line flags of `python -m train`. Defaults are the published model card's recipe: ListMLE,
 MiniLM-L12-H384-uncased, MS MARCO v1.1, 1 epoch, 16 queries per batch, lr 2e-5, warmup 0.1, linear schedule, bf16,
 seed 12, best checkpoint by NanoBEIR R100 mean ndcg@10. `--arch bi-encoder` trains a dot-product retriever instead
 (best checkpoint by NanoBEIR mean dense-retrieval ndcg@10)."""
 
 import argparse
 
+from .logging_setup import add_logging_flags
 from .biencoder import POOLINGS
 from .data import BATCH_ORDERS, MSMARCO_HUB_ID
 from .losses import LOSS_BACKENDS, reference_unsupported
@@ -13,13 +14,17 @@ from .nanobeir import NANOBEIR_HUB_ID
 
 
 class DefaultsHelpFormatter(argparse.HelpFormatter):
-    """Shows the default of every flag that takes a value (not of switches, whose help says what they do)."""
+    """Shows the default of every flag that takes a value, and "(off by default)" for a switch that is off unless
+    given; a help text that already speaks of its default is left as it is (a flag whose default is None says in
+    its help what happens without it)."""
 
     def _get_help_string(self, action):
         text = action.help or ""
-        if action.option_strings and action.nargs != 0 and action.default is not None and "default" not in text:
-            text += " (default: %(default)s)"
-        return text
+        if not action.option_strings or "default" in text:
+            return text
+        if action.nargs == 0:
+            return text + " (off by default)" if action.default in (False, None) else text
+        return text + " (default: %(default)s)" if action.default is not None else text
 
 
 def build_parser():
@@ -40,7 +45,7 @@ def build_parser():
                    help="hub id (config v1.1, split train) or a local JSON/JSONL file in the ms_marco v1.1 schema")
     p.add_argument("--train-queries", type=int, default=None,
                    help="train on the first N rows of --train-data only; the rows after them are held out "
-                        "(used by --eval-data heldout)")
+                        "(used by --eval-data heldout); default: every row, none held out")
     p.add_argument("--val-queries", type=int, default=1000,
                    help="seeded random queries kept out of training for the validation loss (0: none)")
     p.add_argument("--eval-data", default=NANOBEIR_HUB_ID,
@@ -49,7 +54,9 @@ def build_parser():
                         "from all their passages)")
     p.add_argument("--eval-datasets", default="msmarco,nfcorpus,nq", help="comma-separated NanoBEIR datasets")
     p.add_argument("--rerank-k", type=int, default=100, help="candidates per query reranked in evaluation")
-    p.add_argument("--loss", choices=["listmle", "plistmle"], default="listmle")
+    p.add_argument("--loss", choices=["listmle", "plistmle"], default="listmle",
+                   help="listmle: ListMLE; plistmle: p-ListMLE, ListMLE with sentence-transformers' default "
+                        "position weights (PListMLELambdaWeight)")
     p.add_argument("--loss-backend", choices=LOSS_BACKENDS, default="auto",
                    help="listmle_loss backend: auto = fused Triton kernel on CUDA, PyTorch elsewhere; reference = "
                         "the literal oracle reference.listmle_reference through autograd (slow, stable ties only; "
@@ -60,7 +67,7 @@ def build_parser():
     order.add_argument("--respect-input-order", dest="respect_input_order", action="store_true", default=True,
                        help="target ranking = input order (positives first), the recipe's setting (default)")
     order.add_argument("--sort-by-labels", dest="respect_input_order", action="store_false",
-                       help="target ranking = documents sorted by label, ties by --ties")
+                       help="target ranking = documents sorted by label, ties by --ties; off by default")
     p.add_argument("--batch-size", type=int, default=16, help="queries per batch and process")
     p.add_argument("--batch-order", choices=BATCH_ORDERS, default="loop",
                    help="how each epoch's shuffle is seeded: loop = seed * 1000 + epoch; trainer = seed + epoch, the "
@@ -71,26 +78,44 @@ def build_parser():
                         "does (the published script: 16); default: all pairs of the batch in one forward. Same "
                         "loss; differs in memory, speed, padding and the dropout masks drawn")
     p.add_argument("--eval-batch-size", type=int, default=64, help="(query, doc) pairs per scoring batch")
-    p.add_argument("--max-docs", type=int, default=None, help="keep at most this many documents per query")
+    p.add_argument("--max-docs", type=int, default=None,
+                   help="keep the first N documents per query, positives first; default: all of them")
     p.add_argument("--max-length", type=int, default=512,
                    help="max tokens per (query, doc) pair (cross-encoder) or per text (bi-encoder)")
-    p.add_argument("--lr", type=float, default=2e-5)
-    p.add_argument("--warmup-ratio", type=float, default=0.1)
-    p.add_argument("--epochs", type=int, default=1)
-    p.add_argument("--max-steps", type=int, default=None, help="stop after this many steps (overrides --epochs)")
+    p.add_argument("--lr", type=float, default=2e-5,
+                   help="peak learning rate of AdamW, reached after the warmup, then decayed linearly to 0 at the "
+                        "last step")
+    p.add_argument("--warmup-ratio", type=float, default=0.1,
+                   help="the first ceil(ratio * steps) steps raise the learning rate linearly from 0")
+    p.add_argument("--epochs", type=int, default=1, help="passes over the training queries")
+    p.add_argument("--max-steps", type=int, default=None,
+                   help="stop after this many steps (overrides --epochs; the schedule spans them); default: --epochs "
+                        "epochs")
     p.add_argument("--eval-steps", type=int, default=500,
                    help="evaluate and checkpoint every N steps (default 500, the published training script's "
                         "eval_steps and save_steps); also at step 0 and at the end")
-    p.add_argument("--seed", type=int, default=12)
-    p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    p.add_argument("--seed", type=int, default=12,
+                   help="seeds python, numpy and torch (the new head's initial weights, dropout), the validation "
+                        "split and each epoch's shuffle")
+    p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto",
+                   help="auto = cuda when a GPU is visible, else cpu")
     p.add_argument("--bf16", choices=["auto", "on", "off"], default="auto",
                    help="bf16 autocast; auto = on for CUDA GPUs that support it")
-    p.add_argument("--output-dir", default="output/listmle-minilm")
+    p.add_argument("--output-dir", default="output/listmle-minilm",
+                   help="where the logs, checkpoint-<step>/ and best-model/ go")
+    p.add_argument("--save-total-limit", type=int, default=2,
+                   help="keep the last N checkpoint-<step>/ directories, deleting older ones (the published "
+                        "script's save_total_limit; best-model/ is kept apart)")
+    p.add_argument("--save-only-model", action="store_true",
+                   help="checkpoints hold the model and tokenizer only, without the optimizer (AdamW's two moments "
+                        "per weight), scheduler and RNG states; --resume cannot continue from them")
     p.add_argument("--resume", nargs="?", const="latest", default=None,
-                   help="continue from the latest checkpoint in --output-dir, or from the given checkpoint directory")
+                   help="continue exactly from the latest checkpoint in --output-dir, or from the given checkpoint "
+                        "directory; off by default (a fresh run)")
     p.add_argument("--overwrite-output-dir", action="store_true",
                    help="start afresh in an --output-dir that holds an earlier run: delete its checkpoint-*/, "
                         "best-model/ and logs first (without this flag, such a directory stops the run)")
+    add_logging_flags(p)
     return p
 
 
@@ -105,6 +130,8 @@ def parse_args(argv=None):
         parser.error("--pairs-per-forward applies to --arch cross-encoder (a bi-encoder encodes texts, not pairs)")
     if args.eval_steps < 1:
         parser.error(f"--eval-steps must be at least 1, got {args.eval_steps}")
+    if args.save_total_limit < 1:
+        parser.error(f"--save-total-limit must be at least 1, got {args.save_total_limit}")
     if args.resume and args.overwrite_output_dir:
         parser.error("--overwrite-output-dir starts a fresh run; it cannot be combined with --resume")
     if reference_unsupported(args):

@@ -14,6 +14,7 @@ import torch
 
 from .hub import hub_unavailable
 from .inputs import UsageError
+from .logging_setup import hide_hub_progress_bars
 
 MSMARCO_HUB_ID = "microsoft/ms_marco"
 MSMARCO_CONFIG = "v1.1"
@@ -34,6 +35,7 @@ def load_msmarco_rows(source, split="train"):
         return data
     try:
         from datasets import load_dataset
+        hide_hub_progress_bars()
         return list(load_dataset(source, MSMARCO_CONFIG, split=split))
     except Exception as exc:
         raise hub_unavailable(f"{source} ({MSMARCO_CONFIG}, {split})", exc) from exc

@@ -15,9 +15,11 @@ import numpy as np
 import torch
 
 from .biencoder import saved_pooling
+from .config import DefaultsHelpFormatter
 from .data import load_msmarco_rows, to_listwise
 from .inference import run_batched
 from .inputs import INPUT_ERRORS, UsageError, check_local_paths, parse_candidates, report_input_error
+from .logging_setup import add_logging_flags, setup_logging
 from .models import ARCHS, load_model
 from .nanobeir import (NANOBEIR_HUB_ID, evaluate_datasets, format_table, heldout_retrieval_set,
                        load_nanobeir_retrieval, reranking_samples)
@@ -113,9 +115,13 @@ def evaluate_model(model, tokenizer, eval_sets, mean_name, max_length=512, batch
     return evaluate_datasets(score_fn, eval_sets, at_k=at_k, prefix=mean_name)
 
 
+class RawDescriptionDefaultsHelpFormatter(argparse.RawDescriptionHelpFormatter, DefaultsHelpFormatter):
+    """The module docstring as written, and every flag's default."""
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(prog="python -m train.evaluate", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+                                formatter_class=RawDescriptionDefaultsHelpFormatter)
     p.add_argument("--model", required=True, help="model directory (or hub id)")
     p.add_argument("--arch", choices=ARCHS, default="cross-encoder",
                    help="cross-encoder: one-label reranker, reranking evaluation; bi-encoder: dense retrieval")
@@ -124,16 +130,21 @@ def main(argv=None):
     p.add_argument("--candidates", default="bm25",
                    help="cross-encoder first stage: 'bm25' or 'dense:MODEL_DIR' (a bi-encoder's top --rerank-k)")
     p.add_argument("--eval-data", default=NANOBEIR_HUB_ID, help="NanoBEIR hub id, local directory, or 'heldout'")
-    p.add_argument("--eval-datasets", default="msmarco,nfcorpus,nq")
+    p.add_argument("--eval-datasets", default="msmarco,nfcorpus,nq", help="comma-separated NanoBEIR datasets")
     p.add_argument("--train-data", default=None, help="for --eval-data heldout: the ms_marco-schema file")
     p.add_argument("--train-queries", type=int, default=None, help="for --eval-data heldout: rows used for training")
-    p.add_argument("--rerank-k", type=int, default=100)
-    p.add_argument("--max-length", type=int, default=512)
-    p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
-    p.add_argument("--bf16", choices=["auto", "on", "off"], default="auto")
-    p.add_argument("--output", default=None, help="write the results as JSON here")
+    p.add_argument("--rerank-k", type=int, default=100, help="cross-encoder: candidates per query reranked")
+    p.add_argument("--max-length", type=int, default=512,
+                   help="max tokens per (query, doc) pair (cross-encoder) or per text (bi-encoder)")
+    p.add_argument("--batch-size", type=int, default=64, help="pairs (cross-encoder) or texts per scoring batch")
+    p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto",
+                   help="auto = cuda when a GPU is visible, else cpu")
+    p.add_argument("--bf16", choices=["auto", "on", "off"], default="auto",
+                   help="bf16 autocast; auto = on for CUDA GPUs that support it")
+    p.add_argument("--output", default=None, help="write the results as JSON here; default: the table only")
+    add_logging_flags(p)
     args = p.parse_args(argv)
+    setup_logging(args.log_level)
 
     device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
     bf16 = args.bf16 == "on" or (args.bf16 == "auto" and device == "cuda" and torch.cuda.is_bf16_supported())

@@ -11,14 +11,16 @@ with evaluation + checkpoint every --eval-steps. The two architectures differ on
                  the query's own passages (+ the batch's other passages with --in-batch-negatives); full-corpus
                  dense retrieval (train/retrieval.py)
 Multi-GPU: `torchrun --nproc_per_node N -m train ...` (PyTorch DDP; gloo on CPU, nccl on CUDA); --batch-size is per
-process.
+process. Progress goes to stderr through the `logging` module (train/logging_setup.py), from rank 0 only.
 
 Output directory:
   train_log.jsonl        one line per step: step, epoch, loss, lr, grad_norm, queries_per_s
   eval_results.jsonl     one line per evaluation: step, val_loss, "<Dataset>_R100_ndcg@10", ..., "..._mean_ndcg@10"
                          (bi-encoder: "<Dataset>_dot_ndcg@10", ..., "NanoBEIR_mean_dot_ndcg@10")
   checkpoint-<step>/     model + tokenizer (save_pretrained) + trainer_state.pt (optimizer, scheduler, step, best)
-                         + rng_state_<rank>.pt; the last two are kept; --resume continues from one exactly
+                         + rng_state_<rank>.pt; the last --save-total-limit (default 2) are kept; --resume continues
+                         from one exactly. --save-only-model saves the model and tokenizer only (trainer_state.pt
+                         then holds step, best and flags), which --resume refuses
   best-model/            save_pretrained of the best evaluation by mean ndcg@10 (cross-encoder: loads with
                          transformers' AutoModelForSequenceClassification and sentence-transformers' CrossEncoder;
                          bi-encoder: with AutoModel and sentence-transformers' SentenceTransformer)
@@ -26,6 +28,7 @@ Output directory:
 
 import glob
 import json
+import logging
 import math
 import os
 import random
@@ -42,10 +45,11 @@ from .biencoder import biencoder_scores
 from .data import batch_indices, collate, pad_scores, steps_per_epoch, training_records
 from .evaluate import load_evaluation, run_evaluation
 from .inputs import INPUT_ERRORS, UsageError, check_local_paths, report_input_error
+from .logging_setup import setup_logging, show_progress_bars
 from .losses import ranking_loss
 from .models import load_model, save_model
 
-KEEP_CHECKPOINTS = 2  # the published script's save_total_limit
+logger = logging.getLogger(__name__)
 RUN_OUTPUTS = ("train_log.jsonl", "eval_results.jsonl", "best-model")  # besides checkpoint-<step>/
 
 
@@ -142,6 +146,34 @@ def resume_checkpoint(args):
     return found[-1]
 
 
+def read_trainer_state(checkpoint):
+    """The trainer_state.pt of a checkpoint --resume can continue exactly; UsageError for any other directory."""
+    path = os.path.join(checkpoint, "trainer_state.pt")
+    if not os.path.isfile(path):
+        raise UsageError(f"--resume: {checkpoint} is not a checkpoint of python -m train (no trainer_state.pt)")
+    state = torch.load(path, map_location="cpu", weights_only=False)
+    if "optimizer" not in state:
+        raise UsageError(f"--resume: {checkpoint} was saved with --save-only-model (no optimizer, scheduler or RNG "
+                         f"state), so training cannot resume from it exactly; start a new run from its weights with "
+                         f"--model {checkpoint}, or save checkpoints without --save-only-model to resume")
+    return state
+
+
+def save_checkpoint(args, raw_model, tokenizer, optimizer, scheduler, step, best):
+    """checkpoint-<step>/ (the RNG states are added by every rank), then the oldest beyond --save-total-limit go."""
+    path = os.path.join(args.output_dir, f"checkpoint-{step}")
+    save_model(args.arch, raw_model, tokenizer, path, args.pooling, args.max_length)
+    state = {"step": step, "best": best, "args": vars(args)}
+    if not args.save_only_model:
+        state.update(optimizer=optimizer.state_dict(), scheduler=scheduler.state_dict())
+    torch.save(state, os.path.join(path, "trainer_state.pt"))
+    logger.info("saved %s (%s)", path, "model and tokenizer only: --save-only-model, cannot be resumed"
+                if args.save_only_model else "model, tokenizer, optimizer, scheduler and RNG states")
+    for stale in checkpoints(args.output_dir)[:-args.save_total_limit]:
+        shutil.rmtree(stale)
+        logger.info("deleted %s (--save-total-limit %d)", stale, args.save_total_limit)
+
+
 def earlier_run_outputs(output_dir):
     """What an earlier run left in output_dir: its checkpoints, logs and best model."""
     named = [os.path.join(output_dir, name) for name in RUN_OUTPUTS]
@@ -149,7 +181,7 @@ def earlier_run_outputs(output_dir):
 
 
 def check_fresh_output_dir(args):
-    """A fresh run must not mix with an earlier one: the rotation keeping the last KEEP_CHECKPOINTS would delete
+    """A fresh run must not mix with an earlier one: the rotation keeping the last --save-total-limit would delete
     the new run's checkpoints in favour of the old, higher-numbered ones, and --resume would pick those up."""
     if args.resume or args.overwrite_output_dir:
         return
@@ -170,8 +202,9 @@ def main(argv=None):
 
 
 def run(args):
-    """train(args) with an unreachable hub input reported as one paragraph, and a flag value that cannot work as
-    one argparse-style line; both with exit code 2."""
+    """train(args) with logging set up for --log-level on this process's rank, an unreachable hub input reported as
+    one paragraph, and a flag value that cannot work as one argparse-style line; both with exit code 2."""
+    setup_logging(args.log_level, int(os.environ.get("RANK", "0")))
     try:
         return train(args)
     except INPUT_ERRORS as exc:
@@ -183,6 +216,8 @@ def train(args):
     # (every rank checks before init_process_group, so before rank 0 writes anything into --output-dir)
     check_local_paths(args)
     check_fresh_output_dir(args)
+    checkpoint = resume_checkpoint(args)  # resuming loads the model from it (the optimizer state follows below)
+    state = read_trainer_state(checkpoint) if checkpoint else None
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     if args.pairs_per_forward and world_size > 1:
         # DDP broadcasts the model's buffers at every forward: ranks with different numbers of forwards would hang
@@ -202,6 +237,7 @@ def train(args):
     if distributed:
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
     master = rank == 0
+    logger.info("output directory: %s", os.path.abspath(args.output_dir))
     use_bf16 = args.bf16 == "on" or (args.bf16 == "auto" and device.type == "cuda" and torch.cuda.is_bf16_supported())
     random.seed(args.seed)
     np.random.seed(args.seed)
@@ -214,14 +250,12 @@ def train(args):
         args.candidates, args.max_length, args.eval_batch_size, device, use_bf16) if master else ({}, None)
     per_epoch = steps_per_epoch(len(train_records), args.batch_size, world_size)
     total_steps = args.max_steps if args.max_steps is not None else args.epochs * per_epoch
-    if master:
-        print(f"{len(rows)} rows -> {len(records)} queries with a selected passage: {len(train_records)} train, "
-              f"{len(val_records)} validation; {per_epoch} steps per epoch, {total_steps} steps, "
-              f"{world_size} process(es), device {device}, bf16 {use_bf16}, {args.arch}")
+    logger.info("%d rows -> %d queries with a selected passage: %d train, %d validation; %d steps per epoch, %d "
+                "steps, %d process(es), device %s, bf16 %s, %s", len(rows), len(records), len(train_records),
+                len(val_records), per_epoch, total_steps, world_size, device, use_bf16, args.arch)
 
     # ------------------------------------------------------------------ model, optimizer, schedule
     from transformers import get_linear_schedule_with_warmup
-    checkpoint = resume_checkpoint(args)  # resuming loads the model from it (the optimizer state follows below)
     model, tokenizer = load_model(args.arch, checkpoint or args.model)
     model.to(device).train()
     raw_model = model
@@ -242,7 +276,6 @@ def train(args):
     eval_path = os.path.join(args.output_dir, "eval_results.jsonl")
     step, best = 0, None
     if checkpoint:
-        state = torch.load(os.path.join(checkpoint, "trainer_state.pt"), map_location="cpu", weights_only=False)
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         step, best = state["step"], state["best"]
@@ -250,7 +283,7 @@ def train(args):
         if master:
             truncate_jsonl(log_path, step)
             truncate_jsonl(eval_path, step)
-            print(f"resumed from {checkpoint} at step {step}")
+            logger.info("resumed from %s at step %d", checkpoint, step)
     elif master:
         remove_earlier_run(args.output_dir)  # only --overwrite-output-dir lets an earlier run get this far
 
@@ -264,22 +297,18 @@ def train(args):
             results.update(metrics)
             append_jsonl(eval_path, results)
             val_loss = "" if results["val_loss"] is None else f": val_loss {results['val_loss']}"
-            tqdm.write(f"step {step}{val_loss}\n" + table)
+            logger.info("step %d%s\n%s", step, val_loss, table)
             score = results[best_key]
             if best is None or score > best["score"]:
                 best = {"score": score, "step": step, "key": best_key}
-                save_model(args.arch, raw_model, tokenizer, os.path.join(args.output_dir, "best-model"), args.pooling,
-                           args.max_length)
+                best_dir = os.path.join(args.output_dir, "best-model")
+                save_model(args.arch, raw_model, tokenizer, best_dir, args.pooling, args.max_length)
+                logger.info("best %s so far (%.4f): saved %s", best_key, score, best_dir)
             if step > 0:
-                path = os.path.join(args.output_dir, f"checkpoint-{step}")
-                save_model(args.arch, raw_model, tokenizer, path, args.pooling, args.max_length)
-                torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "step": step,
-                            "best": best, "args": vars(args)}, os.path.join(path, "trainer_state.pt"))
-                for stale in checkpoints(args.output_dir)[:-KEEP_CHECKPOINTS]:
-                    shutil.rmtree(stale)
+                save_checkpoint(args, raw_model, tokenizer, optimizer, scheduler, step, best)
         if distributed:
             dist.barrier()  # the checkpoint directory exists before every rank writes its RNG state into it
-        if step > 0:
+        if step > 0 and not args.save_only_model:
             torch.save(rng_state(), os.path.join(args.output_dir, f"checkpoint-{step}", f"rng_state_{rank}.pt"))
         if distributed:
             dist.barrier()
@@ -287,7 +316,7 @@ def train(args):
     # ------------------------------------------------------------------ the loop
     if step == 0:
         evaluate_and_checkpoint(0)
-    progress = tqdm(total=total_steps, initial=step, desc="train", disable=not master)
+    progress = tqdm(total=total_steps, initial=step, desc="train", disable=not (master and show_progress_bars()))
     while step < total_steps:
         epoch, step_in_epoch = divmod(step, per_epoch)
         batch = [train_records[i] for i in batch_indices(len(train_records), args.batch_size, step_in_epoch, epoch,
@@ -316,8 +345,8 @@ def train(args):
             evaluate_and_checkpoint(step)
     progress.close()
     if master and best is not None:
-        print(f"best {best.get('key', 'ndcg@10')} = {best['score']:.4f} at step {best['step']} -> "
-              f"{os.path.join(args.output_dir, 'best-model')}")
+        logger.info("best %s = %.4f at step %d -> %s", best.get("key", "ndcg@10"), best["score"], best["step"],
+                    os.path.join(args.output_dir, "best-model"))
     if distributed:
         dist.destroy_process_group()
     return 0

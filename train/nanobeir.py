@@ -31,6 +31,7 @@ import numpy as np
 
 from .hub import hub_unavailable
 from .inputs import UsageError
+from .logging_setup import hide_hub_progress_bars
 from .metrics import ranking_metrics
 
 NANOBEIR_HUB_ID = "sentence-transformers/NanoBEIR-en"
@@ -144,6 +145,7 @@ def _load_tables(source, split):
                 for table in ("corpus", "queries", "qrels", "bm25")}
     try:
         from datasets import load_dataset
+        hide_hub_progress_bars()
         return {table: list(load_dataset(source, table, split=split)) for table in ("corpus", "queries", "qrels", "bm25")}
     except Exception as exc:  # no network, no such dataset, ...: one clear message naming the offline flags
         raise hub_unavailable(f"{source} ({split})", exc) from exc

@@ -52,8 +52,9 @@ def device_description(device: torch.device) -> str:
 
 
 def run_metadata(device: torch.device, args: dict) -> dict:
-    # A copy of the tree without .git (a GPU machine gets one) names its commit in LISTMLE_GIT_COMMIT.
-    # Read first: a copy inside some other git checkout would otherwise record that checkout's commit.
+    # A copy of the tree without .git (one copied to another machine to run there) names its commit in
+    # LISTMLE_GIT_COMMIT. Read first: a copy inside some other git checkout would otherwise record that
+    # checkout's commit.
     commit = os.environ.get("LISTMLE_GIT_COMMIT") or git("rev-parse", "HEAD")
     dirty = git("status", "--porcelain")
     uncommitted = dirty.splitlines() if dirty else []
