@@ -32,7 +32,7 @@ CONFIGS = [  # (score type, constexprs): the heaviest sort, the chunked scan, pa
 ]
 
 
-def launch_specialisation(score_type, constants, aligned=True, kernel=_listmle_kernel):
+def launch_specialisation(score_type, constants, aligned=True, kernel=_listmle_kernel, pointers=None):
     """(signature, constexprs, attrs) as a launch on contiguous (B, L) tensors specialises the kernel.
 
     Triton turns integer arguments equal to 1 into constants (here: every column stride, and
@@ -42,8 +42,8 @@ def launch_specialisation(score_type, constants, aligned=True, kernel=_listmle_k
     specialised (see the kernel).
     """
     acc = "fp64" if score_type == "fp64" else "fp32"
-    pointers = dict(scores_ptr=score_type, labels_ptr="i64", mask_ptr="u8", lengths_ptr="i64", order_ptr="i64",
-                    weights_ptr="fp64", loss_ptr=acc, grad_ptr=score_type)
+    pointers = dict(dict(scores_ptr=score_type, labels_ptr="i64", mask_ptr="u8", lengths_ptr="i64", order_ptr="i64",
+                         weights_ptr="fp64", loss_ptr=acc, grad_ptr=score_type), **(pointers or {}))
     units = {"stride_sl", "stride_yl", "stride_ml", "stride_ol", "stride_wl", "stride_gl"}
     if constants["CHUNKS"] == 1:
         units.add("num_chunks")
@@ -64,9 +64,9 @@ def launch_specialisation(score_type, constants, aligned=True, kernel=_listmle_k
     return sig, constexprs, attrs
 
 
-def compile_for_h100(score_type, constants, num_warps=None, aligned=True, kernel=_listmle_kernel):
+def compile_for_h100(score_type, constants, num_warps=None, aligned=True, kernel=_listmle_kernel, pointers=None):
     """`kernel`: _listmle_kernel, or a copy of it with the same parameters (tools/sass_count.py)."""
-    sig, constexprs, attrs = launch_specialisation(score_type, constants, aligned, kernel)
+    sig, constexprs, attrs = launch_specialisation(score_type, constants, aligned, kernel, pointers)
     source = ASTSource(fn=kernel, signature=sig, constexprs=constexprs, attrs=attrs)
     if num_warps is None:  # what the launcher picks
         num_warps = launch_config(constants["BLOCK"], constants["CHUNKS"], constants["ROWS"],
