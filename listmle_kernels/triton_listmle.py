@@ -101,10 +101,10 @@ def _lse_total(x):
 
 
 @triton.jit
-def _log_of_ratio(x, FAST_LOG: tl.constexpr):
+def _log_of_ratio(x, FAST_MATH: tl.constexpr):
     """log x for the linear sums' ratios S_r / e_r in [1, L e^span].
 
-    FAST_LOG (float32 on CUDA): the hardware log2 approximation (`__logf`: at most 2^-21.41 absolute error
+    FAST_MATH (float32 on CUDA): the hardware log2 approximation (`__logf`: at most 2^-21.41 absolute error
     in [0.5, 2], 3 ulp above; the CUDA C Programming Guide), a multi-function-unit op and a multiply in place of
     libdevice's ~30-instruction logf polynomial, a quarter of the linear path's instructions before (sm_90
     SASS, docs/performance-record.md). Within the loss tolerance: a ratio near 1 (log < 0.02, the only
@@ -112,10 +112,29 @@ def _log_of_ratio(x, FAST_LOG: tl.constexpr):
     least halve at each ratio <= 2, so a row of span <= 60 has at most ~16 such terms, whatever its length. A
     loss of ~0 may come out as -1e-7. Triton's interpreter has no libdevice, so it takes tl.log.
     """
-    if FAST_LOG:
+    if FAST_MATH:
         return libdevice.fast_logf(x)
     else:
         return tl.log(x)
+
+
+@triton.jit
+def _divide(x, y, FAST_MATH: tl.constexpr):
+    """x / y for the linear sums' quotients S_r / e_r and w_r / S_r, at real slots.
+
+    FAST_MATH (float32 on CUDA): `__fdividef` (`div.approx.ftz.f32`, x times the hardware reciprocal of y): at
+    most 2 ulp error for |y| in [2^-126, 2^126] (PTX ISA), the bound of the `div.full.f32` that `/` compiles to,
+    whose further ~6 instructions only rescale operands outside that range. Both denominators lie inside it:
+    exp(-span) <= e_r <= S_r <= L at real slots (span <= 60, L < 2^31), and the quotients stay below 2^118. What
+    the flush to zero of subnormal operands and results can change: a weight w_r < 2^-126 (p-ListMLE ranks
+    past 125) or a ratio w_r / S_r < 2^-126 becomes 0, which moves no gradient entry by more than L 2^-126.
+    Slots that are not real (e = 0) may give inf or NaN, as `/` does; callers mask them. The interpreter and
+    float64 take `/`.
+    """
+    if FAST_MATH:
+        return libdevice.fast_dividef(x, y)
+    else:
+        return x / y
 
 
 @triton.jit
@@ -196,7 +215,7 @@ def _listmle_kernel(
     B, L, num_chunks, row_divisor, seed,
     REAL: tl.constexpr, ORDER: tl.constexpr, WEIGHTS: tl.constexpr, RANDOM_TIES: tl.constexpr,
     STORE_GRAD: tl.constexpr, ROWS: tl.constexpr, BLOCK: tl.constexpr, CHUNKS: tl.constexpr,
-    INDEX_BITS: tl.constexpr, LINEAR_SPAN: tl.constexpr, FAST_LOG: tl.constexpr,
+    INDEX_BITS: tl.constexpr, LINEAR_SPAN: tl.constexpr, FAST_MATH: tl.constexpr,
 ):
     acc = loss_ptr.dtype.element_ty  # float32, or float64 for float64 scores
     inv_divisor = 1.0 / tl.full([], row_divisor, acc)  # 1/B of reduction="mean", exact in float64 too
@@ -296,9 +315,12 @@ def _listmle_kernel(
                 suffix += tl.sum(tl.where(chunk_ids[None, :] > k, chunk_sum, 0.0), axis=1)[:, None]
             # s_r - log S_r as -log(S_r / e_r): the ratio's log is small and exact to a few ulps, while the
             # log of S_r itself (up to LINEAR_SPAN in size) would carry its own ulps, ~2e-6 at 30, into s - lse.
-            log_prob = -_log_of_ratio(suffix / e, FAST_LOG)
+            log_prob = -_log_of_ratio(_divide(suffix, e, FAST_MATH), FAST_MATH)
             if STORE_GRAD:
-                ratio = tl.where(real, w / suffix, 0.0)
+                if WEIGHTS == 0:  # w = 1 at real slots: a reciprocal
+                    ratio = tl.where(real, _divide(1.0, suffix, FAST_MATH), 0.0)
+                else:
+                    ratio = tl.where(real, _divide(w, suffix, FAST_MATH), 0.0)
                 grad = e * (tl.cumsum(ratio, axis=1) + ratio_carry[:, None]) - w
                 ratio_carry += tl.sum(ratio, axis=1)
         else:
@@ -333,9 +355,9 @@ def _listmle_kernel(
     tl.store(loss_ptr + rows64, -loss, mask=row_ok)
 
 
-# Float32 linear sums take libdevice's fast log (`_log_of_ratio`) when compiled for CUDA: not when Triton
-# interprets the kernel (no libdevice), nor on ROCm (its libdevice has no fast_logf).
-FAST_LOG_FLOAT32 = not isinstance(_listmle_kernel, InterpretedFunction) and torch.version.hip is None
+# Float32 linear sums take libdevice's fast log and division (`_log_of_ratio`, `_divide`) when compiled for CUDA:
+# not when Triton interprets the kernel (no libdevice), nor on ROCm (its libdevice has no fast_logf).
+FAST_MATH_FLOAT32 = not isinstance(_listmle_kernel, InterpretedFunction) and torch.version.hip is None
 
 
 def row_geometry(length: int, sort_by_labels: bool) -> tuple[bool, int, int]:
@@ -413,7 +435,7 @@ def triton_listmle(inputs: ListMLEInputs, seed: int, row_divisor: int, need_grad
             REAL=real_kind, ORDER=order_kind, WEIGHTS=inputs.weight_kind,
             RANDOM_TIES=inputs.random_ties, STORE_GRAD=need_grad, ROWS=rows, BLOCK=block, CHUNKS=chunks,
             INDEX_BITS=block.bit_length() - 1, LINEAR_SPAN=KERNEL_LINEAR_SPAN[row_loss.dtype],
-            FAST_LOG=FAST_LOG_FLOAT32 and scores.is_cuda and row_loss.dtype == torch.float32,
+            FAST_MATH=FAST_MATH_FLOAT32 and scores.is_cuda and row_loss.dtype == torch.float32,
             num_warps=num_warps,
         )
     return row_loss, grad

@@ -21,7 +21,7 @@ from triton.compiler import ASTSource
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from listmle_kernels.triton_listmle import (  # noqa: E402
-    FAST_LOG_FLOAT32, KERNEL_LINEAR_SPAN, _listmle_kernel, launch_config)
+    FAST_MATH_FLOAT32, KERNEL_LINEAR_SPAN, _listmle_kernel, launch_config)
 from listmle_kernels.triton_scale import _scale_rows_kernel, tile_shape as scale_tile_shape  # noqa: E402
 
 CONFIGS = [  # (score type, constexprs): the heaviest sort, the chunked scan, packed short rows, float64
@@ -49,7 +49,8 @@ def launch_specialisation(score_type, constants, aligned=True, kernel=_listmle_k
         units.add("num_chunks")
     accumulator = torch.float64 if acc == "fp64" else torch.float32
     launcher_picks = dict(INDEX_BITS=constants["BLOCK"].bit_length() - 1, LINEAR_SPAN=KERNEL_LINEAR_SPAN[accumulator],
-                          FAST_LOG=FAST_LOG_FLOAT32 and accumulator == torch.float32)  # as triton_listmle() passes them
+                          FAST_MATH=FAST_MATH_FLOAT32 and accumulator == torch.float32)  # as triton_listmle() passes them
+    launcher_picks["FAST_LOG"] = launcher_picks["FAST_MATH"]  # its name in copies of the kernel before fast division
     names = {param.name for param in kernel.params}  # an older copy of the kernel may lack some
     sig, constexprs, attrs = {}, {k: v for k, v in dict(launcher_picks, **constants).items() if k in names}, {}
     for index, param in enumerate(kernel.params):
