@@ -318,11 +318,21 @@ def _listmle_kernel(
             log_prob = -_log_of_ratio(_divide(suffix, e, FAST_MATH), FAST_MATH)
             if STORE_GRAD:
                 if WEIGHTS == 0:  # w = 1 at real slots: a reciprocal
-                    ratio = tl.where(real, _divide(1.0, suffix, FAST_MATH), 0.0)
+                    ratio = _divide(1.0, suffix, FAST_MATH)
+                    if REAL == 1 or ORDER == 2:
+                        ratio = tl.where(real, ratio, 0.0)
+                    # else real slots come first in every row (lengths, or sorted): the inf of 1 / 0 past the
+                    # last one reaches no real slot's cumsum, and the gradient's padding is masked below.
                 else:
                     ratio = tl.where(real, _divide(w, suffix, FAST_MATH), 0.0)
-                grad = e * (tl.cumsum(ratio, axis=1) + ratio_carry[:, None]) - w
-                ratio_carry += tl.sum(ratio, axis=1)
+                cumulative = tl.cumsum(ratio, axis=1)
+                if CHUNKS > 1:
+                    cumulative += ratio_carry[:, None]
+                    ratio_carry += tl.sum(ratio, axis=1)
+                if WEIGHTS == 0:
+                    grad = e * cumulative - 1.0
+                else:
+                    grad = e * cumulative - w
         else:
             # Suffix lse of every slot: this chunk's reverse scan merged with the chunks to its right.
             lse_m, lse_s = tl.associative_scan((s, real.to(acc)), 1, _lse_combine, reverse=True)
@@ -344,7 +354,10 @@ def _listmle_kernel(
                 a_m, a_s = _lse_total(a)
                 prefix_m, prefix_s = _lse_combine(prefix_m, prefix_s, a_m, a_s)
                 grad = tl.exp(s + p_m + tl.log(p_s)) - w
-        loss += tl.sum(tl.where(real, w * log_prob, 0.0), axis=1)
+        if WEIGHTS == 0:
+            loss += tl.sum(tl.where(real, log_prob, 0.0), axis=1)  # w = 1 at real slots
+        else:
+            loss += tl.sum(tl.where(real, w * log_prob, 0.0), axis=1)
 
         if STORE_GRAD:
             grad = tl.where(real, grad, 0.0) * inv_divisor
