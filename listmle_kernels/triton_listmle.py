@@ -138,6 +138,29 @@ def _divide(x, y, FAST_MATH: tl.constexpr):
 
 
 @triton.jit
+def _exp2_of_negative(k, acc: tl.constexpr):
+    """2^-k for integers k >= 1. Float32: built from its exponent bits, exact, with 0 for k > 126 (2^-126 is
+    float32's least normal number; a p-ListMLE weight below it changes no sum at float32's precision)."""
+    if acc == tl.float32:
+        return (tl.maximum(127 - k, 0) << 23).to(tl.float32, bitcast=True)
+    else:
+        return tl.exp2(-k.to(acc))
+
+
+@triton.jit
+def _count_real(real, rows64, row_ok, L, lengths_ptr, REAL: tl.constexpr, ORDER: tl.constexpr):
+    """Real documents in each row of a one-block row: its length clamped to [0, L] where lengths give them in
+    input order, L without a mask (no reduction over the row), else the count of `real`."""
+    if REAL == 2 and ORDER == 0:
+        length = tl.load(lengths_ptr + rows64, mask=row_ok, other=0)
+        return tl.minimum(tl.maximum(length, 0), L).to(tl.int32)
+    elif REAL == 0:
+        return tl.where(row_ok, L, 0).to(tl.int32)
+    else:
+        return tl.sum(real.to(tl.int32), axis=1)
+
+
+@triton.jit
 def _is_real(rows64, row_ok, pos, inside, mask_ptr, stride_mb, stride_ml, lengths_ptr, REAL: tl.constexpr):
     """Whether position `pos` of each row holds a real document (not padding, not past the row end)."""
     if REAL == 1:
@@ -274,8 +297,8 @@ def _listmle_kernel(
             s, real, pos = _load_chunk(k * BLOCK, rows64, row_ok, cols, L, scores_ptr, stride_sb,
                                        stride_sl, mask_ptr, stride_mb, stride_ml, lengths_ptr,
                                        order_ptr, stride_ob, stride_ol, REAL, ORDER)
-            if CHUNKS == 1:
-                n = tl.sum(real.to(tl.int32), axis=1)
+            if CHUNKS == 1 and WEIGHTS == 1:
+                n = _count_real(real, rows64, row_ok, L, lengths_ptr, REAL, ORDER)
         # Shift by the row's max score: loss and gradient do not change, but s - lse is then a
         # difference of small numbers. Unshifted, scores around 1e4 leave lse with float32's 1e-3
         # spacing there, and every log-probability with that absolute error.
@@ -286,18 +309,22 @@ def _listmle_kernel(
             shift = _row_shift(row_max, row_min)
             linear = _linear_sums_exact(row_max, row_min, row_ok, LINEAR_SPAN)
         s -= shift[:, None]
-        rank = rank_base[:, None] + tl.cumsum(real.to(tl.int32), axis=1) - 1
-        rank_base += tl.sum(real.to(tl.int32), axis=1)
+        if ORDER == 1 or (ORDER == 0 and REAL != 1):  # real slots come first: a real slot's rank is its slot
+            rank = (k * BLOCK + cols[None, :]).to(tl.int32)
+        else:
+            rank = rank_base[:, None] + tl.cumsum(real.to(tl.int32), axis=1) - 1
+            rank_base += tl.sum(real.to(tl.int32), axis=1)
 
         if WEIGHTS == 0:
             w = real.to(acc)
         elif WEIGHTS == 1:
             # p-ListMLE (2^(n-1-r) - 1) / sum, times 2^-n so it cannot overflow:
             # (2^-(r+1) - 2^-n) / (1 - (n+1) 2^-n); zero for n <= 1.
+            # One division a row: each weight is multiplied by the reciprocal of its row's total.
             tail = tl.exp2(-n.to(acc))
             total = 1.0 - (n.to(acc) + 1.0) * tail
-            w = (tl.exp2(-(rank + 1).to(acc)) - tail[:, None]) / tl.where(total > 0, total, 1.0)[:, None]
-            w = tl.where(real & (total > 0)[:, None], w, 0.0)
+            scale = tl.where(total > 0, 1.0 / tl.where(total > 0, total, 1.0), 0.0)
+            w = (_exp2_of_negative(rank + 1, acc) - tail[:, None]) * scale[:, None]  # used only where real
         else:
             w = tl.load(weights_ptr + rows64[:, None] * stride_wb + rank.to(tl.int64) * stride_wl, mask=real,
                         other=0).to(acc)
@@ -319,12 +346,12 @@ def _listmle_kernel(
             if STORE_GRAD:
                 if WEIGHTS == 0:  # w = 1 at real slots: a reciprocal
                     ratio = _divide(1.0, suffix, FAST_MATH)
-                    if REAL == 1 or ORDER == 2:
-                        ratio = tl.where(real, ratio, 0.0)
-                    # else real slots come first in every row (lengths, or sorted): the inf of 1 / 0 past the
-                    # last one reaches no real slot's cumsum, and the gradient's padding is masked below.
                 else:
-                    ratio = tl.where(real, _divide(w, suffix, FAST_MATH), 0.0)
+                    ratio = _divide(w, suffix, FAST_MATH)
+                if not (ORDER == 1 or (ORDER == 0 and REAL != 1)):
+                    ratio = tl.where(real, ratio, 0.0)
+                # else real slots come first: the inf or NaN of w / 0 past the last one reaches no real slot's
+                # cumsum, and the gradient's padding is masked below.
                 cumulative = tl.cumsum(ratio, axis=1)
                 if CHUNKS > 1:
                     cumulative += ratio_carry[:, None]
