@@ -6,7 +6,7 @@ more than the float32 linear span below its max), fast log and fast division on 
 losses and the gradient of sum(loss) / row_divisor, with none of its generality: no masks, orders, weights,
 chunks, NaN or overflow guards. Compiled at the tile the package's launcher picks, its instruction count is
 what any kernel of that tile must at least issue for these sums; `minimal_listmle` runs it (tests compare
-it with the oracle under the interpreter).
+it with the oracle under the interpreter). `bare_sort_kernel` is the same kind of floor for sorting by labels.
 """
 
 import torch
@@ -50,3 +50,11 @@ def minimal_listmle(scores: torch.Tensor, lengths: torch.Tensor, row_divisor: in
         scores, lengths, loss, grad, batch, length, row_divisor,
         ROWS=rows, BLOCK=1 << max(0, length - 1).bit_length(), FAST=scores.is_cuda)
     return loss, grad
+
+
+@triton.jit
+def bare_sort_kernel(keys_ptr, out_ptr, ROWS: tl.constexpr, BLOCK: tl.constexpr):
+    """tl.sort of ROWS x BLOCK keys, descending along each row, alone: what sorting by labels in the kernel
+    costs at least at a tile with keys of that width (the kernel packs label, tie bits and position in int64)."""
+    offsets = (tl.program_id(0) * ROWS + tl.arange(0, ROWS))[:, None] * BLOCK + tl.arange(0, BLOCK)[None, :]
+    tl.store(out_ptr + offsets, tl.sort(tl.load(keys_ptr + offsets), dim=1, descending=True))

@@ -12,7 +12,8 @@ branch), so its count is what every thread of a program on that path issues, for
 ROWS * BLOCK / (32 * warps) slots each: "a slot" below. Beside it: the ratio to the minimal kernel
 (tools/minimal_listmle.py, the simplest case's sums and nothing else) compiled at the same tile, the ratio to
 ListMLE in input order at the same shape, the whole kernel's count, and the global loads and stores by
-width (LDG.E.128 moves 16 bytes a thread).
+width (LDG.E.128 moves 16 bytes a thread). Where the kernel sorts, two more lines count tl.sort alone at that
+tile, of int64 keys (the kernel's) and of int32 keys: what a sort of either width costs before any sums.
 
 `--package-dir DIR` counts another copy of the package too (as in tools.compare_commits), e.g. the
 commit before a change: `git archive REV listmle_kernels | tar -x -C DIR`.
@@ -37,7 +38,7 @@ from triton.compiler import ASTSource
 
 from bench import cases as cases_mod
 from tools.compare_commits import import_package_at
-from tools.minimal_listmle import minimal_listmle_kernel
+from tools.minimal_listmle import bare_sort_kernel, minimal_listmle_kernel
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
@@ -119,6 +120,15 @@ def compile_minimal(rows: int, block: int, warps: int, aligned: bool):
     return triton.compile(source, target=GPUTarget("cuda", 90, 32), options={"num_warps": warps})
 
 
+def compile_bare_sort(keys: str, rows: int, block: int, warps: int):
+    """tl.sort alone of rows x block keys ("i64" or "i32"), at a tile."""
+    source = ASTSource(fn=bare_sort_kernel, signature=dict(keys_ptr="*" + keys, out_ptr="*" + keys, ROWS="constexpr",
+                                                           BLOCK="constexpr"),
+                       constexprs=dict(ROWS=rows, BLOCK=block), attrs={(0,): [["tt.divisibility", 16]],
+                                                                       (1,): [["tt.divisibility", 16]]})
+    return triton.compile(source, target=GPUTarget("cuda", 90, 32), options={"num_warps": warps})
+
+
 def count(package, shapes, label: str) -> list[dict]:
     results = []
     minimal = {}
@@ -151,6 +161,15 @@ def count(package, shapes, label: str) -> list[dict]:
                 row["over_input_order"] = row["linear"]["sass"] / input_order["linear"]["sass"]
                 results.append(row)
                 print(line(row), flush=True)
+                if change["ORDER"] == 1:
+                    for keys in ("i64", "i32"):
+                        alone = summary(compile_bare_sort(keys, constants["ROWS"], constants["BLOCK"], warps))
+                        sort_row = dict(row, variant=f"tl.sort alone, {keys} keys", linear=alone, whole=alone,
+                                        linear_sass_per_slot=alone["sass"] / slots if alone["straight_line"] else None,
+                                        over_minimal=alone["sass"] / row["minimal"]["sass"],
+                                        over_input_order=alone["sass"] / input_order["linear"]["sass"])
+                        results.append(sort_row)
+                        print(line(sort_row), flush=True)
     return results
 
 
