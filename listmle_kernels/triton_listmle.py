@@ -124,7 +124,7 @@ def _divide(x, y, FAST_MATH: tl.constexpr):
 
     FAST_MATH (float32 on CUDA): `__fdividef` (`div.approx.ftz.f32`, x times the hardware reciprocal of y): at
     most 2 ulp error for |y| in [2^-126, 2^126] (PTX ISA), the bound of the `div.full.f32` that `/` compiles to,
-    whose further ~6 instructions only rescale operands outside that range. Both denominators lie inside it:
+    whose further instructions only rescale operands outside that range. Both denominators lie inside it:
     exp(-span) <= e_r <= S_r <= L at real slots (span <= 60, L < 2^31), and the quotients stay below 2^118. What
     the flush to zero of subnormal operands and results can change: a weight w_r < 2^-126 (p-ListMLE ranks
     past 125) or a ratio w_r / S_r < 2^-126 becomes 0, which moves no gradient entry by more than L 2^-126.
