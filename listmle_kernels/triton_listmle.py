@@ -101,10 +101,10 @@ def _lse_total(x):
 
 
 @triton.jit
-def _log_of_ratio(x, FAST_LOG: tl.constexpr):
+def _log_of_ratio(x, FAST_MATH: tl.constexpr):
     """log x for the linear sums' ratios S_r / e_r in [1, L e^span].
 
-    FAST_LOG (float32 on CUDA): the hardware log2 approximation (`__logf`: at most 2^-21.41 absolute error
+    FAST_MATH (float32 on CUDA): the hardware log2 approximation (`__logf`: at most 2^-21.41 absolute error
     in [0.5, 2], 3 ulp above; the CUDA C Programming Guide), a multi-function-unit op and a multiply in place of
     libdevice's ~30-instruction logf polynomial, a quarter of the linear path's instructions before (sm_90
     SASS, docs/performance-record.md). Within the loss tolerance: a ratio near 1 (log < 0.02, the only
@@ -112,10 +112,52 @@ def _log_of_ratio(x, FAST_LOG: tl.constexpr):
     least halve at each ratio <= 2, so a row of span <= 60 has at most ~16 such terms, whatever its length. A
     loss of ~0 may come out as -1e-7. Triton's interpreter has no libdevice, so it takes tl.log.
     """
-    if FAST_LOG:
+    if FAST_MATH:
         return libdevice.fast_logf(x)
     else:
         return tl.log(x)
+
+
+@triton.jit
+def _divide(x, y, FAST_MATH: tl.constexpr):
+    """x / y for the linear sums' quotients S_r / e_r and w_r / S_r, at real slots.
+
+    FAST_MATH (float32 on CUDA): `__fdividef` (`div.approx.ftz.f32`, x times the hardware reciprocal of y): at
+    most 2 ulp error for |y| in [2^-126, 2^126] (PTX ISA), the bound of the `div.full.f32` that `/` compiles to,
+    whose further instructions only rescale operands outside that range. Both denominators lie inside it:
+    exp(-span) <= e_r <= S_r <= L at real slots (span <= 60, L < 2^31), and the quotients stay below 2^118. What
+    the flush to zero of subnormal operands and results can change: a weight w_r < 2^-126 (p-ListMLE ranks
+    past 125) or a ratio w_r / S_r < 2^-126 becomes 0, which moves no gradient entry by more than L 2^-126.
+    Slots that are not real (e = 0) may give inf or NaN, as `/` does; callers mask them. The interpreter and
+    float64 take `/`.
+    """
+    if FAST_MATH:
+        return libdevice.fast_dividef(x, y)
+    else:
+        return x / y
+
+
+@triton.jit
+def _exp2_of_negative(k, acc: tl.constexpr):
+    """2^-k for integers k >= 1. Float32: built from its exponent bits, exact, with 0 for k > 126 (2^-126 is
+    float32's least normal number; a p-ListMLE weight below it changes no sum at float32's precision)."""
+    if acc == tl.float32:
+        return (tl.maximum(127 - k, 0) << 23).to(tl.float32, bitcast=True)
+    else:
+        return tl.exp2(-k.to(acc))
+
+
+@triton.jit
+def _count_real(real, rows64, row_ok, L, lengths_ptr, REAL: tl.constexpr, ORDER: tl.constexpr):
+    """Real documents in each row of a one-block row: its length clamped to [0, L] where lengths give them in
+    input order, L without a mask (no reduction over the row), else the count of `real`."""
+    if REAL == 2 and ORDER == 0:
+        length = tl.load(lengths_ptr + rows64, mask=row_ok, other=0)
+        return tl.minimum(tl.maximum(length, 0), L).to(tl.int32)
+    elif REAL == 0:
+        return tl.where(row_ok, L, 0).to(tl.int32)
+    else:
+        return tl.sum(real.to(tl.int32), axis=1)
 
 
 @triton.jit
@@ -196,7 +238,7 @@ def _listmle_kernel(
     B, L, num_chunks, row_divisor, seed,
     REAL: tl.constexpr, ORDER: tl.constexpr, WEIGHTS: tl.constexpr, RANDOM_TIES: tl.constexpr,
     STORE_GRAD: tl.constexpr, ROWS: tl.constexpr, BLOCK: tl.constexpr, CHUNKS: tl.constexpr,
-    INDEX_BITS: tl.constexpr, LINEAR_SPAN: tl.constexpr, FAST_LOG: tl.constexpr,
+    INDEX_BITS: tl.constexpr, LINEAR_SPAN: tl.constexpr, FAST_MATH: tl.constexpr,
 ):
     acc = loss_ptr.dtype.element_ty  # float32, or float64 for float64 scores
     inv_divisor = 1.0 / tl.full([], row_divisor, acc)  # 1/B of reduction="mean", exact in float64 too
@@ -255,8 +297,8 @@ def _listmle_kernel(
             s, real, pos = _load_chunk(k * BLOCK, rows64, row_ok, cols, L, scores_ptr, stride_sb,
                                        stride_sl, mask_ptr, stride_mb, stride_ml, lengths_ptr,
                                        order_ptr, stride_ob, stride_ol, REAL, ORDER)
-            if CHUNKS == 1:
-                n = tl.sum(real.to(tl.int32), axis=1)
+            if CHUNKS == 1 and WEIGHTS == 1:
+                n = _count_real(real, rows64, row_ok, L, lengths_ptr, REAL, ORDER)
         # Shift by the row's max score: loss and gradient do not change, but s - lse is then a
         # difference of small numbers. Unshifted, scores around 1e4 leave lse with float32's 1e-3
         # spacing there, and every log-probability with that absolute error.
@@ -267,18 +309,22 @@ def _listmle_kernel(
             shift = _row_shift(row_max, row_min)
             linear = _linear_sums_exact(row_max, row_min, row_ok, LINEAR_SPAN)
         s -= shift[:, None]
-        rank = rank_base[:, None] + tl.cumsum(real.to(tl.int32), axis=1) - 1
-        rank_base += tl.sum(real.to(tl.int32), axis=1)
+        if ORDER == 1 or (ORDER == 0 and REAL != 1):  # real slots come first: a real slot's rank is its slot
+            rank = (k * BLOCK + cols[None, :]).to(tl.int32)
+        else:
+            rank = rank_base[:, None] + tl.cumsum(real.to(tl.int32), axis=1) - 1
+            rank_base += tl.sum(real.to(tl.int32), axis=1)
 
         if WEIGHTS == 0:
             w = real.to(acc)
         elif WEIGHTS == 1:
             # p-ListMLE (2^(n-1-r) - 1) / sum, times 2^-n so it cannot overflow:
             # (2^-(r+1) - 2^-n) / (1 - (n+1) 2^-n); zero for n <= 1.
+            # One division a row: each weight is multiplied by the reciprocal of its row's total.
             tail = tl.exp2(-n.to(acc))
             total = 1.0 - (n.to(acc) + 1.0) * tail
-            w = (tl.exp2(-(rank + 1).to(acc)) - tail[:, None]) / tl.where(total > 0, total, 1.0)[:, None]
-            w = tl.where(real & (total > 0)[:, None], w, 0.0)
+            scale = tl.where(total > 0, 1.0 / tl.where(total > 0, total, 1.0), 0.0)
+            w = (_exp2_of_negative(rank + 1, acc) - tail[:, None]) * scale[:, None]  # used only where real
         else:
             w = tl.load(weights_ptr + rows64[:, None] * stride_wb + rank.to(tl.int64) * stride_wl, mask=real,
                         other=0).to(acc)
@@ -296,11 +342,24 @@ def _listmle_kernel(
                 suffix += tl.sum(tl.where(chunk_ids[None, :] > k, chunk_sum, 0.0), axis=1)[:, None]
             # s_r - log S_r as -log(S_r / e_r): the ratio's log is small and exact to a few ulps, while the
             # log of S_r itself (up to LINEAR_SPAN in size) would carry its own ulps, ~2e-6 at 30, into s - lse.
-            log_prob = -_log_of_ratio(suffix / e, FAST_LOG)
+            log_prob = -_log_of_ratio(_divide(suffix, e, FAST_MATH), FAST_MATH)
             if STORE_GRAD:
-                ratio = tl.where(real, w / suffix, 0.0)
-                grad = e * (tl.cumsum(ratio, axis=1) + ratio_carry[:, None]) - w
-                ratio_carry += tl.sum(ratio, axis=1)
+                if WEIGHTS == 0:  # w = 1 at real slots: a reciprocal
+                    ratio = _divide(1.0, suffix, FAST_MATH)
+                else:
+                    ratio = _divide(w, suffix, FAST_MATH)
+                if not (ORDER == 1 or (ORDER == 0 and REAL != 1)):
+                    ratio = tl.where(real, ratio, 0.0)
+                # else real slots come first: the inf or NaN of w / 0 past the last one reaches no real slot's
+                # cumsum, and the gradient's padding is masked below.
+                cumulative = tl.cumsum(ratio, axis=1)
+                if CHUNKS > 1:
+                    cumulative += ratio_carry[:, None]
+                    ratio_carry += tl.sum(ratio, axis=1)
+                if WEIGHTS == 0:
+                    grad = e * cumulative - 1.0
+                else:
+                    grad = e * cumulative - w
         else:
             # Suffix lse of every slot: this chunk's reverse scan merged with the chunks to its right.
             lse_m, lse_s = tl.associative_scan((s, real.to(acc)), 1, _lse_combine, reverse=True)
@@ -322,7 +381,10 @@ def _listmle_kernel(
                 a_m, a_s = _lse_total(a)
                 prefix_m, prefix_s = _lse_combine(prefix_m, prefix_s, a_m, a_s)
                 grad = tl.exp(s + p_m + tl.log(p_s)) - w
-        loss += tl.sum(tl.where(real, w * log_prob, 0.0), axis=1)
+        if WEIGHTS == 0:
+            loss += tl.sum(tl.where(real, log_prob, 0.0), axis=1)  # w = 1 at real slots
+        else:
+            loss += tl.sum(tl.where(real, w * log_prob, 0.0), axis=1)
 
         if STORE_GRAD:
             grad = tl.where(real, grad, 0.0) * inv_divisor
@@ -333,9 +395,9 @@ def _listmle_kernel(
     tl.store(loss_ptr + rows64, -loss, mask=row_ok)
 
 
-# Float32 linear sums take libdevice's fast log (`_log_of_ratio`) when compiled for CUDA: not when Triton
-# interprets the kernel (no libdevice), nor on ROCm (its libdevice has no fast_logf).
-FAST_LOG_FLOAT32 = not isinstance(_listmle_kernel, InterpretedFunction) and torch.version.hip is None
+# Float32 linear sums take libdevice's fast log and division (`_log_of_ratio`, `_divide`) when compiled for CUDA:
+# not when Triton interprets the kernel (no libdevice), nor on ROCm (its libdevice has no fast_logf).
+FAST_MATH_FLOAT32 = not isinstance(_listmle_kernel, InterpretedFunction) and torch.version.hip is None
 
 
 def row_geometry(length: int, sort_by_labels: bool) -> tuple[bool, int, int]:
@@ -413,7 +475,7 @@ def triton_listmle(inputs: ListMLEInputs, seed: int, row_divisor: int, need_grad
             REAL=real_kind, ORDER=order_kind, WEIGHTS=inputs.weight_kind,
             RANDOM_TIES=inputs.random_ties, STORE_GRAD=need_grad, ROWS=rows, BLOCK=block, CHUNKS=chunks,
             INDEX_BITS=block.bit_length() - 1, LINEAR_SPAN=KERNEL_LINEAR_SPAN[row_loss.dtype],
-            FAST_LOG=FAST_LOG_FLOAT32 and scores.is_cuda and row_loss.dtype == torch.float32,
+            FAST_MATH=FAST_MATH_FLOAT32 and scores.is_cuda and row_loss.dtype == torch.float32,
             num_warps=num_warps,
         )
     return row_loss, grad

@@ -21,7 +21,7 @@ from triton.compiler import ASTSource
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from listmle_kernels.triton_listmle import (  # noqa: E402
-    FAST_LOG_FLOAT32, KERNEL_LINEAR_SPAN, _listmle_kernel, launch_config)
+    FAST_MATH_FLOAT32, KERNEL_LINEAR_SPAN, _listmle_kernel, launch_config)
 from listmle_kernels.triton_scale import _scale_rows_kernel, tile_shape as scale_tile_shape  # noqa: E402
 
 CONFIGS = [  # (score type, constexprs): the heaviest sort, the chunked scan, packed short rows, float64
@@ -32,7 +32,7 @@ CONFIGS = [  # (score type, constexprs): the heaviest sort, the chunked scan, pa
 ]
 
 
-def launch_specialisation(score_type, constants, aligned=True, kernel=_listmle_kernel):
+def launch_specialisation(score_type, constants, aligned=True, kernel=_listmle_kernel, pointers=None):
     """(signature, constexprs, attrs) as a launch on contiguous (B, L) tensors specialises the kernel.
 
     Triton turns integer arguments equal to 1 into constants (here: every column stride, and
@@ -42,14 +42,15 @@ def launch_specialisation(score_type, constants, aligned=True, kernel=_listmle_k
     specialised (see the kernel).
     """
     acc = "fp64" if score_type == "fp64" else "fp32"
-    pointers = dict(scores_ptr=score_type, labels_ptr="i64", mask_ptr="u8", lengths_ptr="i64", order_ptr="i64",
-                    weights_ptr="fp64", loss_ptr=acc, grad_ptr=score_type)
+    pointers = dict(dict(scores_ptr=score_type, labels_ptr="i64", mask_ptr="u8", lengths_ptr="i64", order_ptr="i64",
+                         weights_ptr="fp64", loss_ptr=acc, grad_ptr=score_type), **(pointers or {}))
     units = {"stride_sl", "stride_yl", "stride_ml", "stride_ol", "stride_wl", "stride_gl"}
     if constants["CHUNKS"] == 1:
         units.add("num_chunks")
     accumulator = torch.float64 if acc == "fp64" else torch.float32
     launcher_picks = dict(INDEX_BITS=constants["BLOCK"].bit_length() - 1, LINEAR_SPAN=KERNEL_LINEAR_SPAN[accumulator],
-                          FAST_LOG=FAST_LOG_FLOAT32 and accumulator == torch.float32)  # as triton_listmle() passes them
+                          FAST_MATH=FAST_MATH_FLOAT32 and accumulator == torch.float32)  # as triton_listmle() passes them
+    launcher_picks["FAST_LOG"] = launcher_picks["FAST_MATH"]  # its name in copies of the kernel before fast division
     names = {param.name for param in kernel.params}  # an older copy of the kernel may lack some
     sig, constexprs, attrs = {}, {k: v for k, v in dict(launcher_picks, **constants).items() if k in names}, {}
     for index, param in enumerate(kernel.params):
@@ -64,9 +65,9 @@ def launch_specialisation(score_type, constants, aligned=True, kernel=_listmle_k
     return sig, constexprs, attrs
 
 
-def compile_for_h100(score_type, constants, num_warps=None, aligned=True, kernel=_listmle_kernel):
+def compile_for_h100(score_type, constants, num_warps=None, aligned=True, kernel=_listmle_kernel, pointers=None):
     """`kernel`: _listmle_kernel, or a copy of it with the same parameters (tools/sass_count.py)."""
-    sig, constexprs, attrs = launch_specialisation(score_type, constants, aligned, kernel)
+    sig, constexprs, attrs = launch_specialisation(score_type, constants, aligned, kernel, pointers)
     source = ASTSource(fn=kernel, signature=sig, constexprs=constexprs, attrs=attrs)
     if num_warps is None:  # what the launcher picks
         num_warps = launch_config(constants["BLOCK"], constants["CHUNKS"], constants["ROWS"],

@@ -104,3 +104,23 @@ def test_many_rows_packed_per_program(batch, length, sort):
     ref_loss, ref_grad = loss_and_grad(lambda s: listmle_reference(s, labels, **kwargs), scores.double())
     torch.testing.assert_close(loss.double(), ref_loss, rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(grad.double(), ref_grad, rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("real", ["lengths", "uint8 lengths", "mask", "all"])
+@pytest.mark.parametrize("sort", [False, True])
+def test_plistmle_float32_ranks_past_the_least_normal_weight(real, sort):
+    """Float32 p-ListMLE weights of ranks past 125 lie under 2^-126 and the kernel takes them as 0; the counts
+    of real documents (from the lengths, or counted) and the ranks (slots, or a running count) still match."""
+    gen = torch.Generator().manual_seed(len(real) + sort)
+    batch, length = 4, 200
+    scores = (torch.randn(batch, length, generator=gen) * 3).to(DEVICE)
+    labels = torch.randint(0, 5, (batch, length), generator=gen).to(DEVICE)
+    lengths = torch.tensor([200, 127, 2, 1])  # past rank 126, at it, the shortest with a weight, a zero total
+    kwargs = dict(lambda_weight="plistmle", respect_input_order=not sort, reduction="none")
+    if real == "lengths":
+        kwargs["lengths"] = lengths.to(DEVICE)
+    elif real == "uint8 lengths":
+        kwargs["lengths"] = lengths.to(torch.uint8).to(DEVICE)
+    elif real == "mask":
+        kwargs["mask"] = (torch.rand(batch, length, generator=gen) < 0.8).to(DEVICE)
+    assert_kernel_matches_reference(scores, labels, kwargs)

@@ -2,12 +2,18 @@
 
 On the H100 the kernel at 16384 x 4096 was bound by issuing instructions, not by memory (Nsight
 Compute, docs/performance-record.md). How many instructions a thread runs can be read without a
-GPU: Triton's bundled ptxas compiles for sm_90 and cuobjdump disassembles the result. For the
-launcher's configuration at each shape (float32, ragged lengths, input order) this prints registers,
-the whole kernel's SASS count, and the count of the linear-sums path alone: the kernel compiled with
-its log-space branch cut out. That path is straight-line code for one-chunk rows, so its count is
-what every thread of a program on that path issues, for BLOCK * ROWS / (32 * warps) slots each.
-It also lists the global loads and stores by width (LDG.E.128 moves 16 bytes a thread).
+GPU: Triton's bundled ptxas compiles for sm_90 and cuobjdump disassembles the result.
+
+For each shape and variant (float32 scores, ragged lengths: ListMLE in input order, p-ListMLE in input
+order, and ListMLE sorted by labels in the kernel where the launcher sorts there), at the configuration the
+launcher picks, this prints registers and the SASS count of the linear-sums path: the kernel compiled with
+its log-space branch cut out. That path is straight-line code for one-chunk rows (checked: no backward
+branch), so its count is what every thread of a program on that path issues, for
+ROWS * BLOCK / (32 * warps) slots each: "a slot" below. Beside it: the ratio to the minimal kernel
+(tools/minimal_listmle.py, the simplest case's sums and nothing else) compiled at the same tile, the ratio to
+ListMLE in input order at the same shape, the whole kernel's count, and the global loads and stores by
+width (LDG.E.128 moves 16 bytes a thread). Where the kernel sorts, two more lines count tl.sort alone at that
+tile, of int64 keys (the kernel's) and of int32 keys: what a sort of either width costs before any sums.
 
 `--package-dir DIR` counts another copy of the package too (as in tools.compare_commits), e.g. the
 commit before a change: `git archive REV listmle_kernels | tar -x -C DIR`.
@@ -27,9 +33,12 @@ import tempfile
 from pathlib import Path
 
 import triton
+from triton.backends.compiler import GPUTarget
+from triton.compiler import ASTSource
 
 from bench import cases as cases_mod
 from tools.compare_commits import import_package_at
+from tools.minimal_listmle import bare_sort_kernel, minimal_listmle_kernel
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
@@ -37,8 +46,13 @@ from compile_for_gpu import compile_for_h100, ptxas_resources  # noqa: E402
 
 H100_SMS = 132
 LOG_SPACE_BRANCH = "        if linear:\n"  # the kernel's choice between its two ways to take the sums
-SASS_OP = re.compile(r"/\*[0-9a-f]{4,}\*/\s+(?:@!?U?P\w+\s+)?([A-Z][A-Z0-9_.]*)")
+SASS_LINE = re.compile(r"/\*([0-9a-f]{4,})\*/\s+(?:@!?U?P\w+\s+)?([A-Z][A-Z0-9_.]*)([^;]*);")
 MEMORY_OP = re.compile(r"^(LDG|STG)")
+# (name, constexprs over the launcher's); sorted by labels only where the launcher sorts in the kernel
+VARIANTS = (("ListMLE, input order", dict(ORDER=0, WEIGHTS=0)),
+            ("p-ListMLE, input order", dict(ORDER=0, WEIGHTS=1)),
+            ("ListMLE, sorted in kernel", dict(ORDER=1, WEIGHTS=0)))
+LABELS = "fp32"  # the bench's labels
 
 
 def linear_path_only(package_dir: Path, into: Path):
@@ -53,48 +67,128 @@ def linear_path_only(package_dir: Path, into: Path):
     return import_package_at("linear-only", into, copy)
 
 
-def sass_ops(compiled) -> list[str]:
-    """The opcodes (with modifiers) of a compiled kernel's SASS, in order."""
+def sass(compiled) -> list[tuple[int, str, str]]:
+    """(address, opcode with modifiers, operands) of each instruction of a compiled kernel's SASS, in order."""
     cuobjdump = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin", "cuobjdump")
     with tempfile.TemporaryDirectory() as tmp:
         cubin = Path(tmp) / "kernel.cubin"
         cubin.write_bytes(compiled.asm["cubin"])
         listing = subprocess.run([cuobjdump, "-sass", str(cubin)], capture_output=True, text=True, check=True).stdout
-    return SASS_OP.findall(listing)
+    return [(int(address, 16), op, operands) for address, op, operands in SASS_LINE.findall(listing)]
 
 
-def launcher_config(package, batch: int, length: int):
-    """(constexprs, warps) the launcher of `package` picks for (batch, length), float32, lengths, input order."""
+def straight_line(instructions) -> bool:
+    """No branch goes backwards, so every thread issues each instruction at most once (the
+    `BRA` to itself after the last `EXIT` is padding, never reached)."""
+    for address, op, operands in instructions:
+        target = re.search(r"0x([0-9a-f]+)", operands) if op.startswith("BRA") else None
+        if target and int(target.group(1), 16) < address:
+            return False
+    return True
+
+
+def summary(compiled) -> dict:
+    instructions = sass(compiled)
+    ops = [op for _, op, _ in instructions]
+    resources = ptxas_resources(compiled)
+    registers = re.match(r"(\d+) registers", resources)
+    return dict(resources=resources, registers=int(registers.group(1)) if registers else -1, sass=len(ops),
+                straight_line=straight_line(instructions),
+                memory=dict(collections.Counter(op for op in ops if MEMORY_OP.match(op))))
+
+
+def launcher_config(package, batch: int, length: int, sort_by_labels: bool):
+    """(constexprs, warps), or None where the launcher would not sort in the kernel: what the launcher of
+    `package` picks for (batch, length), float32, lengths."""
     kernels = importlib.import_module(package.__name__ + ".triton_listmle")
-    _, block, chunks = kernels.row_geometry(length, False)
-    rows, warps = kernels.launch_config(block, chunks, batch, False, H100_SMS)
+    sort_in_kernel, block, chunks = kernels.row_geometry(length, sort_by_labels)
+    if sort_by_labels and not sort_in_kernel:
+        return None
+    rows, warps = kernels.launch_config(block, chunks, batch, sort_in_kernel, H100_SMS)
     return dict(REAL=2, ORDER=0, WEIGHTS=0, RANDOM_TIES=False, STORE_GRAD=True, ROWS=rows, BLOCK=block,
                 CHUNKS=chunks), warps
 
 
+def compile_minimal(rows: int, block: int, warps: int, aligned: bool):
+    """The minimal kernel at a tile, specialised as a launch on contiguous float32 rows and int64 lengths."""
+    signature = dict(scores_ptr="*fp32", lengths_ptr="*i64", loss_ptr="*fp32", grad_ptr="*fp32", B="i32",
+                     L="i32", row_divisor="i32", ROWS="constexpr", BLOCK="constexpr", FAST="constexpr")
+    divisible = ["scores_ptr", "lengths_ptr", "loss_ptr", "grad_ptr"] + (["B", "L"] if aligned else [])
+    attrs = {(list(signature).index(name),): [["tt.divisibility", 16]] for name in divisible}
+    source = ASTSource(fn=minimal_listmle_kernel, signature=signature,
+                       constexprs=dict(ROWS=rows, BLOCK=block, FAST=True), attrs=attrs)
+    return triton.compile(source, target=GPUTarget("cuda", 90, 32), options={"num_warps": warps})
+
+
+def compile_bare_sort(keys: str, rows: int, block: int, warps: int):
+    """tl.sort alone of rows x block keys ("i64" or "i32"), at a tile."""
+    source = ASTSource(fn=bare_sort_kernel, signature=dict(keys_ptr="*" + keys, out_ptr="*" + keys, ROWS="constexpr",
+                                                           BLOCK="constexpr"),
+                       constexprs=dict(ROWS=rows, BLOCK=block), attrs={(0,): [["tt.divisibility", 16]],
+                                                                       (1,): [["tt.divisibility", 16]]})
+    return triton.compile(source, target=GPUTarget("cuda", 90, 32), options={"num_warps": warps})
+
+
 def count(package, shapes, label: str) -> list[dict]:
-    rows = []
+    results = []
+    minimal = {}
     with tempfile.TemporaryDirectory() as tmp:
         linear_only = linear_path_only(Path(package.__file__).parent, Path(tmp))
         for batch, length in shapes:
-            constants, warps = launcher_config(package, batch, length)
             aligned = length % 16 == 0 and batch % 16 == 0
-            row = dict(shape=f"{batch}x{length}", package=label, warps=warps, **constants)
-            for path, copy in (("whole", package), ("linear", linear_only)):
-                kernel = importlib.import_module(copy.__name__ + ".triton_listmle")._listmle_kernel
-                compiled = compile_for_h100("fp32", constants, warps, aligned, kernel)
-                ops = sass_ops(compiled)
-                row[path] = dict(resources=ptxas_resources(compiled), sass=len(ops),
-                                 memory=dict(collections.Counter(op for op in ops if MEMORY_OP.match(op))))
-            slots = constants["ROWS"] * constants["BLOCK"] / (32 * warps)
-            row["linear_sass_per_slot"] = row["linear"]["sass"] / slots if constants["CHUNKS"] == 1 else None
-            rows.append(row)
-            per_slot = row["linear_sass_per_slot"]
-            print(f"{label:>10s} {row['shape']:>12s}: {constants['ROWS']:3d} x {constants['BLOCK']:4d} x "
-                  f"{constants['CHUNKS']} chunks, {warps:2d} warps | whole kernel {row['whole']['resources']}, "
-                  f"{row['whole']['sass']} SASS | linear path {row['linear']['resources']}, {row['linear']['sass']} SASS"
-                  + (f" = {per_slot:.1f} a slot" if per_slot else "") + f", {row['linear']['memory']}", flush=True)
-    return rows
+            input_order = None
+            for variant, change in VARIANTS:
+                config = launcher_config(package, batch, length, sort_by_labels=change["ORDER"] == 1)
+                if config is None:
+                    continue
+                constants, warps = config
+                constants.update(change)
+                tile = (constants["ROWS"], constants["BLOCK"], warps)
+                if (tile, aligned) not in minimal:
+                    minimal[tile, aligned] = summary(compile_minimal(*tile, aligned))
+                row = dict(shape=f"{batch}x{length}", package=label, variant=variant, warps=warps, **constants,
+                           minimal=minimal[tile, aligned])
+                for path, copy in (("whole", package), ("linear", linear_only)):
+                    kernel = importlib.import_module(copy.__name__ + ".triton_listmle")._listmle_kernel
+                    row[path] = summary(compile_for_h100("fp32", constants, warps, aligned, kernel,
+                                                         pointers=dict(labels_ptr=LABELS)))
+                slots = constants["ROWS"] * constants["BLOCK"] / (32 * warps)
+                per_slot = constants["CHUNKS"] == 1 and row["linear"]["straight_line"]
+                row["slots_per_thread"] = slots
+                row["linear_sass_per_slot"] = row["linear"]["sass"] / slots if per_slot else None
+                row["over_minimal"] = row["linear"]["sass"] / row["minimal"]["sass"]
+                input_order = input_order or row
+                row["over_input_order"] = row["linear"]["sass"] / input_order["linear"]["sass"]
+                results.append(row)
+                print(line(row), flush=True)
+                if change["ORDER"] == 1:
+                    for keys in ("i64", "i32"):
+                        alone = summary(compile_bare_sort(keys, constants["ROWS"], constants["BLOCK"], warps))
+                        sort_row = dict(row, variant=f"tl.sort alone, {keys} keys", linear=alone, whole=alone,
+                                        linear_sass_per_slot=alone["sass"] / slots if alone["straight_line"] else None,
+                                        over_minimal=alone["sass"] / row["minimal"]["sass"],
+                                        over_input_order=alone["sass"] / input_order["linear"]["sass"])
+                        results.append(sort_row)
+                        print(line(sort_row), flush=True)
+    return results
+
+
+HEADER = (f"{'package':>10s} {'shape':>11s} {'variant':26s} {'rows x block, warps':>19s} {'regs':>4s} "
+          f"{'SASS/thread':>11s} {'SASS/slot':>9s} {'x minimal':>9s} {'x input':>7s} | minimal: {'SASS':>4s} "
+          f"{'/slot':>5s} {'regs':>4s} | whole kernel SASS, regs | loads and stores")
+
+
+def line(row: dict) -> str:
+    per_slot = row["linear_sass_per_slot"]
+    linear, minimal = row["linear"], row["minimal"]
+    return (f"{row['package']:>10s} {row['shape']:>11s} {row['variant']:26s} "
+            f"{row['ROWS']:5d} x {row['BLOCK']:4d}, {row['warps']:2d} {linear['registers']:4d} "
+            f"{linear['sass']:11d} {per_slot if per_slot else float('nan'):9.1f} {row['over_minimal']:9.2f} "
+            f"{row['over_input_order']:7.2f} | minimal: {minimal['sass']:4d} "
+            f"{minimal['sass'] / row['slots_per_thread']:5.1f} {minimal['registers']:4d} | "
+            f"{row['whole']['sass']:5d}, {row['whole']['registers']:3d} | "
+            + " ".join(f"{op} x{n}" for op, n in sorted(linear["memory"].items()))
+            + ("" if linear["straight_line"] else " | LOOPS: not straight-line"))
 
 
 def main(argv=None):
@@ -106,9 +200,12 @@ def main(argv=None):
     args = p.parse_args(argv)
     import listmle_kernels
 
+    print(f"triton {triton.__version__}, sm_90 via Triton's ptxas; float32 scores, int64 lengths, float32 labels; "
+          "registers and SASS of the linear-sums path; a slot = rows x block / (32 x warps) of a thread")
+    print(HEADER, flush=True)
     with tempfile.TemporaryDirectory() as tmp:
         if args.package_dir is not None:
-            count(import_package_at("other", Path(tmp), args.package_dir), args.shape, str(args.package_dir))
+            count(import_package_at("other", Path(tmp), args.package_dir), args.shape, args.package_dir.name)
         return count(listmle_kernels, args.shape, "this tree")
 
 
