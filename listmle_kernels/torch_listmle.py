@@ -23,7 +23,7 @@ Two exact ways to evaluate the sums, chosen per row:
 import torch
 
 from .inputs import WEIGHTS_NONE, WEIGHTS_PLISTMLE, ListMLEInputs, real_mask
-from .numerics import LINEAR_SPAN, accumulator_dtype
+from .numerics import LINEAR_SPAN, accumulator_dtype, normalised_rank_weights
 from .target_order import target_order
 
 
@@ -42,8 +42,8 @@ def _rank_weights(inputs: ListMLEInputs, real, realf, acc):
         # n <= 1: the total and every numerator are 0; over `tiny` the weights stay 0
         total = (1 - (n + 1) * tail).clamp_min_(torch.finfo(acc).tiny)
         return (torch.exp2(-(rank + 1).to(acc)) - tail).mul_(realf).div_(total)
-    w = inputs.weights.to(acc).expand_as(real).gather(1, rank.expand_as(real).clamp(min=0)) * realf
-    return w / (w.sum(1, keepdim=True) + 1e-10)
+    w = normalised_rank_weights(inputs.weights, real.sum(1), acc)  # finite, 0 at padded ranks
+    return w.gather(1, rank.expand_as(real).clamp(min=0)).mul_(realf)
 
 
 def _linear_sums(s, real, realf, w, need_grad):

@@ -41,9 +41,9 @@ import triton.language as tl
 from triton.language.extra import libdevice
 from triton.runtime.interpreter import InterpretedFunction
 
-from .inputs import WEIGHTS_TENSOR, ListMLEInputs, real_mask
+from .inputs import WEIGHTS_TENSOR, ListMLEInputs, real_count, real_mask
 from ._launch import cdiv, next_power_of_2, on_device_of
-from .numerics import LINEAR_SPAN, accumulator_dtype
+from .numerics import LINEAR_SPAN, accumulator_dtype, normalised_rank_weights
 from .target_order import target_order
 
 MAX_BLOCK = 4096        # slots per chunk; longer rows are scanned in chunks
@@ -210,10 +210,9 @@ def _listmle_kernel(
     cols = tl.arange(0, BLOCK).to(tl.int64)  # 64-bit offsets: position * stride can pass 2^31
     chunk_ids = tl.arange(0, CHUNKS)  # num_chunks = cdiv(L, BLOCK) <= CHUNKS
 
-    # Pass 1 (rows longer than one block): count real documents, sum custom weights, and keep
+    # Pass 1 (rows longer than one block): count real documents and keep
     # each chunk's (max, sum) total; then a reverse scan gives every chunk its suffix carry.
     n = tl.zeros([ROWS], dtype=tl.int32)
-    weight_sum = tl.zeros([ROWS], dtype=acc)
     if CHUNKS > 1:
         total_m = tl.full([ROWS, CHUNKS], float("-inf"), dtype=acc)
         total_s = tl.zeros([ROWS, CHUNKS], dtype=acc)
@@ -222,11 +221,6 @@ def _listmle_kernel(
             s, real, pos = _load_chunk(k * BLOCK, rows64, row_ok, cols, L, scores_ptr, stride_sb,
                                        stride_sl, mask_ptr, stride_mb, stride_ml, lengths_ptr,
                                        order_ptr, stride_ob, stride_ol, REAL, ORDER)
-            if WEIGHTS == 2:
-                rank = n[:, None] + tl.cumsum(real.to(tl.int32), axis=1) - 1
-                w = tl.load(weights_ptr + rows64[:, None] * stride_wb + rank.to(tl.int64) * stride_wl, mask=real,
-                            other=0).to(acc)
-                weight_sum += tl.sum(w, axis=1)
             s = s.to(acc)
             m_k, s_k = _lse_total(s)
             row_min = tl.minimum(row_min, tl.min(tl.where(real, s, float("inf")), axis=1))
@@ -277,12 +271,9 @@ def _listmle_kernel(
             total = 1.0 - (n.to(acc) + 1.0) * tail
             w = (tl.exp2(-(rank + 1).to(acc)) - tail[:, None]) / tl.where(total > 0, total, 1.0)[:, None]
             w = tl.where(real & (total > 0)[:, None], w, 0.0)
-        else:
+        else:  # normalised on the host (numerics.normalised_rank_weights), in the accumulator dtype
             w = tl.load(weights_ptr + rows64[:, None] * stride_wb + rank.to(tl.int64) * stride_wl, mask=real,
                         other=0).to(acc)
-            if CHUNKS == 1:
-                weight_sum = tl.sum(w, axis=1)
-            w = w / (weight_sum[:, None] + 1e-10)
 
         if linear:
             # S_r = sum_{t >= r} e_t: this chunk's reverse cumsum plus the chunks to its right. S >= e_r >=
@@ -399,7 +390,10 @@ def triton_listmle(inputs: ListMLEInputs, seed: int, row_divisor: int, need_grad
     mask = inputs.mask.view(torch.uint8) if inputs.mask is not None else None
     # The kernel reads lengths[row] unstrided (a slice or an expanded scalar is copied: O(B)).
     lengths = inputs.lengths.contiguous() if inputs.lengths is not None else None
-    weights = inputs.weights if inputs.weight_kind == WEIGHTS_TENSOR else None
+    weights = None
+    if inputs.weight_kind == WEIGHTS_TENSOR:
+        weights = normalised_rank_weights(inputs.weights, real_count(scores, inputs.mask, inputs.lengths),
+                                          row_loss.dtype)
     real_kind = REAL_MASK if mask is not None else REAL_LENGTHS if inputs.lengths is not None else REAL_ALL
     order_kind = ORDER_SORT if sort_in_kernel else ORDER_GIVEN if order is not None else ORDER_INPUT
 

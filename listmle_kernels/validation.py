@@ -140,8 +140,8 @@ def parse_inputs(scores, labels, mask, lengths, lambda_weight, respect_input_ord
             raise TypeError(f"{name} must be floating point, got dtype {weights.dtype}")
         weights = weights.detach()
         if checking_values:
-            # The gradient's scan sums w_r exp(-lse_r) in log space, where a negative weight has no log;
-            # a NaN or infinite weight would make the whole row's normalised weights NaN.
+            # Weights are divided by their row's sum, which weights of mixed signs can bring to 0; a NaN or
+            # infinite weight has no ratio to the others. Padded ranks are not read.
             bad = ~(torch.isfinite(weights) & (weights >= 0)) & real_mask(scores, None, real_count(scores, mask, lengths))
 
             def raise_bad_weights(name=name, weights=weights):
