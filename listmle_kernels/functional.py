@@ -24,8 +24,8 @@ def listmle_loss(scores, labels=None, *, mask=None, lengths=None, lambda_weight=
 
     Args:
         scores: (B, L) float16/bfloat16/float32/float64 model scores, CPU or CUDA, any strides.
-        labels: (B, L) relevance of any real dtype; needed when respect_input_order=False.
-            Sorting compares labels as float32.
+        labels: (B, L) relevance, bool, integer or float16/bfloat16/float32/float64; needed when
+            respect_input_order=False. Sorting compares labels as float32.
         mask: (B, L) bool, True = real document; holes anywhere. Not together with lengths.
         lengths: (B,) integer; the first lengths[b] entries of row b are real.
         lambda_weight: None (ListMLE, w = 1); "plistmle" (p-ListMLE, sentence-transformers 6.2:
