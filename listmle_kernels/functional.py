@@ -24,15 +24,16 @@ def listmle_loss(scores, labels=None, *, mask=None, lengths=None, lambda_weight=
 
     Args:
         scores: (B, L) float16/bfloat16/float32/float64 model scores, CPU or CUDA, any strides.
-        labels: (B, L) relevance of any real dtype; needed when respect_input_order=False.
-            Sorting compares labels as float32.
+        labels: (B, L) relevance, bool, integer or float16/bfloat16/float32/float64; needed when
+            respect_input_order=False. Sorting compares labels as float32.
         mask: (B, L) bool, True = real document; holes anywhere. Not together with lengths.
         lengths: (B,) integer; the first lengths[b] entries of row b are real.
         lambda_weight: None (ListMLE, w = 1); "plistmle" (p-ListMLE, sentence-transformers 6.2:
             raw w = 2^(n - rank) - 1 for rank = 1..n); a (B, L) tensor of per-rank weights (column r
             weighs the r-th document of the target order); or a callable(rank_mask) -> (B, L) weights,
-            rank_mask[b, r] = r < n_b. Lambda weights are normalised per row: w / (sum(w) + 1e-10),
-            and must be finite and >= 0 at real ranks.
+            rank_mask[b, r] = r < n_b. Lambda weights are normalised per row over its real ranks:
+            w / (sum(w) + 1e-10), any magnitude; they must be finite and >= 0 there, and padded ranks
+            are ignored whatever they hold.
         respect_input_order: True: the input order of the real documents is the target ranking
             (labels ignored). False: sort by labels, descending.
         ties: when sorting, "stable" keeps input order among equal labels; "random" shuffles them.

@@ -11,8 +11,8 @@ class ListMLELoss(nn.Module):
     See `listmle_loss` for the meaning of every argument.
 
     Shape:
-        - scores: (B, L), B lists of L documents, floating point.
-        - labels: (B, L), any real dtype; needed when respect_input_order=False.
+        - scores: (B, L), B lists of L documents, float16/bfloat16/float32/float64.
+        - labels: (B, L), bool, integer or float16/bfloat16/float32/float64; needed when respect_input_order=False.
         - mask: (B, L) bool, True at real documents; or lengths: (B,) integer, real documents first.
         - Output: a scalar for reduction "mean" or "sum"; (B,) for "none".
 

@@ -21,3 +21,28 @@ def scaled_gradient(grad: Tensor, scale: Tensor) -> Tensor:
     scale's precision and rounded once into the gradient's dtype: a loss scale of 65536 (GradScaler's
     first) is inf in float16, and a 0-d CUDA operand would otherwise be cast to the gradient's dtype."""
     return (grad.to(scale.dtype) * scale).to(grad.dtype)
+
+
+# Added to each row's sum of custom lambda weights before dividing by it, as sentence-transformers does.
+WEIGHT_SUM_EPSILON = 1e-10
+
+
+def normalised_rank_weights(weights: Tensor, n_real: Tensor, acc: torch.dtype) -> Tensor:
+    """(B, L) custom lambda weights by rank, normalised per row over its real ranks r < n_real[b]:
+    w_r / (sum_{t < n} w_t + 1e-10) there, 0 at padded ranks, in the accumulator dtype `acc`.
+
+    Padded ranks are replaced by 0 before any arithmetic, so whatever they hold (NaN, inf) is ignored. Each row
+    is divided by M, its largest real weight (or the least normal float, if that is larger), in float64 for
+    float64 weights or scores (else float32), and the epsilon with it: (w / M) / (sum(w / M) + 1e-10 / M). Only
+    the weights' ratios reach `acc`, so float64 weights past float32's range, and float32 weights whose sum
+    overflows, give the loss their ratios give. 1e-10 / M may overflow to inf: then the weights are 0, which is
+    what w / (sum + 1e-10) rounds to.
+    """
+    wide = torch.promote_types(weights.dtype, acc)  # acc is float32 or float64
+    positions = torch.arange(weights.shape[1], device=weights.device)
+    w = torch.where(positions[None, :] < n_real[:, None], weights.to(wide), 0)
+    # At least the least normal float: a row of zeros stays 0, and a subnormal top keeps its ratios exact
+    top = w.amax(1, keepdim=True).clamp_min_(torch.finfo(wide).smallest_normal)
+    scaled = w.div_(top).to(acc)
+    epsilon = (WEIGHT_SUM_EPSILON / top.to(torch.float64)).to(acc)
+    return scaled.div_(scaled.sum(1, keepdim=True).add_(epsilon))

@@ -113,7 +113,7 @@ def numpy_target_order(labels, real, random_ties: bool, seed: int) -> torch.Tens
 def target_order(labels, real, random_ties: bool, seed: int) -> torch.Tensor:
     """(B, L) int64: the positions of each row in target order, real documents first.
 
-    labels: (B, L) of any real dtype, compared as float32; real: (B, L) bool.
+    labels: (B, L) bool, integer or float16/bfloat16/float32/float64, compared as float32; real: (B, L) bool.
     """
     if labels.device.type == "cpu":
         return numpy_target_order(labels, real, random_ties, seed)

@@ -7,20 +7,23 @@ lse_r = log sum_{t >= r} exp s_t over real slots:
     loss       = -sum_r w_r (s_r - lse_r)
     dloss/ds_j = -w_j + exp(s_j) * sum_{r <= j} w_r exp(-lse_r)
 
-Two exact ways to evaluate the sums:
+Two exact ways to evaluate the sums, chosen per row:
 
 * linear (fast): shift each row by its max m, e = exp(s - m), suffix sums S_r = sum_{t >= r} e_t by
   cumsum, s_r - lse_r = (s_r - m) - log S_r, and grad_j = e_j * sum_{r <= j} w_r / S_r - w_j, in
   float32 (float64 for float64 scores). Exact while no real score lies more than LINEAR_SPAN below its
   row's max: then e >= exp(-LINEAR_SPAN) and 1 / S <= exp(LINEAR_SPAN) stay normal numbers.
-* log space (any span): both sums as torch.logcumsumexp, with nothing that can overflow
-  (s_j - lse_r <= 0 for r <= j). Used for the batch when some row spans more.
+* log space (any span, any scale): the rows that span more. Each suffix sum is kept as a pair (m_r, S_r),
+  m_r = max_{t >= r} s_t and S_r = sum_{t >= r} exp(s_t - m_r) in [1, n], so s_r - lse_r = (s_r - m_r) -
+  log S_r, and grad_j = exp(s_j - m_j) * sum_{r <= j} (w_r / S_r) exp(m_j - m_r) - w_j. Every exponent
+  is the difference of two scores, rounded once, so nothing is lost to the scores' distance from 0 nor
+  to a far outlier (a shift by the row's max would round the other scores to the spacing of the span).
 """
 
 import torch
 
 from .inputs import WEIGHTS_NONE, WEIGHTS_PLISTMLE, ListMLEInputs, real_mask
-from .numerics import LINEAR_SPAN, accumulator_dtype
+from .numerics import LINEAR_SPAN, accumulator_dtype, normalised_rank_weights
 from .target_order import target_order
 
 
@@ -39,41 +42,60 @@ def _rank_weights(inputs: ListMLEInputs, real, realf, acc):
         # n <= 1: the total and every numerator are 0; over `tiny` the weights stay 0
         total = (1 - (n + 1) * tail).clamp_min_(torch.finfo(acc).tiny)
         return (torch.exp2(-(rank + 1).to(acc)) - tail).mul_(realf).div_(total)
-    w = inputs.weights.to(acc).expand_as(real).gather(1, rank.expand_as(real).clamp(min=0)) * realf
-    return w / (w.sum(1, keepdim=True) + 1e-10)
+    w = normalised_rank_weights(inputs.weights, real.sum(1), acc)  # finite, 0 at padded ranks
+    return w.gather(1, rank.expand_as(real).clamp(min=0)).mul_(realf)
 
 
 def _linear_sums(s, real, realf, w, need_grad):
-    """(s - lse at real slots, gradient or None) through exp and cumsum; None if a row spans too much.
+    """(s - lse at real slots, gradient or None, rows too wide for them: (B,) bool, or None if there are none).
 
     Few full-size ops and few fresh buffers, on purpose (this is the CPU hot path, and at 256 x 100
     the sort-by-labels path's working set already spills the L2 cache): one `where` removes padding
     (which may hold NaN); z is clamped so exp never takes its slow underflow path, and padding is
     zeroed by a multiply, so it drops out of every sum. Later steps reuse earlier buffers in place.
+    The rows too wide get finite values here, which the caller replaces.
     """
     span, finfo = LINEAR_SPAN[s.dtype], torch.finfo(s.dtype)
     z = torch.where(real, s, float("-inf"))
     z.sub_(z.amax(1, keepdim=True).clamp_min_(finfo.min))  # empty rows: no -inf - -inf
     z.clamp_min_(-(span + 4))  # exp stays normal: no slow underflow path
-    if float(torch.mul(z, realf).amin()) < -span:
-        return None
+    lowest = torch.mul(z, realf).amin(1)
+    wide = (lowest < -span) if float(lowest.min()) < -span else None
     e = torch.exp(z).mul_(realf)
     suffix = e.flip(1).cumsum_(1).flip(1).clamp_min_(finfo.tiny)  # >= e at real slots; 0 at trailing padding
     log_prob = z.sub_(torch.log(suffix))  # finite everywhere; padding is weighted by w = 0
     if not need_grad:
-        return log_prob, None
-    return log_prob, torch.div(w, suffix).cumsum_(1).mul_(e).sub_(w)
+        return log_prob, None, wide
+    return log_prob, torch.div(w, suffix).cumsum_(1).mul_(e).sub_(w), wide
 
 
-def _log_space_sums(s, real, realf, w, need_grad):
-    """(s - lse, gradient or None) through torch.logcumsumexp; any span."""
-    neg_inf = torch.tensor(float("-inf"), dtype=s.dtype, device=s.device)
-    suffix_lse = torch.logcumsumexp(torch.where(real, s, neg_inf).flip(1), 1).flip(1)
-    log_prob = torch.where(real, s - suffix_lse, 0)
+def _log_space_sums(s, real, w, need_grad):
+    """(s - lse, gradient or None) relative to each slot's suffix max (module docstring); any span, any scale.
+
+    m_r is known up front (a cumulative max), so both sums are Hillis-Steele scans with a fixed reference a
+    slot: log2(L) steps, each adding a partial sum 2^k slots away times exp(m_near - m_far) <= 1, a
+    difference of two scores. Past the last real slot m is the least finite float, so those differences
+    stay finite (no -inf - -inf) where the partial sums they scale are 0.
+    """
+    length = s.shape[1]
+    z = torch.where(real, s, float("-inf"))
+    top = z.flip(1).cummax(1).values.flip(1).clamp_min_(torch.finfo(s.dtype).min)
+    below_top = z.sub_(top)  # s_r - m_r <= 0 at real slots, -inf at padding
+    suffix = torch.exp(below_top)  # becomes S_r = sum_{t >= r} exp(s_t - m_r), >= 1 at real slots
+    step = 1
+    while step < length:
+        suffix[:, :-step] += torch.exp(top[:, step:] - top[:, :-step]).mul_(suffix[:, step:])
+        step *= 2
+    log_prob = torch.where(real, below_top - torch.log(suffix), 0)
     if not need_grad:
         return log_prob, None
-    log_terms = torch.where(real & (w > 0), torch.log(w) - suffix_lse, neg_inf)
-    return log_prob, torch.where(real, torch.exp(s + torch.logcumsumexp(log_terms, 1)) - w, 0)
+    # sum_{r <= j} w_r exp(-lse_r) = exp(-m_j) * sum_{r <= j} (w_r / S_r) exp(m_j - m_r), the last sum by scan
+    prefix = torch.where(real, w / suffix, 0)
+    step = 1
+    while step < length:
+        prefix[:, step:] += torch.exp(top[:, step:] - top[:, :-step]).mul_(prefix[:, :-step])
+        step *= 2
+    return log_prob, torch.where(real, torch.exp(below_top) * prefix - w, 0)
 
 
 def torch_listmle(inputs: ListMLEInputs, seed: int, row_divisor: int, need_grad: bool):
@@ -93,8 +115,13 @@ def torch_listmle(inputs: ListMLEInputs, seed: int, row_divisor: int, need_grad:
     realf = real.view(torch.uint8).to(acc)  # bool -> float casts are not vectorised on CPU: 3x slower
     w = _rank_weights(inputs, real, realf, acc)
 
-    log_prob, grad = (_linear_sums(s, real, realf, w, need_grad)
-                      or _log_space_sums(s, real, realf, w, need_grad))
+    log_prob, grad, wide = _linear_sums(s, real, realf, w, need_grad)
+    if wide is not None:  # rows beyond the linear sums' reach: each takes the log-space sums on its own
+        rows = wide.nonzero().squeeze(1)
+        wide_log_prob, wide_grad = _log_space_sums(s[rows], real[rows], w[rows], need_grad)
+        log_prob[rows] = wide_log_prob
+        if grad is not None:
+            grad[rows] = wide_grad
     row_loss = -(w * log_prob).sum(1)
     if grad is None:
         return row_loss, None

@@ -13,15 +13,20 @@ lse_r = log sum_{t >= r} exp s_t over real slots,
     loss_row = -sum_r w_r (s_r - lse_r),   grad_j = -w_j + exp(s_j + P_j),
     P_j = log sum_{r <= j} w_r exp(-lse_r).
 
-Scores are shifted by their row's max (both formulas are shift-invariant; unshifted, s - lse would
-lose float32 digits for scores far from 0; `_row_shift` leaves rows whose span overflows unshifted).
+Both formulas are shift-invariant, and every exponent below is a difference of scores, so scores far from
+0 lose no float32 digits (unshifted, lse near 1e4 has float32's 1e-3 spacing, and every s - lse with it).
 Two exact ways to take the sums, chosen per program (the CPU path's two, torch_listmle.py):
 
   * linear, when no real score of the program's rows lies more than KERNEL_LINEAR_SPAN below its
-    row's max: e = exp(s), S = reverse cumsum of e, s - lse = -log(S / e), and grad_j = e_j *
+    row's max m: e = exp(s - m), S = reverse cumsum of e, s - lse = -log(S / e), and grad_j = e_j *
     cumsum_{r <= j} w_r / S_r - w_j. Plain sums instead of scans that take an exp at every merge:
     2.1x faster at 16384 x 4096 on an H100 (docs/performance-record.md).
-  * log space (any span): both sums are (max, scaled-sum) scans, lse a reverse scan, P a forward one.
+  * log space (any span): a reverse (max, scaled-sum) scan gives each slot its suffix max m_r (a score)
+    and S_r = sum_{t >= r} exp(s_t - m_r) in [1, n], so s_r - lse_r = (s_r - m_r) - log S_r; a forward
+    scan of the pairs (-m_r, w_r / S_r) gives P_j as (-m_j, sum_{r <= j} (w_r / S_r) exp(m_j - m_r)), so
+    grad_j = exp(s_j - m_j) * that sum - w_j. Nothing here is shifted by the row's max: beside a far
+    outlier that shift would round the other scores to float32's spacing at the span (2^-10 one score 1e4
+    up), and merge distinct scores into ties further out.
 
 A row longer than one block takes two passes: pass 1 reduces each chunk to its (max, sum) total, and
 every chunk gets the carry of the chunks to its right from those totals; pass 2 finishes each chunk
@@ -36,9 +41,9 @@ import triton.language as tl
 from triton.language.extra import libdevice
 from triton.runtime.interpreter import InterpretedFunction
 
-from .inputs import WEIGHTS_TENSOR, ListMLEInputs, real_mask
+from .inputs import WEIGHTS_TENSOR, ListMLEInputs, real_count, real_mask
 from ._launch import cdiv, next_power_of_2, on_device_of
-from .numerics import LINEAR_SPAN, accumulator_dtype
+from .numerics import LINEAR_SPAN, accumulator_dtype, normalised_rank_weights
 from .target_order import target_order
 
 MAX_BLOCK = 4096        # slots per chunk; longer rows are scanned in chunks
@@ -62,14 +67,6 @@ def _finite_or_zero(m):
 
 
 @triton.jit
-def _row_shift(hi, lo):
-    """What to subtract from each row's scores: its max `hi`; 0 where nothing is real (hi = -inf), or where
-    the span hi - lo to its least real score `lo` passes the largest float, so that a finite score would
-    shift to -inf (and its s - lse would be -inf - -inf). Unshifted, such rows are exact, as before the shift."""
-    return tl.where(hi - lo == float("inf"), 0.0, _finite_or_zero(hi))
-
-
-@triton.jit
 def _linear_sums_exact(hi, lo, row_ok, LINEAR_SPAN: tl.constexpr):
     """Whether the program may take the linear sums: no row has a real score more than LINEAR_SPAN below its
     max `hi` (`lo`: its least real score). tl.max and tl.min skip NaN, so a NaN score does not widen its row's
@@ -81,7 +78,7 @@ def _linear_sums_exact(hi, lo, row_ok, LINEAR_SPAN: tl.constexpr):
 
 @triton.jit
 def _lse_combine(m1, s1, m2, s2):
-    """Merge two log-sum-exp partials (max, sum of exp(x - max)).
+    """Merge two log-sum-exp partials (max, sum of exp(x - max)); (m, s) stands for s * exp(m).
 
     One exp per merge (the scans are bound by exp throughput): only the smaller partial is rescaled,
     by exp(min - max) <= 1. Symmetric, bit for bit (Triton's reverse scans need commutative
@@ -98,6 +95,13 @@ def _lse_total(x):
     """(max, sum of exp(x - max)) of each row of x; (-inf, 0) for an all -inf row."""
     m = tl.max(x, axis=1)
     return m, tl.sum(tl.exp(x - _finite_or_zero(m)[:, None]), axis=1)
+
+
+@triton.jit
+def _scaled_total(m, s):
+    """The merge of each row's pairs (m, s) (`_lse_combine`'s): (max m, sum of s * exp(m - max))."""
+    top = tl.max(m, axis=1)
+    return top, tl.sum(s * tl.exp(m - _finite_or_zero(top)[:, None]), axis=1)
 
 
 @triton.jit
@@ -248,10 +252,9 @@ def _listmle_kernel(
     cols = tl.arange(0, BLOCK).to(tl.int64)  # 64-bit offsets: position * stride can pass 2^31
     chunk_ids = tl.arange(0, CHUNKS)  # num_chunks = cdiv(L, BLOCK) <= CHUNKS
 
-    # Pass 1 (rows longer than one block): count real documents, sum custom weights, and keep
+    # Pass 1 (rows longer than one block): count real documents and keep
     # each chunk's (max, sum) total; then a reverse scan gives every chunk its suffix carry.
     n = tl.zeros([ROWS], dtype=tl.int32)
-    weight_sum = tl.zeros([ROWS], dtype=acc)
     if CHUNKS > 1:
         total_m = tl.full([ROWS, CHUNKS], float("-inf"), dtype=acc)
         total_s = tl.zeros([ROWS, CHUNKS], dtype=acc)
@@ -260,11 +263,6 @@ def _listmle_kernel(
             s, real, pos = _load_chunk(k * BLOCK, rows64, row_ok, cols, L, scores_ptr, stride_sb,
                                        stride_sl, mask_ptr, stride_mb, stride_ml, lengths_ptr,
                                        order_ptr, stride_ob, stride_ol, REAL, ORDER)
-            if WEIGHTS == 2:
-                rank = n[:, None] + tl.cumsum(real.to(tl.int32), axis=1) - 1
-                w = tl.load(weights_ptr + rows64[:, None] * stride_wb + rank.to(tl.int64) * stride_wl, mask=real,
-                            other=0).to(acc)
-                weight_sum += tl.sum(w, axis=1)
             s = s.to(acc)
             m_k, s_k = _lse_total(s)
             row_min = tl.minimum(row_min, tl.min(tl.where(real, s, float("inf")), axis=1))
@@ -273,10 +271,9 @@ def _listmle_kernel(
             total_s = tl.where(here, s_k[:, None], total_s)
             n += tl.sum(real.to(tl.int32), axis=1)
         row_max = tl.max(total_m, axis=1)
-        shift = _row_shift(row_max, row_min)
         linear = _linear_sums_exact(row_max, row_min, row_ok, LINEAR_SPAN)
-        total_m -= shift[:, None]  # the totals of the shifted scores (see pass 2)
-        chunk_sum = total_s * tl.exp(total_m)  # linear: each chunk's sum of exp(s); 0 for empty chunks
+        # linear: each chunk's sum of exp(s - row max); 0 for empty chunks
+        chunk_sum = total_s * tl.exp(total_m - _finite_or_zero(row_max)[:, None])
         suffix_m, suffix_s = tl.associative_scan((total_m, total_s), 1, _lse_combine, reverse=True)
 
     # Pass 2: per chunk, suffix lse (local reverse scan + carry), loss, and the forward scan for P.
@@ -299,16 +296,11 @@ def _listmle_kernel(
                                        order_ptr, stride_ob, stride_ol, REAL, ORDER)
             if CHUNKS == 1 and WEIGHTS == 1:
                 n = _count_real(real, rows64, row_ok, L, lengths_ptr, REAL, ORDER)
-        # Shift by the row's max score: loss and gradient do not change, but s - lse is then a
-        # difference of small numbers. Unshifted, scores around 1e4 leave lse with float32's 1e-3
-        # spacing there, and every log-probability with that absolute error.
         s = s.to(acc)
         if CHUNKS == 1:
             row_max = tl.max(s, axis=1)
             row_min = tl.min(tl.where(real, s, float("inf")), axis=1)
-            shift = _row_shift(row_max, row_min)
             linear = _linear_sums_exact(row_max, row_min, row_ok, LINEAR_SPAN)
-        s -= shift[:, None]
         if ORDER == 1 or (ORDER == 0 and REAL != 1):  # real slots come first: a real slot's rank is its slot
             rank = (k * BLOCK + cols[None, :]).to(tl.int32)
         else:
@@ -325,18 +317,16 @@ def _listmle_kernel(
             total = 1.0 - (n.to(acc) + 1.0) * tail
             scale = tl.where(total > 0, 1.0 / tl.where(total > 0, total, 1.0), 0.0)
             w = (_exp2_of_negative(rank + 1, acc) - tail[:, None]) * scale[:, None]  # used only where real
-        else:
+        else:  # normalised on the host (numerics.normalised_rank_weights), in the accumulator dtype
             w = tl.load(weights_ptr + rows64[:, None] * stride_wb + rank.to(tl.int64) * stride_wl, mask=real,
                         other=0).to(acc)
-            if CHUNKS == 1:
-                weight_sum = tl.sum(w, axis=1)
-            w = w / (weight_sum[:, None] + 1e-10)
 
         if linear:
             # S_r = sum_{t >= r} e_t: this chunk's reverse cumsum plus the chunks to its right. S >= e_r >=
             # exp(-span) at real slots, S_r / e_r <= L exp(span) and sum_r w_r / S_r <= exp(span) (1 + log L):
             # no underflow, and no overflow for any L < 2^31 (KERNEL_LINEAR_SPAN).
-            e = tl.exp(s)  # 0 at padding: s = -inf there
+            # Shifted by the row's max (nothing real: by 0): s - max is then a difference of nearby scores.
+            e = tl.exp(s - _finite_or_zero(row_max)[:, None])  # 0 at padding: s = -inf there
             suffix = tl.cumsum(e, axis=1, reverse=True)
             if CHUNKS > 1:
                 suffix += tl.sum(tl.where(chunk_ids[None, :] > k, chunk_sum, 0.0), axis=1)[:, None]
@@ -368,19 +358,23 @@ def _listmle_kernel(
                 carry_m = tl.max(tl.where(right, suffix_m, float("-inf")), axis=1)
                 carry_s = tl.sum(tl.where(right, suffix_s, 0.0), axis=1)
                 lse_m, lse_s = _lse_combine(lse_m, lse_s, carry_m[:, None], carry_s[:, None])
-            lse = lse_m + tl.log(lse_s)
-            log_prob = s - lse
+            # lse_m: the suffix max m_r, a score; lse_s = S_r >= 1 at real slots
+            below_max = s - lse_m
             if STORE_GRAD:
-                # P_j = log sum_{r <= j} w_r exp(-lse_r): forward scan merged with the chunks to the left.
-                if WEIGHTS == 0:
-                    a = tl.where(real, -lse, float("-inf"))  # log w = 0: no log to take
-                else:
-                    a = tl.where(real & (w > 0), tl.log(w) - lse, float("-inf"))
-                p_m, p_s = tl.associative_scan((a, (a > float("-inf")).to(acc)), 1, _lse_combine)
-                p_m, p_s = _lse_combine(p_m, p_s, prefix_m[:, None], prefix_s[:, None])
-                a_m, a_s = _lse_total(a)
-                prefix_m, prefix_s = _lse_combine(prefix_m, prefix_s, a_m, a_s)
-                grad = tl.exp(s + p_m + tl.log(p_s)) - w
+                # sum_{r <= j} w_r exp(-lse_r) as the pairs (-m_r, w_r / S_r): forward scan merged with the
+                # chunks to the left. Its max at a real slot j is -m_j (m_r falls with r), so p_s is the sum
+                # times exp(m_j), and grad_j = exp(s_j - m_j) * p_s - w_j.
+                a_m = tl.where(real, -lse_m, float("-inf"))
+                a_s = tl.where(real, w / lse_s, 0.0)
+                p_m, p_s = tl.associative_scan((a_m, a_s), 1, _lse_combine)
+                if CHUNKS > 1:
+                    p_m, p_s = _lse_combine(p_m, p_s, prefix_m[:, None], prefix_s[:, None])
+                    total_a_m, total_a_s = _scaled_total(a_m, a_s)
+                    prefix_m, prefix_s = _lse_combine(prefix_m, prefix_s, total_a_m, total_a_s)
+                grad = tl.exp(below_max) * p_s - w
+            # After the gradient's scan: fewer values live across it (at 1024 slots 72 registers rather than 80,
+            # python -m tools.sass_count)
+            log_prob = below_max - tl.log(lse_s)
         if WEIGHTS == 0:
             loss += tl.sum(tl.where(real, log_prob, 0.0), axis=1)  # w = 1 at real slots
         else:
@@ -458,7 +452,10 @@ def triton_listmle(inputs: ListMLEInputs, seed: int, row_divisor: int, need_grad
     mask = inputs.mask.view(torch.uint8) if inputs.mask is not None else None
     # The kernel reads lengths[row] unstrided (a slice or an expanded scalar is copied: O(B)).
     lengths = inputs.lengths.contiguous() if inputs.lengths is not None else None
-    weights = inputs.weights if inputs.weight_kind == WEIGHTS_TENSOR else None
+    weights = None
+    if inputs.weight_kind == WEIGHTS_TENSOR:
+        weights = normalised_rank_weights(inputs.weights, real_count(scores, inputs.mask, inputs.lengths),
+                                          row_loss.dtype)
     real_kind = REAL_MASK if mask is not None else REAL_LENGTHS if inputs.lengths is not None else REAL_ALL
     order_kind = ORDER_SORT if sort_in_kernel else ORDER_GIVEN if order is not None else ORDER_INPUT
 

@@ -11,6 +11,10 @@ from .inputs import WEIGHTS_NONE, WEIGHTS_PLISTMLE, WEIGHTS_TENSOR, ListMLEInput
 
 REDUCTIONS = ("mean", "sum", "none")
 TIES = ("stable", "random")
+# The floating dtypes scores, float labels and lambda weights may have (float8 has no sum, isfinite or kernel path)
+FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+FLOAT_NAMES = "float16, bfloat16, float32 or float64"
+DEVICE_TYPES = ("cpu", "cuda")
 
 
 def _check_like_scores(name, tensor, scores):
@@ -47,9 +51,17 @@ def _raise_failed_checks(checks):
             raise_if_bad()
 
 
-def _check_real(name, tensor):
-    if tensor.is_complex():
-        raise TypeError(f"{name} must hold real numbers, got dtype {tensor.dtype}")
+def _check_labels_dtype(labels):
+    """Labels are compared as float32: bool, any integer, or one of FLOAT_DTYPES."""
+    if labels.is_complex():
+        raise TypeError(f"labels must hold real numbers, got dtype {labels.dtype}")
+    if labels.is_floating_point() and labels.dtype not in FLOAT_DTYPES:
+        raise TypeError(f"labels must be bool, integer or {FLOAT_NAMES}, got dtype {labels.dtype}")
+
+
+def _check_float(name, tensor):
+    if tensor.dtype not in FLOAT_DTYPES:
+        raise TypeError(f"{name} must be floating point ({FLOAT_NAMES}), got dtype {tensor.dtype}")
 
 
 def compiling() -> bool:
@@ -66,8 +78,9 @@ def parse_inputs(scores, labels, mask, lengths, lambda_weight, respect_input_ord
         trailing_one = scores.dim() == 3 and scores.shape[-1] == 1
         hint = " (a model's (B, L, 1) logits: pass scores.squeeze(-1))" if trailing_one else ""
         raise ValueError(f"scores must be 2-D (batch, list_length), got shape {tuple(scores.shape)}{hint}")
-    if not scores.is_floating_point():
-        raise TypeError(f"scores must be floating point, got dtype {scores.dtype}")
+    _check_float("scores", scores)
+    if scores.device.type not in DEVICE_TYPES:  # e.g. meta: no values to compute with
+        raise ValueError(f"scores are on {scores.device}; listmle_loss takes CPU or CUDA tensors")
     if not isinstance(respect_input_order, bool):  # a "False" string from a config would be truthy
         raise TypeError(f"respect_input_order must be a bool, got {type(respect_input_order).__name__} "
                         f"{respect_input_order!r}")
@@ -105,7 +118,7 @@ def parse_inputs(scores, labels, mask, lengths, lambda_weight, respect_input_ord
 
     if labels is not None:
         _check_like_scores("labels", labels, scores)
-        _check_real("labels", labels)
+        _check_labels_dtype(labels)
     if not respect_input_order:
         if labels is None:
             raise ValueError("respect_input_order=False sorts by labels, but labels is None")
@@ -136,12 +149,11 @@ def parse_inputs(scores, labels, mask, lengths, lambda_weight, respect_input_ord
             raise TypeError(f"lambda_weight must be None, 'plistmle', a tensor or a callable, "
                             f"got {type(lambda_weight).__name__}")
         _check_like_scores(name, weights, scores)
-        if not weights.is_floating_point():
-            raise TypeError(f"{name} must be floating point, got dtype {weights.dtype}")
+        _check_float(name, weights)
         weights = weights.detach()
         if checking_values:
-            # The gradient's scan sums w_r exp(-lse_r) in log space, where a negative weight has no log;
-            # a NaN or infinite weight would make the whole row's normalised weights NaN.
+            # Weights are divided by their row's sum, which weights of mixed signs can bring to 0; a NaN or
+            # infinite weight has no ratio to the others. Padded ranks are not read.
             bad = ~(torch.isfinite(weights) & (weights >= 0)) & real_mask(scores, None, real_count(scores, mask, lengths))
 
             def raise_bad_weights(name=name, weights=weights):

@@ -23,12 +23,18 @@ def plistmle_weights(n: int, dtype=torch.float64) -> torch.Tensor:
 
 
 def listmle_reference(scores, labels=None, mask=None, lengths=None, lambda_weight=None,
-                      respect_input_order=True, reduction="mean"):
+                      respect_input_order=True, reduction="mean", stagewise=False):
     """Per row: loss = -sum_r w_r * (s[pi(r)] - log sum_{t >= r} exp s[pi(t)]) over the real documents.
 
     pi is the input order of the real documents, or (respect_input_order=False) their order by
     label, descending, ties kept in input order. Lambda weights (None, "plistmle", a (B, L) tensor of
     per-rank weights, or a callable(rank_mask) -> (B, L)) are normalised w / (sum(w) + 1e-10).
+
+    stagewise=True takes each rank's term as the Plackett-Luce choice it is, the log-softmax of the
+    documents still unranked at that rank (n softmaxes a row: short rows only). Each softmax subtracts its
+    own max, so loss and autograd gradient are exact at any scale and any span. `torch.logcumsumexp` (the
+    default) and its backward lose about eps * |s| absolute: in float64, three scores of 1e16 give a loss of
+    0 instead of log 6, and beside an outlier of 1e30 the outlier's gradient comes out 0 instead of 2.
     """
     batch, length = scores.shape
     if mask is None:
@@ -52,7 +58,10 @@ def listmle_reference(scores, labels=None, mask=None, lengths=None, lambda_weigh
         if n == 0:
             losses.append(scores.sum() * 0.0)  # keeps the graph; value exactly 0
             continue
-        suffix_lse = torch.logcumsumexp(s.flip(0), dim=0).flip(0)
+        if stagewise:
+            log_prob = torch.stack([torch.log_softmax(s[r:], dim=0)[0] for r in range(n)])
+        else:
+            log_prob = s - torch.logcumsumexp(s.flip(0), dim=0).flip(0)
         if lambda_weight is None:
             w = torch.ones(n, dtype=s.dtype, device=s.device)
         elif isinstance(lambda_weight, str):
@@ -60,7 +69,7 @@ def listmle_reference(scores, labels=None, mask=None, lengths=None, lambda_weigh
         else:
             w = lambda_weight[b, :n].to(s.dtype)
             w = w / (w.sum() + 1e-10)
-        losses.append(-(w * (s - suffix_lse)).sum())
+        losses.append(-(w * log_prob).sum())
     losses = torch.stack(losses)
     if reduction == "none":
         return losses

@@ -71,3 +71,28 @@ def pretend_zero_based_plistmle_default(monkeypatch, weight_class):
     from listmle_kernels.integrations import sentence_transformers as drop_in
     monkeypatch.setattr(weight_class, "forward", forward)
     monkeypatch.setattr(drop_in, "_default_weights_match_kernel", drop_in._default_weights_match_kernel.__wrapped__)
+
+
+# How the rows of `extreme_scores` are drawn: within the linear sums' reach, past it, far from 0 (offsets up to
+# 1e30), or with far outliers (up to 1e30 above or below the rest, which may sit far from 0 too).
+SCORE_PLANS = ("narrow", "wide", "far", "outliers")
+
+
+@st.composite
+def extreme_row(draw, length, dtype, plan):
+    """One row of `length` scores drawn by `plan` (SCORE_PLANS), as `dtype` (float16 cannot hold them)."""
+    gen = torch.Generator().manual_seed(draw(st.integers(0, 2 ** 31 - 1)))
+    noise = torch.randn(length, generator=gen, dtype=torch.float64)
+    if plan == "narrow":
+        row = noise * draw(st.sampled_from([0.1, 1.0, 5.0]))
+    elif plan == "wide":
+        row = noise * draw(st.sampled_from([100.0, 1e3]))
+    elif plan == "far":
+        row = draw(st.sampled_from([-1.0, 1.0])) * draw(st.sampled_from([1e4, 1e6, 1e30])) \
+            + noise * draw(st.sampled_from([1.0, 30.0]))
+    else:
+        row = draw(st.sampled_from([0.0, 1e4, -1e4])) + noise * draw(st.sampled_from([0.1, 1.0, 5.0]))
+        for _ in range(draw(st.integers(1, 3))):
+            size = 10.0 ** draw(st.floats(1.5, 30.0))
+            row[draw(st.integers(0, length - 1))] += draw(st.sampled_from([-1.0, 1.0])) * size
+    return row.to(dtype)

@@ -1,12 +1,17 @@
 """Bad input: a clear ValueError/TypeError naming the argument, before any kernel runs."""
 
 import math
+import warnings
 
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from listmle_kernels import listmle_loss
 from listmle_kernels.backends import triton_unavailable_reason
+from listmle_kernels.custom_op import listmle_rows
+from reference import listmle_reference
 
 from cases import DEVICE
 
@@ -18,6 +23,13 @@ S = torch.zeros(2, 3)
     ((torch.zeros(2, 3, 1),), {}, ValueError, r"scores must be 2-D.*\(2, 3, 1\).*squeeze\(-1\)"),
     ((S, S), dict(respect_input_order="False"), TypeError, r"respect_input_order must be a bool, got str 'False'"),
     ((torch.zeros(2, 3, dtype=torch.long),), {}, TypeError, r"scores must be floating.*int64"),
+    ((torch.zeros(2, 3, dtype=torch.float8_e4m3fn),), {}, TypeError,
+     r"scores must be floating point \(float16, bfloat16, float32 or float64\), got dtype torch.float8_e4m3fn"),
+    ((torch.zeros(2, 3, device="meta"),), {}, ValueError, r"scores are on meta; listmle_loss takes CPU or CUDA"),
+    ((S, torch.zeros(2, 3, dtype=torch.float8_e5m2)), dict(respect_input_order=False), TypeError,
+     r"labels must be bool, integer or float16, bfloat16, float32 or float64, got dtype torch.float8_e5m2"),
+    ((S,), dict(lambda_weight=torch.ones(2, 3, dtype=torch.float8_e4m3fn)), TypeError,
+     r"lambda_weight must be floating point \(float16, bfloat16, float32 or float64\), got dtype torch.float8"),
     (([[0.0]],), {}, TypeError, r"scores must be a torch.Tensor"),
     ((S, torch.zeros(2, 4)), {}, ValueError, r"labels must have the shape of scores \(2, 3\).*\(2, 4\)"),
     ((S, torch.zeros(2, 3, dtype=torch.complex64)), {}, TypeError, r"labels must hold real numbers"),
@@ -117,6 +129,69 @@ def test_tensors_on_different_devices():
         listmle_loss(S.cuda(), torch.zeros(2, 3), respect_input_order=False)
 
 
+def creatable_dtypes():
+    """Every torch dtype a (2, 3) tensor of small integers can be converted to."""
+    dtypes = []
+    for name in dir(torch):
+        dtype = getattr(torch, name)
+        if isinstance(dtype, torch.dtype) and dtype not in dtypes:
+            try:
+                with warnings.catch_warnings():  # complex32 is "experimental"
+                    warnings.simplefilter("ignore")
+                    torch.zeros(2, 3).to(dtype)
+            except (RuntimeError, TypeError):
+                continue
+            dtypes.append(dtype)
+    return sorted(dtypes, key=str)
+
+
+ALL_DTYPES = creatable_dtypes()
+FLOATS = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+LABELS = FLOATS + (torch.bool, torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64, torch.uint16,
+                   torch.uint32, torch.uint64)
+
+
+@pytest.mark.parametrize("backend", ["auto", "torch", "triton"])
+@settings(max_examples=60)
+@given(scores_dtype=st.sampled_from(FLOATS) | st.sampled_from(ALL_DTYPES),
+       labels_dtype=st.sampled_from(LABELS) | st.sampled_from(ALL_DTYPES),
+       weights_dtype=st.sampled_from(FLOATS) | st.sampled_from(ALL_DTYPES), seed=st.integers(0, 1000))
+def test_dtypes_are_accepted_exactly_as_documented(backend, scores_dtype, labels_dtype, weights_dtype, seed):
+    """Scores and lambda weights: float16/bfloat16/float32/float64, labels: bool, any integer or those; anything else
+    (float8, complex) is a TypeError naming the first argument at fault; what is accepted matches the reference."""
+    gen = torch.Generator().manual_seed(seed)
+    scores = torch.randn(3, 5, generator=gen).to(scores_dtype)
+    labels = torch.randint(0, 4, (3, 5), generator=gen).to(labels_dtype)
+    weights = torch.rand(3, 5, generator=gen).to(weights_dtype)
+    kwargs = dict(lambda_weight=weights, respect_input_order=False, reduction="none", backend=backend)
+    culprit = ("scores" if scores_dtype not in FLOATS else "labels" if labels_dtype not in LABELS
+               else "lambda_weight" if weights_dtype not in FLOATS else None)
+    if culprit is not None:
+        with pytest.raises(TypeError, match=rf"^{culprit} must"):
+            listmle_loss(scores, labels, **kwargs)
+        return
+    loss = listmle_loss(scores, labels, **kwargs)
+    ref = listmle_reference(scores.double(), labels.double(), lambda_weight=weights.double(),
+                            respect_input_order=False, reduction="none")
+    torch.testing.assert_close(loss.double(), ref, rtol=2e-5, atol=2e-5)
+
+
+@pytest.mark.parametrize("backend", ["auto", "torch", "triton"])
+def test_scores_on_the_meta_device(backend):
+    """Nothing to compute with: a ValueError naming scores, whichever backend is asked for."""
+    with pytest.raises(ValueError, match=r"scores are on meta; listmle_loss takes CPU or CUDA tensors"):
+        listmle_loss(torch.zeros(2, 3, device="meta", requires_grad=True), backend=backend)
+
+
+def test_the_operator_runs_on_meta_tensors():
+    """The registered operator (what torch.compile traces) keeps its fake: called on meta tensors it gives the
+    shapes and dtypes of its outputs, as tracing with fake tensors does."""
+    scores = torch.zeros(4, 7, device="meta", dtype=torch.bfloat16)
+    row_loss, grad = listmle_rows(scores, None, None, None, None, 0, False, 0, 1, True, "torch")
+    assert row_loss.device.type == "meta" and row_loss.shape == (4,) and row_loss.dtype == torch.float32
+    assert grad.device.type == "meta" and grad.shape == (4, 7) and grad.dtype == torch.bfloat16
+
+
 def test_tensors_on_different_devices_meta():
     with pytest.raises(ValueError, match=r"mask is on meta but scores are on cpu"):
         listmle_loss(S, mask=torch.ones(2, 3, dtype=torch.bool, device="meta"))
@@ -124,6 +199,8 @@ def test_tensors_on_different_devices_meta():
         listmle_loss(S, lengths=torch.ones(2, dtype=torch.long, device="meta"))
     with pytest.raises(ValueError, match=r"labels is on meta but scores are on cpu"):
         listmle_loss(S, torch.zeros(2, 3, device="meta"), respect_input_order=False)
+    with pytest.raises(ValueError, match=r"lambda_weight is on meta but scores are on cpu"):
+        listmle_loss(S, lambda_weight=torch.ones(2, 3, device="meta"))
 
 
 def value_check_inputs(device):

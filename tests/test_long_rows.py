@@ -12,7 +12,7 @@ import listmle_kernels.triton_listmle as triton_listmle
 from listmle_kernels import listmle_loss
 from reference import listmle_reference
 
-from cases import DEVICE, GRAD_TOL, LOSS_TOL, assert_close, listmle_problems, to_device
+from cases import DEVICE, GRAD_TOL, LOSS_TOL, SCORE_PLANS, assert_close, extreme_row, listmle_problems, to_device
 
 
 def loss_and_grad(fn, scores):
@@ -37,13 +37,33 @@ def test_tiny_blocks_match_reference(problem):
         assert_kernel_matches_reference(scores, labels, kwargs)
 
 
+@given(data=st.data(), batch=st.integers(1, 3), length=st.integers(9, 40),
+       dtype=st.sampled_from([torch.float32, torch.float64]), weight=st.sampled_from([None, "plistmle"]),
+       sort=st.booleans())
+def test_tiny_blocks_keep_extreme_scores_exact(data, batch, length, dtype, weight, sort):
+    """Scores far from 0 and far outliers (tests/cases.py's SCORE_PLANS) across chunks: the chunks' carries
+    lose nothing either, against the stagewise reference (exact at any scale)."""
+    scores = torch.stack([data.draw(extreme_row(length, dtype, data.draw(st.sampled_from(SCORE_PLANS))))
+                          for _ in range(batch)])
+    labels = torch.randint(0, 4, (batch, length), generator=torch.Generator().manual_seed(length))
+    kwargs = dict(lambda_weight=weight, respect_input_order=not sort, reduction="none")
+    with mock.patch.multiple(triton_listmle, MAX_BLOCK=8, SORT_MAX_BLOCK=8, ROW_TILE=16):
+        loss, grad = loss_and_grad(lambda s: listmle_loss(s, labels.to(DEVICE), backend="triton", **kwargs),
+                                   scores.to(DEVICE))
+    ref_loss, ref_grad = loss_and_grad(lambda s: listmle_reference(s, labels, stagewise=True, **kwargs),
+                                       scores.double())
+    for b in range(batch):  # each row to its own scale
+        assert_close(loss[b].cpu(), ref_loss[b], dtype, LOSS_TOL, scale=max(1.0, ref_loss[b].abs().item()))
+        assert_close(grad[b].cpu(), ref_grad[b], dtype, GRAD_TOL, scale=max(1.0, ref_grad[b].abs().max().item()))
+
+
 def test_chunked_rows_whose_score_span_passes_the_largest_float():
-    """The chunked scan's shift: taken over all chunks (pass 1), and 0 where it would overflow a finite score."""
+    """A span past the largest float across chunks, and a row far from 0: nothing overflows, nothing is lost."""
     scores = torch.zeros(2, 20)
     # Extremes in different chunks; the max first keeps the loss finite and the reference's gradient exact (after
     # it, e.g. at index 1, float64 autograd absorbs log 2 into 3e38 where the kernel does not).
     scores[0, 0], scores[0, 18], scores[0, 19] = 3e38, -2e38, -3e38
-    scores[1] = torch.linspace(-4.0, 4.0, 20) + 1e4  # far from 0: the shift matters
+    scores[1] = torch.linspace(-4.0, 4.0, 20) + 1e4  # far from 0, and in log space beside row 0
     with mock.patch.multiple(triton_listmle, MAX_BLOCK=8, SORT_MAX_BLOCK=8, ROW_TILE=16):
         assert_kernel_matches_reference(scores.to(DEVICE), None, dict(reduction="none"))
 

@@ -177,8 +177,8 @@ def test_huge_scores_stay_finite(backend):
 
 
 def test_score_span_past_the_largest_float(backend):
-    """Finite scores whose span overflows float32: shifted by the row's max, the least would become -inf
-    (and s - lse NaN); such a row is computed unshifted, exact as the reference."""
+    """Finite scores whose span overflows float32 (the row's max minus its least is inf): such a row takes the
+    log-space sums, whose differences of scores stay finite wherever they matter; exact as the reference."""
     scores = torch.tensor([[3e38, -3e38, 0.0], [2e38, -2e38, -2.5e38], [1.0, -1.0, 0.5]], device=DEVICE)
     loss, grad = loss_and_grad(scores, reduction="none", backend=backend)
     ref = scores.double().requires_grad_(True)

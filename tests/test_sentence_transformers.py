@@ -8,6 +8,8 @@ import sys
 
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 st_losses = pytest.importorskip("sentence_transformers.cross_encoder.losses")
 from sentence_transformers.cross_encoder import CrossEncoder  # noqa: E402
@@ -44,16 +46,30 @@ def custom_discount(mask):
     return (1.0 / torch.log1p(ranks)).masked_fill(~mask, 0)
 
 
+def integer_discount(mask):
+    """n - rank + 1 at the real ranks, as int64."""
+    return (mask.sum(dim=1, keepdim=True) - mask.cumsum(dim=1) + 1) * mask
+
+
+def top3_discount(mask):
+    """The first three ranks, as a bool tensor."""
+    return mask & (mask.cumsum(dim=1) <= 3)
+
+
+DISCOUNTS = {"custom": custom_discount, "int": integer_discount, "bool": top3_discount}
+
+
 @pytest.mark.parametrize("respect_input_order", [True, False])
-@pytest.mark.parametrize("kind", ["listmle", "plistmle", "plistmle-custom", "activation"])
+@pytest.mark.parametrize("kind", ["listmle", "plistmle", "plistmle-custom", "plistmle-int", "plistmle-bool",
+                                  "activation"])
 def test_same_loss_and_gradient_as_sentence_transformers(cross_encoder, kind, respect_input_order):
     kwargs = dict(respect_input_order=respect_input_order)
     if kind == "listmle":
         ours, theirs = fused.ListMLELoss, st_losses.ListMLELoss
     else:
         ours, theirs = fused.PListMLELoss, st_losses.PListMLELoss
-        if kind == "plistmle-custom":
-            kwargs["lambda_weight"] = st_losses.PListMLELambdaWeight(rank_discount_fn=custom_discount)
+        if kind in ("plistmle-custom", "plistmle-int", "plistmle-bool"):
+            kwargs["lambda_weight"] = st_losses.PListMLELambdaWeight(rank_discount_fn=DISCOUNTS[kind.split("-")[1]])
         if kind == "activation":
             kwargs.update(activation_fn=torch.nn.Sigmoid(), mini_batch_size=5)
     loss, grads = loss_and_grads(ours(cross_encoder, **kwargs), cross_encoder)
@@ -94,6 +110,81 @@ def test_tied_labels_are_ordered_as_sentence_transformers_orders_them(cross_enco
     # all scores) up to float32 rounding of sums over 124 documents; another tie order changes them by O(1)
     for grad, ref in zip(grads, ref_grads):
         torch.testing.assert_close(grad, ref, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("ours, theirs", [(fused.ListMLELoss, st_losses.ListMLELoss),
+                                          (fused.PListMLELoss, st_losses.PListMLELoss)])
+def test_real_documents_labelled_minus_inf_are_kept(cross_encoder, ours, theirs):
+    """-inf is also sentence-transformers' padding label, and its unstable sort mixes the two (lists of 23 to 60
+    here): a real document labelled -inf stays ranked, with its gradient, as sentence-transformers ranks it."""
+    inputs, labels = tied_batch(seed=1)
+    labels = [torch.where(torch.arange(len(row)) % 3 == 1, float("-inf"), row) for row in labels]
+
+    def loss_and_grads_on(loss_fn):
+        cross_encoder.zero_grad()
+        loss = loss_fn(inputs, labels)
+        loss.backward()
+        return loss.detach(), [p.grad.clone() for p in cross_encoder.parameters() if p.grad is not None]
+
+    loss, grads = loss_and_grads_on(ours(cross_encoder, respect_input_order=False))
+    ref_loss, ref_grads = loss_and_grads_on(theirs(cross_encoder, respect_input_order=False))
+    torch.testing.assert_close(loss, ref_loss, rtol=1e-5, atol=1e-6)
+    for grad, ref in zip(grads, ref_grads):
+        torch.testing.assert_close(grad, ref, rtol=1e-4, atol=1e-5)
+
+
+class ScoreTable(torch.nn.Module):
+    """A stand-in for a CrossEncoder on the losses' path: one learnable score a document, so that many batches
+    run in the time of one transformer forward."""
+
+    num_labels = 1
+    device = torch.device("cpu")
+
+    def __init__(self, size, seed):
+        super().__init__()
+        self.scores = torch.nn.Parameter(torch.randn(size, generator=torch.Generator().manual_seed(seed)) * 3)
+
+    def preprocess(self, pairs, prompt=None, task=None):
+        return {"ids": torch.tensor([int(document) for _, document in pairs], dtype=torch.long)}
+
+    def forward(self, features):
+        return {"scores": self.scores[features["ids"]]}
+
+
+def loss_and_table_grad(loss_fn, model, inputs, labels):
+    model.zero_grad()
+    loss = loss_fn(inputs, labels)
+    if loss.grad_fn is not None:  # sentence-transformers returns a fresh 0 when every row's loss is 0
+        loss.backward()
+    grad = model.scores.grad if model.scores.grad is not None else torch.zeros_like(model.scores)
+    return loss.detach(), grad.clone()
+
+
+@settings(max_examples=40)
+@given(sizes=st.lists(st.integers(1, 40), min_size=1, max_size=4), minus_inf=st.sampled_from([0.0, 0.2, 0.6]),
+       kind=st.sampled_from(["listmle", "plistmle", "custom", "int", "bool"]), respect_input_order=st.booleans(),
+       seed=st.integers(0, 10 ** 6))
+def test_the_loss_path_matches_sentence_transformers(sizes, minus_inf, kind, respect_input_order, seed):
+    """Random lists with real documents labelled -inf, every kind of weights (integer and bool ones too), both
+    orders: loss and gradient as sentence-transformers' own loss on the same scores."""
+    gen = torch.Generator().manual_seed(seed)
+    model = ScoreTable(sum(sizes), seed)
+    ids = iter(range(sum(sizes)))
+    docs = [[str(next(ids)) for _ in range(n)] for n in sizes]
+    labels = [torch.where(torch.rand(n, generator=gen) < minus_inf, float("-inf"),
+                          torch.randint(0, 4, (n,), generator=gen).float()) for n in sizes]
+    inputs = ([f"query {i}" for i in range(len(sizes))], docs)
+    kwargs = dict(respect_input_order=respect_input_order)
+    if kind == "listmle":
+        ours, theirs = fused.ListMLELoss, st_losses.ListMLELoss
+    else:
+        ours, theirs = fused.PListMLELoss, st_losses.PListMLELoss
+        if kind != "plistmle":
+            kwargs["lambda_weight"] = st_losses.PListMLELambdaWeight(rank_discount_fn=DISCOUNTS[kind])
+    loss, grad = loss_and_table_grad(ours(model, **kwargs), model, inputs, labels)
+    ref_loss, ref_grad = loss_and_table_grad(theirs(model, **kwargs), model, inputs, labels)
+    torch.testing.assert_close(loss, ref_loss, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(grad, ref_grad, rtol=1e-4, atol=1e-5)
 
 
 @pytest.mark.parametrize("ours, theirs", [(fused.ListMLELoss, st_losses.ListMLELoss),

@@ -8,14 +8,16 @@ gradient come from the fused kernel. A one-line change:
 
 With `respect_input_order=False`, equal labels (with binary labels: all the negatives) are ordered as
 sentence-transformers orders them, by its unstable `torch.sort` on the same labels matrix, so the loss
-is the same. The keyword-only `ties="stable"` (input order among equal labels) or `"random"` (seeded
+is the same, real documents labelled -inf (its own padding label) included: they are ranked, and weighed
+by their position in that order, as sentence-transformers weighs them. The keyword-only `ties="stable"` (input order among equal labels) or `"random"` (seeded
 shuffle) sorts inside the kernel instead: faster, and a defined order where the unstable sort's is
 whatever its implementation does, but no longer sentence-transformers' loss when labels tie.
 
 The default `PListMLELambdaWeight()` runs inside the kernel (where it is the kernel's "plistmle",
-as in sentence-transformers 6.2); a `rank_discount_fn` (or any other lambda-weight module, or an older
-release's default) is called with the rank mask exactly as sentence-transformers calls it. Custom
-weights must be finite and >= 0 at real ranks (a ValueError otherwise) and are normalised over the real ranks
+as in sentence-transformers 6.2), except in sentence-transformers' own order (by position, as above); a
+`rank_discount_fn` (or any other lambda-weight module, or an older release's default) is called with the
+rank mask exactly as sentence-transformers calls it, and integer or bool weights are taken in torch's default
+float dtype, as its normalising division takes them. Custom weights must be finite and >= 0 at real ranks (a ValueError otherwise) and are normalised over the real ranks
 only; sentence-transformers accepts negative weights and normalises over all columns, padding
 included, so the two agree when `rank_discount_fn` returns 0 at padding, as its docs require.
 Needs sentence-transformers >= 6 (`pip install listmle-kernels[sentence-transformers]`).
@@ -44,6 +46,38 @@ def _default_weights_match_kernel() -> bool:
     ranks, (7, 3, 1) / 11; then the drop-in uses their weights as given, so it stays a drop-in."""
     weights = PListMLELambdaWeight()(torch.ones(1, 3, dtype=torch.bool)).double()
     return torch.allclose(weights / weights.sum(), torch.tensor([[0.75, 0.25, 0.0]], dtype=torch.float64))
+
+
+def _float_weights(lambda_weight):
+    """`lambda_weight` as a callable(rank_mask) whose integer or bool weights come back in torch's default float
+    dtype: what sentence-transformers' normalising division makes of them."""
+    def weights(rank_mask):
+        raw = lambda_weight(rank_mask)
+        return raw if raw.is_floating_point() else raw.to(torch.get_default_dtype())
+    return weights
+
+
+def _ranked_as_sentence_transformers(scores, real, label_matrix, lengths, weights):
+    """Scores in sentence-transformers' target order and the lambda weights it gives each rank (None for none).
+
+    Its order is its own unstable `torch.sort` of the labels matrix, where padding is labelled -inf too: a real
+    document labelled -inf may land after a padding slot. It is still ranked (padding has no probability), but
+    weighed by its position, not its rank, and the padding slot's weight is lost from the numerator while it
+    stays in the normaliser. Here the real documents come first in that order, each with the weight of its
+    position (0 past the real ranks, as sentence-transformers requires of its weights there); the lost weight
+    goes to the last rank, whose log-probability is log 1 = 0, so it counts in the normaliser only.
+    """
+    order = label_matrix.sort(descending=True, dim=1).indices
+    slots = torch.sort(real.gather(1, order).logical_not().view(torch.uint8), dim=1, stable=True).indices
+    ranked = scores.gather(1, order.gather(1, slots))
+    if weights is None:
+        return ranked, None
+    # Columns are sorted positions here, and `real` (the first n of each row) marks both real positions and
+    # real ranks.
+    by_position = torch.where(real, _float_weights(weights)(real), 0)  # 0 past the real ranks, as required there
+    by_rank = torch.where(real, by_position.gather(1, slots), 0)
+    lost = (by_position.sum(1) - by_rank.sum(1)).clamp_min_(0)  # padding's positions among the first n
+    return ranked, by_rank.scatter_add(1, (lengths - 1).clamp_min(0)[:, None], lost[:, None])
 
 
 def _score_pairs(model, pairs, mini_batch_size, prompt, task):
@@ -84,17 +118,18 @@ class _FusedListMLEForward:
             real, torch.cat([torch.as_tensor(row).float() for row in labels]).to(device))
 
         weight = self.lambda_weight
+        if not (self.respect_input_order or self.ties is not None):
+            # Equal labels (binary labels: every negative) leave the order to torch's unstable sort, and
+            # the loss depends on it; the same sort call on the same matrix gives sentence-transformers' order.
+            ranked, by_rank = _ranked_as_sentence_transformers(scores, real, label_matrix, lengths, weight)
+            return listmle_loss(ranked, lengths=lengths, lambda_weight=by_rank, respect_input_order=True)
         if (type(weight) is PListMLELambdaWeight and weight.rank_discount_fn is None
                 and _default_weights_match_kernel()):
             weight = "plistmle"  # the default weights, computed in the kernel
-        if self.respect_input_order or self.ties is not None:
-            return listmle_loss(scores, label_matrix, lengths=lengths, lambda_weight=weight,
-                                respect_input_order=self.respect_input_order, ties=self.ties or "stable")
-        # Equal labels (binary labels: every negative) leave the order to torch's unstable sort, and
-        # the loss depends on it; the same sort call on the same matrix gives sentence-transformers' order.
-        order = label_matrix.sort(descending=True, dim=1).indices
-        return listmle_loss(scores.gather(1, order), lengths=lengths, lambda_weight=weight,
-                            respect_input_order=True)
+        elif weight is not None:
+            weight = _float_weights(weight)
+        return listmle_loss(scores, label_matrix, lengths=lengths, lambda_weight=weight,
+                            respect_input_order=self.respect_input_order, ties=self.ties or "stable")
 
     def get_config_dict(self):
         config = super().get_config_dict()
