@@ -194,12 +194,13 @@ def test_hub_unreachable_message_names_offline_flags(tmp_path):
 
 
 def test_too_many_validation_queries_is_a_usage_error(tmp_path, capsys):
-    """The default --val-queries 1000 with a small local file: one line suggesting a smaller value, exit code 2."""
+    """The default --val-queries 1000 with a small local file: one line suggesting a smaller value, exit code 2
+    (after the log's announcement of the output directory: the data is read after that)."""
     rows = write_json(tmp_path / "rows.json", make_msmarco_rows(10))
     assert train_main(["--train-data", rows, "--output-dir", str(tmp_path / "out"), "--eval-data", "heldout"]) == 2
-    error = capsys.readouterr().err.strip()
+    log, error = capsys.readouterr().err.strip().splitlines()
+    assert log.endswith(f" INFO output directory: {tmp_path / 'out'}")
     assert error.startswith("python -m train: error: --val-queries 1000 ") and "smaller --val-queries" in error
-    assert len(error.splitlines()) == 1
 
 
 @pytest.mark.parametrize("value, local", [
