@@ -59,8 +59,8 @@ def _linear_sums(s, real, realf, w, need_grad):
     z = torch.where(real, s, float("-inf"))
     z.sub_(z.amax(1, keepdim=True).clamp_min_(finfo.min))  # empty rows: no -inf - -inf
     z.clamp_min_(-(span + 4))  # exp stays normal: no slow underflow path
-    lowest = torch.mul(z, realf).amin(1)
-    wide = (lowest < -span) if float(lowest.min()) < -span else None
+    real_z = torch.mul(z, realf)
+    wide = (real_z.amin(1) < -span) if float(real_z.amin()) < -span else None  # per row only when needed
     e = torch.exp(z).mul_(realf)
     suffix = e.flip(1).cumsum_(1).flip(1).clamp_min_(finfo.tiny)  # >= e at real slots; 0 at trailing padding
     log_prob = z.sub_(torch.log(suffix))  # finite everywhere; padding is weighted by w = 0
