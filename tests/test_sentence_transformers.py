@@ -34,9 +34,10 @@ def cross_encoder(tmp_path_factory):
     return CrossEncoder(path, num_labels=1, device="cpu")
 
 
-def loss_and_grads(loss_fn, model):
+def loss_and_grads(loss_fn, model, inputs=(QUERIES, DOCS), labels=LABELS):
+    """The loss and the gradient of every parameter of `model` under `loss_fn`."""
     model.zero_grad()
-    loss = loss_fn((QUERIES, DOCS), LABELS)
+    loss = loss_fn(inputs, labels)
     loss.backward()
     return loss.detach(), [p.grad.clone() for p in model.parameters() if p.grad is not None]
 
@@ -97,14 +98,9 @@ def test_tied_labels_are_ordered_as_sentence_transformers_orders_them(cross_enco
     own (unstable) sort, not the kernel's stable one."""
     inputs, labels = tied_batch()
 
-    def loss_and_grads_on(loss_fn):
-        cross_encoder.zero_grad()
-        loss = loss_fn(inputs, labels)
-        loss.backward()
-        return loss.detach(), [p.grad.clone() for p in cross_encoder.parameters() if p.grad is not None]
-
-    loss, grads = loss_and_grads_on(ours(cross_encoder, respect_input_order=False))
-    ref_loss, ref_grads = loss_and_grads_on(theirs(cross_encoder, respect_input_order=False))
+    loss, grads = loss_and_grads(ours(cross_encoder, respect_input_order=False), cross_encoder, inputs, labels)
+    ref_loss, ref_grads = loss_and_grads(theirs(cross_encoder, respect_input_order=False), cross_encoder, inputs,
+                                         labels)
     torch.testing.assert_close(loss, ref_loss, rtol=1e-5, atol=1e-6)
     # atol 1e-5 (gradients here are O(1)): the classifier bias' gradient is 0 (ListMLE ignores a shift of
     # all scores) up to float32 rounding of sums over 124 documents; another tie order changes them by O(1)
@@ -120,14 +116,9 @@ def test_real_documents_labelled_minus_inf_are_kept(cross_encoder, ours, theirs)
     inputs, labels = tied_batch(seed=1)
     labels = [torch.where(torch.arange(len(row)) % 3 == 1, float("-inf"), row) for row in labels]
 
-    def loss_and_grads_on(loss_fn):
-        cross_encoder.zero_grad()
-        loss = loss_fn(inputs, labels)
-        loss.backward()
-        return loss.detach(), [p.grad.clone() for p in cross_encoder.parameters() if p.grad is not None]
-
-    loss, grads = loss_and_grads_on(ours(cross_encoder, respect_input_order=False))
-    ref_loss, ref_grads = loss_and_grads_on(theirs(cross_encoder, respect_input_order=False))
+    loss, grads = loss_and_grads(ours(cross_encoder, respect_input_order=False), cross_encoder, inputs, labels)
+    ref_loss, ref_grads = loss_and_grads(theirs(cross_encoder, respect_input_order=False), cross_encoder, inputs,
+                                         labels)
     torch.testing.assert_close(loss, ref_loss, rtol=1e-5, atol=1e-6)
     for grad, ref in zip(grads, ref_grads):
         torch.testing.assert_close(grad, ref, rtol=1e-4, atol=1e-5)
