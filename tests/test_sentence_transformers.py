@@ -81,6 +81,18 @@ def test_same_loss_and_gradient_as_sentence_transformers(cross_encoder, kind, re
     assert ours(cross_encoder, **kwargs).get_config_dict().keys() == theirs(cross_encoder, **kwargs).get_config_dict().keys()
 
 
+def assert_sorted_by_labels_alike(ours, theirs, cross_encoder, inputs, labels):
+    """The drop-in and sentence-transformers' own loss, sorting by labels, give the same loss and gradients."""
+    loss, grads = loss_and_grads(ours(cross_encoder, respect_input_order=False), cross_encoder, inputs, labels)
+    ref_loss, ref_grads = loss_and_grads(theirs(cross_encoder, respect_input_order=False), cross_encoder, inputs,
+                                         labels)
+    torch.testing.assert_close(loss, ref_loss, rtol=1e-5, atol=1e-6)
+    # atol 1e-5 (gradients here are O(1)): the classifier bias' gradient is 0 (ListMLE ignores a shift of
+    # all scores) up to float32 rounding of sums over the batch's documents; another order changes them by O(1)
+    for grad, ref in zip(grads, ref_grads):
+        torch.testing.assert_close(grad, ref, rtol=1e-4, atol=1e-5)
+
+
 def tied_batch(seed=0):
     """Binary labels on 23 / 41 / 60 documents: many equal labels, ragged lists."""
     rng = random.Random(seed)
@@ -98,14 +110,7 @@ def test_tied_labels_are_ordered_as_sentence_transformers_orders_them(cross_enco
     own (unstable) sort, not the kernel's stable one."""
     inputs, labels = tied_batch()
 
-    loss, grads = loss_and_grads(ours(cross_encoder, respect_input_order=False), cross_encoder, inputs, labels)
-    ref_loss, ref_grads = loss_and_grads(theirs(cross_encoder, respect_input_order=False), cross_encoder, inputs,
-                                         labels)
-    torch.testing.assert_close(loss, ref_loss, rtol=1e-5, atol=1e-6)
-    # atol 1e-5 (gradients here are O(1)): the classifier bias' gradient is 0 (ListMLE ignores a shift of
-    # all scores) up to float32 rounding of sums over 124 documents; another tie order changes them by O(1)
-    for grad, ref in zip(grads, ref_grads):
-        torch.testing.assert_close(grad, ref, rtol=1e-4, atol=1e-5)
+    assert_sorted_by_labels_alike(ours, theirs, cross_encoder, inputs, labels)
 
 
 @pytest.mark.parametrize("ours, theirs", [(fused.ListMLELoss, st_losses.ListMLELoss),
@@ -116,12 +121,7 @@ def test_real_documents_labelled_minus_inf_are_kept(cross_encoder, ours, theirs)
     inputs, labels = tied_batch(seed=1)
     labels = [torch.where(torch.arange(len(row)) % 3 == 1, float("-inf"), row) for row in labels]
 
-    loss, grads = loss_and_grads(ours(cross_encoder, respect_input_order=False), cross_encoder, inputs, labels)
-    ref_loss, ref_grads = loss_and_grads(theirs(cross_encoder, respect_input_order=False), cross_encoder, inputs,
-                                         labels)
-    torch.testing.assert_close(loss, ref_loss, rtol=1e-5, atol=1e-6)
-    for grad, ref in zip(grads, ref_grads):
-        torch.testing.assert_close(grad, ref, rtol=1e-4, atol=1e-5)
+    assert_sorted_by_labels_alike(ours, theirs, cross_encoder, inputs, labels)
 
 
 class ScoreTable(torch.nn.Module):
