@@ -9,7 +9,10 @@ from fractions import Fraction
 
 import torch
 
-__all__ = ["listmle_reference", "plistmle_weights"]
+from .pairwise import WEIGHTING_SCHEMES, lambdaloss_reference, listnet_reference, ranknet_reference
+
+__all__ = ["listmle_reference", "plistmle_weights", "lambdaloss_reference", "ranknet_reference",
+           "listnet_reference", "WEIGHTING_SCHEMES"]
 
 
 def plistmle_weights(n: int, dtype=torch.float64) -> torch.Tensor:

@@ -96,3 +96,21 @@ def extreme_row(draw, length, dtype, plan):
             size = 10.0 ** draw(st.floats(1.5, 30.0))
             row[draw(st.integers(0, length - 1))] += draw(st.sampled_from([-1.0, 1.0])) * size
     return row.to(dtype)
+
+
+class ScoreTable(torch.nn.Module):
+    """A stand-in for a CrossEncoder on the losses' path: one learnable score a document, so that many batches
+    run in the time of one transformer forward."""
+
+    num_labels = 1
+    device = torch.device("cpu")
+
+    def __init__(self, size, seed):
+        super().__init__()
+        self.scores = torch.nn.Parameter(torch.randn(size, generator=torch.Generator().manual_seed(seed)) * 3)
+
+    def preprocess(self, pairs, prompt=None, task=None):
+        return {"ids": torch.tensor([int(document) for _, document in pairs], dtype=torch.long)}
+
+    def forward(self, features):
+        return {"scores": self.scores[features["ids"]]}

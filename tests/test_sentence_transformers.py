@@ -16,7 +16,7 @@ from sentence_transformers.cross_encoder import CrossEncoder  # noqa: E402
 
 from listmle_kernels.integrations import sentence_transformers as fused  # noqa: E402
 
-from cases import pretend_zero_based_plistmle_default  # noqa: E402
+from cases import ScoreTable, pretend_zero_based_plistmle_default  # noqa: E402
 from train_fixtures import make_msmarco_rows, make_tiny_bert  # noqa: E402
 
 QUERIES = ["what is the apple price", "where is the river", "comet size"]
@@ -122,24 +122,6 @@ def test_real_documents_labelled_minus_inf_are_kept(cross_encoder, ours, theirs)
     labels = [torch.where(torch.arange(len(row)) % 3 == 1, float("-inf"), row) for row in labels]
 
     assert_sorted_by_labels_alike(ours, theirs, cross_encoder, inputs, labels)
-
-
-class ScoreTable(torch.nn.Module):
-    """A stand-in for a CrossEncoder on the losses' path: one learnable score a document, so that many batches
-    run in the time of one transformer forward."""
-
-    num_labels = 1
-    device = torch.device("cpu")
-
-    def __init__(self, size, seed):
-        super().__init__()
-        self.scores = torch.nn.Parameter(torch.randn(size, generator=torch.Generator().manual_seed(seed)) * 3)
-
-    def preprocess(self, pairs, prompt=None, task=None):
-        return {"ids": torch.tensor([int(document) for _, document in pairs], dtype=torch.long)}
-
-    def forward(self, features):
-        return {"scores": self.scores[features["ids"]]}
 
 
 def loss_and_table_grad(loss_fn, model, inputs, labels):
