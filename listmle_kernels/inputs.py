@@ -1,6 +1,7 @@
-"""`ListMLEInputs`, the checked arguments both backends consume, and which of their documents are real.
+"""The checked arguments both backends of each loss consume (`ListMLEInputs`, `LambdaLossInputs`, `ListNetInputs`),
+and which of their documents are real.
 
-`validation.parse_inputs` builds it from the public arguments, so the backends never see an option they
+`validation` builds them from the public arguments, so the backends never see an option they
 have to re-interpret.
 """
 
@@ -43,3 +44,34 @@ def real_mask(scores, mask, lengths) -> torch.Tensor:
         return mask
     positions = torch.arange(scores.shape[1], device=scores.device)
     return positions[None, :] < real_count(scores, mask, lengths)[:, None]
+
+
+# LambdaLoss weighting schemes (sentence-transformers' names, lower case); a scheme's index is its code in kernels.
+WEIGHTING_SCHEMES = ("none", "ndcgloss1", "ndcgloss2", "lambdarank", "ndcgloss2pp")
+SCHEME_NONE, SCHEME_NDCGLOSS1, SCHEME_NDCGLOSS2, SCHEME_LAMBDARANK, SCHEME_NDCGLOSS2PP = range(5)
+
+
+@dataclass
+class LambdaLossInputs:
+    """The checked arguments of LambdaLoss (RankNet is scheme SCHEME_NONE), as both backends consume them."""
+    scores: torch.Tensor                 # (B, L) floating, any strides
+    labels: torch.Tensor                 # (B, L) float32; -inf at a real document: it takes a position, no pairs
+    mask: Optional[torch.Tensor]         # (B, L) bool, or None
+    lengths: Optional[torch.Tensor]      # (B,) integer, or None (never both with mask)
+    scheme: int                          # index into WEIGHTING_SCHEMES
+    k: int                               # pairs need a position < k; 0: every position
+    sigma: float
+    mu: float                            # NDCGLoss2++'s weight of NDCGLoss2
+    eps: float                           # floor of maxDCG
+    log_scale: float                     # 1 / ln 2 for reduction_log="binary", else 1
+    backend: str = "torch"               # "triton" or "torch", resolved
+
+
+@dataclass
+class ListNetInputs:
+    """The checked arguments of ListNet, as both backends consume them."""
+    scores: torch.Tensor                 # (B, L) floating, any strides
+    labels: torch.Tensor                 # (B, L) float32; -inf at a real document: target probability 0
+    mask: Optional[torch.Tensor]
+    lengths: Optional[torch.Tensor]
+    backend: str = "torch"
