@@ -164,12 +164,12 @@ def _cell(row: dict | None, key: str) -> str:
 
 def format_table(rows: list[dict], labels: dict[str, str]) -> str:
     """One line per case: each implementation's median ms and peak extra MiB, then our speed-up over each peer
-    (its time over ours) and its peak over ours."""
+    (its time over ours). The peaks' ratios (memory_vs_<peer>) are in the JSON and CSV files."""
     names = [OURS, *PEERS]
     header = ["loss", "B", "L"]
     for name in names:
         header += [f"{labels.get(name, name)} ms", "MiB"]
-    header += [f"x {labels.get(p, p)}" for p in PEERS] + [f"mem x {labels.get(p, p)}" for p in PEERS]
+    header += [f"x {labels.get(p, p)}" for p in PEERS]
     by_case: dict[str, dict[str, dict]] = {}
     for row in rows:
         by_case.setdefault(row["case"], {})[row["impl"]] = row
@@ -181,7 +181,6 @@ def format_table(rows: list[dict], labels: dict[str, str]) -> str:
             line += [_cell(impls.get(name), "ms"), _cell(impls.get(name), "peak_extra_bytes")]
         ours = impls.get(OURS, {})
         line += [report._num(ours.get(f"speedup_vs_{p}"), ".1f") for p in PEERS]
-        line += [report._num(ours.get(f"memory_vs_{p}"), ".1f") for p in PEERS]
         lines.append(line)
     widths = [max(len(h), *(len(line[i]) for line in lines)) if lines else len(h) for i, h in enumerate(header)]
 
@@ -190,8 +189,8 @@ def format_table(rows: list[dict], labels: dict[str, str]) -> str:
 
     legend = textwrap.wrap(
         "Forward+backward on the CPU, float32, ragged rows. ms: median; MiB: peak extra memory of one call (tensors "
-        "the PyTorch profiler saw held at once, the returned gradient included). x: a peer's time over ours; mem x: "
-        "its peak over ours. skip / wrong / error: not run (see the list above), disagreed with the reference, or "
+        "the PyTorch profiler saw held at once, the returned gradient included). x: a peer's time over ours. "
+        "skip / wrong / error: not run (see the list above), disagreed with the reference, or "
         "failed.", report.TABLE_WIDTH)
     return "\n".join([join(header), "-" * len(join(header))] + [join(line) for line in lines] + legend)
 

@@ -6,7 +6,7 @@ very inputs to be timed:
 
   * ListNet: `reference.listnet_reference`, the per-row oracle, in float64.
   * LambdaLoss and RankNet: sentence-transformers' own loss, run over blocks of rows small enough that its
-    (rows, L, L) tensors stay near 1 GiB, and combined by pair counts (its loss is minus the sum of the counted
+    (rows, L, L) tensors stay near 0.6 GiB, and combined by pair counts (its loss is minus the sum of the counted
     pair terms over their number, so a block's loss times its count is its sum). The literal oracle
     (`reference.lambdaloss_reference`) loops over pairs in Python: minutes at 64 x 240. At start-up the
     blocked reference is checked against it on small cases, in blocks of one and two rows.
@@ -22,8 +22,8 @@ from bench import check
 from bench.pairwise_cases import PairwiseCase, PairwiseInputs, counted_pairs, make_inputs
 from bench.pairwise_impls import SentenceTransformers
 
-# Pair slots (rows x L x L) of one block of the reference: sentence-transformers' LambdaLoss holds about 16
-# float32 (B, L, L) tensors at its peak (python -m bench.pairwise records the peers' peaks), ~1 GiB at 2^24.
+# Pair slots (rows x L x L) of one block of the reference: sentence-transformers' LambdaLoss held 131 MiB at
+# 64 x 240, about 9 float32 (B, L, L) tensors (python -m bench.pairwise records the peers' peaks): ~0.6 GiB here.
 REFERENCE_BLOCK_PAIRS = 1 << 24
 
 

@@ -650,3 +650,18 @@ def test_pairwise_skips_a_peer_whose_estimated_peak_passes_the_limit():
     assert pairs["estimated_peak_bytes"] > 1 << 20 and "ms" not in pairs
     (listnet,) = pairwise.run_case(PairwiseCase("listnet", 2, 128), [impl], availability, 0, True, 1 << 20)
     assert listnet["status"] == "ok" and "estimated_peak_bytes" not in listnet
+
+
+def test_pairwise_table_fits_100_columns_at_the_widest_cells():
+    from bench.pairwise import format_table
+    rows = []
+    for loss, B, L in [("lambdaloss", 256, 1000), ("ranknet", 16, 4096)]:
+        case = dict(loss=loss, B=B, L=L, case=f"{loss}/B{B}xL{L}")
+        rows += [dict(case, impl="listmle_kernels_torch", label="lk-torch", status="ok", ms=12345.6,
+                      peak_extra_bytes=123 * 2**30, speedup_vs_sentence_transformers=1234.5, speedup_vs_allrank=0.1),
+                 dict(case, impl="sentence_transformers", label="st", status="skipped"),
+                 dict(case, impl="allrank", label="allrank", status="mismatch")]
+    table = format_table(rows, {"listmle_kernels_torch": "lk-torch", "sentence_transformers": "st",
+                                "allrank": "allrank"})
+    assert all(len(line) <= report.TABLE_WIDTH for line in table.splitlines())
+    assert "1234.5" in table and "skip" in table and "wrong" in table
