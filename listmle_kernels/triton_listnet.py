@@ -72,7 +72,8 @@ def _load_chunk(row, start, cols, L, scores_ptr, stride_sb, stride_sl, labels_pt
 
 @triton.jit
 def _chunk_partial(x):
-    """(max, sum of exp(x - max)) of one chunk; (-inf, 0) for a chunk with no finite-or-+inf entry."""
+    """(max, sum of exp(x - max)) of one chunk; (-inf, 0) when every entry is -inf (no real document in the chunk,
+    or only -inf labels)."""
     m = tl.max(x, axis=0)
     return m, tl.sum(tl.exp(x - _finite_or_zero(m)), axis=0)
 
