@@ -9,4 +9,11 @@ Modules, one job each:
   report.py         JSON/CSV output, run metadata, the final table
   plots.py          PNG plots (time vs L, speedup heatmap, % of copy bandwidth)
   __main__.py       the command line that ties them together
+
+The pairwise family (LambdaLoss, RankNet, ListNet on the CPU; `python -m bench.pairwise`):
+  pairwise_cases.py its cases (loss x shape) and their random inputs
+  pairwise_impls.py ours, sentence-transformers' and allRank's own losses, behind impls.py's convention
+  pairwise_check.py the reference each implementation is checked against, and its self-check
+  cpu_memory.py     peak extra memory of one call on the CPU, from the PyTorch profiler
+  pairwise.py       the command line: estimate, check, measure, time round-robin, write, print
 """

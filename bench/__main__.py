@@ -4,6 +4,7 @@
   python -m bench --out DIR           # JSON, CSV and PNGs under DIR (default output/bench/, git-ignored)
   python -m bench.plots RUN.json      # redraw a run's PNGs from its JSON file
   python -m bench --B 64,1024 --L 100,1024 --sweep 64x100 --impls listmle_kernels_torch,reference_eager
+  python -m bench pairwise --quick    # LambdaLoss, RankNet and ListNet on the CPU (bench/pairwise.py)
 
 Without CUDA only the PyTorch implementations are timed, at small sizes: GPU numbers need CUDA, and
 interpreted Triton (TRITON_INTERPRET=1) is never timed.
@@ -107,6 +108,10 @@ def _raise_interrupt(signum, frame):
 
 
 def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["pairwise"]:  # the pairwise family's benchmark, its own command line
+        from bench import pairwise
+        return pairwise.main(argv[1:])
     args = parse_args(argv)
     started = time.perf_counter()
     device = pick_device(args.device)

@@ -320,29 +320,31 @@ class SentenceTransformersLoss(Impl):
         return Prepared(functools.partial(loss_module, [queries, docs], labels), flat, grad_to_padded)
 
 
-ALLRANK_IMPORTS = {  # listMLE.py's two imports, and the values they bind in allRank 1.4.x
+ALLRANK_IMPORTS = {  # the imports of allRank's loss files, and the values they bind in allRank 1.4.x
     "from allrank.data.dataset_loading import PADDED_Y_VALUE": {"PADDED_Y_VALUE": -1},
     "from allrank.models.losses import DEFAULT_EPS": {"DEFAULT_EPS": 1e-10},
 }
 
 
 @functools.cache
-def load_allrank_listmle():
-    """allRank's `listMLE`, from the installed package (`pip install --no-deps allRank`).
+def load_allrank_loss(module: str, function: str):
+    """allRank's loss `function` from `allrank/models/losses/<module>.py`, from the installed package
+    (`pip install --no-deps allRank`).
 
     allRank pins torch <= 1.8, and importing `allrank.models.losses` runs the package's whole import
     chain (gcsfs, tensorboardX, torchvision), so next to a current torch the import usually fails.
-    Then the function is run from the installed `listMLE.py` itself, with its two imported constants
-    supplied; the file must import exactly those, or this refuses (another allRank version).
+    Then the function is run from the installed file itself, with its imported constants supplied;
+    the file must import only those (ALLRANK_IMPORTS), or this refuses (another allRank version).
+    The file runs in a namespace of its own, so what it looks up there (lambdaLoss finds its weighing
+    schemes with `globals()[name]`) is its own.
     """
     try:
-        from allrank.models.losses.listMLE import listMLE
-        return listMLE
+        return getattr(importlib.import_module(f"allrank.models.losses.{module}"), function)
     except Exception:  # ImportError, or a RuntimeError from its import chain (torchvision against this torch)
         spec = importlib.util.find_spec("allrank")  # locates the package without running it
         if spec is None or not spec.submodule_search_locations:
             raise
-    path = Path(spec.submodule_search_locations[0]) / "models" / "losses" / "listMLE.py"
+    path = Path(spec.submodule_search_locations[0]) / "models" / "losses" / f"{module}.py"
     namespace, kept = {}, []
     for line in path.read_text().splitlines():
         if line.startswith(("from allrank", "import allrank")):
@@ -352,7 +354,12 @@ def load_allrank_listmle():
             line = ""  # keeps the line numbers of tracebacks
         kept.append(line)
     exec(compile("\n".join(kept), str(path), "exec"), namespace)
-    return namespace["listMLE"]
+    return namespace[function]
+
+
+def load_allrank_listmle():
+    """allRank's `listMLE` (see `load_allrank_loss`)."""
+    return load_allrank_loss("listMLE", "listMLE")
 
 
 class AllRankListMLE(Impl):

@@ -528,3 +528,140 @@ def test_plots_are_redrawn_from_a_result_file(tmp_path, capsys):
         with pytest.raises(SystemExit):
             plots_main([str(bad), "--out", str(tmp_path / "png")])
         assert "result: " in capsys.readouterr().err
+
+
+# --------------------------------------------------------------------------------------------------
+# The pairwise family (python -m bench.pairwise)
+# --------------------------------------------------------------------------------------------------
+
+
+def test_pairwise_reference_matches_the_oracles():
+    from bench.pairwise_check import self_check_reference
+    pytest.importorskip("sentence_transformers")
+    ok, message = self_check_reference()
+    assert ok, message
+
+
+def test_counted_pairs_counts_real_pairs_with_a_greater_label():
+    from bench.pairwise_cases import counted_pairs
+    labels = torch.tensor([[2.0, 0.0, 2.0, 1.0, 9.0], [1.0, 1.0, 0.0, 3.0, 3.0]])
+    valid = torch.tensor([[True, True, True, True, False], [True, True, True, True, True]])
+    brute = [sum(labels[b, i] > labels[b, j] for i in range(5) for j in range(5) if valid[b, i] and valid[b, j])
+             for b in range(2)]
+    assert counted_pairs(labels, valid).tolist() == [int(n) for n in brute] == [5, 8]
+
+
+@pytest.mark.parametrize("loss", ["lambdaloss", "ranknet", "listnet"])
+def test_pairwise_peers_agree_with_the_reference(loss):
+    """Their own code, on ragged graded-label batches: what makes their timings timings of the same loss."""
+    pytest.importorskip("sentence_transformers")
+    from bench.pairwise_cases import PairwiseCase, make_inputs
+    from bench.pairwise_check import reference_result
+    from bench.pairwise_impls import AllRank, SentenceTransformers
+    case = PairwiseCase(loss, 4, 11)
+    inputs = make_inputs(case, seed=5)
+    want = reference_result(case, inputs)
+    for impl in (SentenceTransformers(), AllRank()):
+        available, why = impl.availability(loss)
+        if not available:
+            continue  # allRank: `make install` installs it
+        verdict = check.compare(case, check.loss_and_grad(impl.prepare(case, inputs), case), want,
+                                inputs.valid_mask())
+        assert verdict.ok, (impl.name, verdict.message)
+
+
+def test_cpu_peak_memory_counts_the_tensors_held_at_once():
+    from bench.cpu_memory import peak_extra_bytes_cpu, quadratic_estimate
+
+    def step():
+        a = torch.ones(1000, 1000)
+        b = a * 2
+        del a
+        return b + 1  # a freed before: two 4 MB tensors at most, the returned one included
+
+    # (and the 0-d tensors of the two Python scalars, a few bytes each)
+    assert 2 * 4_000_000 <= peak_extra_bytes_cpu(step) <= 2 * 4_000_000 + 64
+    assert quadratic_estimate(100, 64, 128) == 400
+
+
+def _fake_ours(scale=1.0):
+    """A module with our three public functions' signatures, computed by the oracles (times `scale`)."""
+    import types
+    from reference import lambdaloss_reference, listnet_reference, ranknet_reference
+    module = types.ModuleType("fake_pairwise_losses")
+    module.lambda_loss = lambda s, y, *, lengths, weighting_scheme, reduction, validate, backend: scale * \
+        lambdaloss_reference(s, y, lengths=lengths, weighting_scheme=weighting_scheme, reduction=reduction)
+    module.ranknet_loss = lambda s, y, *, lengths, reduction, validate, backend: scale * \
+        ranknet_reference(s, y, lengths=lengths, reduction=reduction)
+    module.listnet_loss = lambda s, y, *, lengths, reduction, validate, backend: scale * \
+        listnet_reference(s, y, lengths=lengths, reduction=reduction)
+    return module
+
+
+def test_pairwise_cli_checks_measures_and_times_every_implementation(tmp_path, capsys, monkeypatch):
+    pytest.importorskip("sentence_transformers")
+    import sys
+    from bench import pairwise
+    from bench.pairwise_impls import AllRank, Ours, SentenceTransformers
+    monkeypatch.setitem(sys.modules, "fake_pairwise_losses", _fake_ours())
+    monkeypatch.setattr(pairwise, "all_impls", lambda: [Ours(package="fake_pairwise_losses"), SentenceTransformers(),
+                                                        AllRank()])
+    assert main(["pairwise", "--shapes", "3x6", "--out", str(tmp_path)]) == 0  # through python -m bench
+    (result_json,) = tmp_path.glob("pairwise-cpu-*.json")
+    data = json.loads(result_json.read_text())
+    rows = {(r["loss"], r["impl"]): r for r in data["results"]}
+    assert data["meta"]["device_type"] == "cpu" and data["self_check"]["ok"]
+    for loss in ("lambdaloss", "ranknet", "listnet"):
+        ours = rows[(loss, "listmle_kernels_torch")]
+        assert ours["status"] == "ok" and ours["ms"] > 0 and ours["peak_extra_bytes"] > 0
+        assert ours["speedup_vs_sentence_transformers"] == pytest.approx(
+            rows[(loss, "sentence_transformers")]["ms"] / ours["ms"])
+        assert ours["memory_vs_sentence_transformers"] > 0
+    assert list(tmp_path.glob("pairwise-cpu-*.csv"))
+    out = capsys.readouterr().out
+    assert "lk-torch ms" in out and "x st" in out
+    assert all(len(line) <= report.TABLE_WIDTH for line in out[out.index("\nloss ") + 1:].splitlines())
+
+
+def test_pairwise_reports_a_wrong_implementation_and_never_times_it(tmp_path, monkeypatch):
+    import sys
+    from bench import pairwise
+    from bench.pairwise_cases import PairwiseCase
+    from bench.pairwise_impls import Ours
+    monkeypatch.setitem(sys.modules, "fake_pairwise_losses", _fake_ours(scale=1.01))
+    impl = Ours(package="fake_pairwise_losses")
+    case = PairwiseCase("listnet", 3, 6)
+    (row,) = pairwise.run_case(case, [impl], {(impl.name, "listnet"): (True, "")}, seed=0, quick=True,
+                               max_bytes=1 << 30)
+    assert row["status"] == "mismatch" and "loss" in row["note"] and "ms" not in row
+
+
+def test_pairwise_skips_a_peer_whose_estimated_peak_passes_the_limit():
+    """Estimated from its peak at L = 64 before it runs; ListNet holds no (B, L, L) tensor and is not estimated."""
+    pytest.importorskip("sentence_transformers")
+    from bench import pairwise
+    from bench.pairwise_cases import PairwiseCase
+    from bench.pairwise_impls import SentenceTransformers
+    impl = SentenceTransformers()
+    availability = {(impl.name, loss): (True, "") for loss in ("lambdaloss", "listnet")}
+    (pairs,) = pairwise.run_case(PairwiseCase("lambdaloss", 2, 128), [impl], availability, 0, True, 1 << 20)
+    assert pairs["status"] == "skipped" and pairs["note"].startswith("skipped: needs ~")
+    assert pairs["estimated_peak_bytes"] == pytest.approx(4 * pairs["probe_peak_bytes"], rel=1e-6)
+    assert pairs["estimated_peak_bytes"] > 1 << 20 and "ms" not in pairs
+    (listnet,) = pairwise.run_case(PairwiseCase("listnet", 2, 128), [impl], availability, 0, True, 1 << 20)
+    assert listnet["status"] == "ok" and "estimated_peak_bytes" not in listnet
+
+
+def test_pairwise_table_fits_100_columns_at_the_widest_cells():
+    from bench.pairwise import format_table
+    rows = []
+    for loss, B, L in [("lambdaloss", 256, 1000), ("ranknet", 16, 4096)]:
+        case = dict(loss=loss, B=B, L=L, case=f"{loss}/B{B}xL{L}")
+        rows += [dict(case, impl="listmle_kernels_torch", label="lk-torch", status="ok", ms=12345.6,
+                      peak_extra_bytes=123 * 2**30, speedup_vs_sentence_transformers=1234.5, speedup_vs_allrank=0.1),
+                 dict(case, impl="sentence_transformers", label="st", status="skipped"),
+                 dict(case, impl="allrank", label="allrank", status="mismatch")]
+    table = format_table(rows, {"listmle_kernels_torch": "lk-torch", "sentence_transformers": "st",
+                                "allrank": "allrank"})
+    assert all(len(line) <= report.TABLE_WIDTH for line in table.splitlines())
+    assert "1234.5" in table and "skip" in table and "wrong" in table

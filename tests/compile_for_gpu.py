@@ -1,4 +1,4 @@
-"""Compile the Triton kernel to an sm_90 (H100) binary without a GPU: `python tests/compile_for_gpu.py`.
+"""Compile the Triton kernels to an sm_90 (H100) binary without a GPU: `python tests/compile_for_gpu.py`.
 
 `python tests/compile_for_gpu.py --resources` also prints ptxas' registers and spills for the launch
 configurations the launcher picks and their alternatives (about 10 minutes on 2 cores).
@@ -22,6 +22,7 @@ from triton.compiler import ASTSource
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from listmle_kernels.triton_listmle import (  # noqa: E402
     FAST_MATH_FLOAT32, KERNEL_LINEAR_SPAN, _listmle_kernel, launch_config)
+from listmle_kernels.triton_listnet import _listnet_kernel, num_warps_for as listnet_num_warps  # noqa: E402
 from listmle_kernels.triton_scale import _scale_rows_kernel, tile_shape as scale_tile_shape  # noqa: E402
 
 CONFIGS = [  # (score type, constexprs): the heaviest sort, the chunked scan, packed short rows, float64
@@ -29,6 +30,15 @@ CONFIGS = [  # (score type, constexprs): the heaviest sort, the chunked scan, pa
     ("fp32", dict(REAL=2, ORDER=2, WEIGHTS=2, RANDOM_TIES=False, STORE_GRAD=True, ROWS=1, BLOCK=4096, CHUNKS=16)),
     ("fp16", dict(REAL=1, ORDER=0, WEIGHTS=0, RANDOM_TIES=False, STORE_GRAD=True, ROWS=16, BLOCK=128, CHUNKS=1)),
     ("fp64", dict(REAL=0, ORDER=1, WEIGHTS=2, RANDOM_TIES=False, STORE_GRAD=False, ROWS=64, BLOCK=32, CHUNKS=1)),
+]
+
+# ListNet (CHUNKS only decides whether num_chunks is the constant 1, as a launch on one-block rows makes it):
+# chunked long rows, one block with holes in a mask, short half rows with lengths, float64 without the gradient.
+LISTNET_CONFIGS = [
+    ("fp32", dict(REAL=2, STORE_GRAD=True, BLOCK=4096, ONE_CHUNK=False, CHUNKS=4)),
+    ("bf16", dict(REAL=1, STORE_GRAD=True, BLOCK=1024, ONE_CHUNK=True, CHUNKS=1)),
+    ("fp16", dict(REAL=2, STORE_GRAD=True, BLOCK=16, ONE_CHUNK=True, CHUNKS=1)),
+    ("fp64", dict(REAL=0, STORE_GRAD=False, BLOCK=256, ONE_CHUNK=True, CHUNKS=1)),
 ]
 
 
@@ -73,6 +83,12 @@ def compile_for_h100(score_type, constants, num_warps=None, aligned=True, kernel
         num_warps = launch_config(constants["BLOCK"], constants["CHUNKS"], constants["ROWS"],
                                   constants["ORDER"] == 1)[1]
     return triton.compile(source, target=GPUTarget("cuda", 90, 32), options={"num_warps": num_warps})
+
+
+def compile_listnet_for_h100(score_type, constants):
+    """The ListNet kernel as triton_listnet() launches it (float32 labels, int64 lengths, its warps)."""
+    return compile_for_h100(score_type, constants, num_warps=listnet_num_warps(constants["BLOCK"]),
+                            kernel=_listnet_kernel, pointers=dict(labels_ptr="fp32"))
 
 
 def compile_scale_for_h100(grad_type, per_row):
@@ -129,6 +145,10 @@ if __name__ == "__main__":
         compiled = compile_for_h100(score_type, constants)
         assert len(compiled.asm["cubin"]) > 0
         print(f"compiled {score_type} {constants}: {len(compiled.asm['cubin'])} bytes of sm_90 cubin")
+    for score_type, constants in LISTNET_CONFIGS:
+        compiled = compile_listnet_for_h100(score_type, constants)
+        assert len(compiled.asm["cubin"]) > 0
+        print(f"compiled listnet {score_type} {constants}: {len(compiled.asm['cubin'])} bytes of sm_90 cubin")
     for grad_type, per_row in [("bf16", True), ("fp32", False), ("fp64", True)]:
         compiled = compile_scale_for_h100(grad_type, per_row)
         assert len(compiled.asm["cubin"]) > 0
