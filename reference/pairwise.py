@@ -111,7 +111,8 @@ def ranknet_reference(scores, labels, mask=None, lengths=None, k=None, sigma=1.0
 def listnet_reference(scores, labels, mask=None, lengths=None, reduction="mean"):
     """ListNet: per row, the cross-entropy -sum_j p_j * log softmax(s)_j with p = softmax(labels), both over
     the real documents only (a real label of -inf has probability 0). A row with no real document has loss 0;
-    one whose real labels are all -inf has none defined (NaN here).
+    one whose real labels are all -inf has no target distribution (its NaN target gives no defined result
+    here, and the package rejects it).
 
     reduction: "mean" (sentence-transformers: over the B rows), "sum", or "none" ((B,)).
     """
