@@ -92,7 +92,7 @@ def lambdaloss_reference(scores, labels, mask=None, lengths=None, weighting_sche
                 term = _pair_weight(weighting_scheme, i, j, gain, mu) * F.logsigmoid(sigma * difference)
                 terms.append(term / math.log(2) if reduction_log == "binary" else term)
         pair_count += len(terms)
-        losses.append(-torch.stack(terms).sum() if terms else scores.sum() * 0.0)
+        losses.append(-torch.stack(terms).sum() if terms else scores[b, :0].sum())  # 0, on the graph, never NaN
     losses = torch.stack(losses) if losses else scores.new_zeros(0)
     if reduction == "none":
         return losses
@@ -121,7 +121,7 @@ def listnet_reference(scores, labels, mask=None, lengths=None, reduction="mean")
     for b in range(scores.shape[0]):
         docs = torch.nonzero(real[b]).flatten().to(scores.device)
         if len(docs) == 0:
-            losses.append(scores.sum() * 0.0)
+            losses.append(scores[b, :0].sum())  # 0, on the graph, never NaN
             continue
         target = torch.softmax(labels[b, docs.to(labels.device)].to(scores.dtype).to(scores.device), dim=0)
         log_prob = torch.log_softmax(scores[b, docs], dim=0)
