@@ -372,3 +372,14 @@ def test_equal_scores_are_ordered_as_sentence_transformers_orders_them(scheme):
     stable, _ = pairwise_losses("lambdaloss", scheme, ties="stable")
     if scheme != "none":  # RankNet's loss does not depend on positions
         assert not torch.allclose(loss_and_table_grad(stable(model), model, inputs, labels)[0], loss, rtol=1e-6)
+
+
+def test_a_query_without_documents_adds_nothing():
+    """sentence-transformers' ListNet is NaN for a query without documents (softmax of a row of -inf labels); the
+    drop-in's is the other queries' loss over B, and LambdaLoss agrees with sentence-transformers."""
+    model = ScoreTable(3, 0)
+    inputs, labels = (["a", "b"], [["0", "1", "2"], []]), [torch.tensor([1.0, 0.0, 2.0]), torch.tensor([])]
+    assert torch.isnan(st_losses.ListNetLoss(model)(inputs, labels))
+    alone = fused.ListNetLoss(model)((["a"], inputs[1][:1]), labels[:1])
+    torch.testing.assert_close(fused.ListNetLoss(model)(inputs, labels), alone / 2)
+    torch.testing.assert_close(fused.LambdaLoss(model)(inputs, labels), st_losses.LambdaLoss(model)(inputs, labels))
