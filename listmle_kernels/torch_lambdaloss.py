@@ -95,7 +95,7 @@ def _symmetric_tile(s, y_or_nan, gain, rows, cols, scheme, mu, sigma, clean, gra
         a.mul_(torch.arange(rows.start, rows.stop, device=s.device)[:, None]
                < torch.arange(cols.start, cols.stop, device=s.device)[None, :])
     count = torch.count_nonzero(a, (1, 2))
-    x = d.mul_(a).mul_(sigma)  # sigma * a * d: the counted direction's argument
+    x = d.mul_(a) if sigma == 1 else d.mul_(a).mul_(sigma)  # sigma * a * d: the counted direction's argument
     position = _position_weights(scheme, mu, rows, cols, s.dtype, s.device)
     if position is not None:  # RankNet's weight is 1
         a.mul_((gain[:, rows, None] - gain[:, None, cols]).abs_().mul_(position))  # now w * a, the signed weight
@@ -120,7 +120,7 @@ def _ndcgloss1_tile(s, valid, unit, rows, cols, sigma, clean, grad):
                  < torch.arange(cols.start, cols.stop, device=s.device)[None, :])
     if inside is not None:
         inside &= both
-    x = d.mul_(sigma)
+    x = d if sigma == 1 else d.mul_(sigma)
     u_i = torch.where(both, unit[:, rows, None], 0)
     u_j = torch.where(both, unit[:, None, cols], 0)
     forward, backward = torch.nn.functional.logsigmoid(x), torch.nn.functional.logsigmoid(x.neg())
