@@ -41,6 +41,10 @@ except ImportError as err:
 
 from ..functional import lambda_loss, listmle_loss, listnet_loss
 
+__all__ = ["ListMLELoss", "PListMLELoss", "PListMLELambdaWeight", "LambdaLoss", "RankNetLoss", "ListNetLoss",
+           "BaseWeightingScheme", "NoWeightingScheme", "NDCGLoss1Scheme", "NDCGLoss2Scheme", "LambdaRankScheme",
+           "NDCGLoss2PPScheme"]
+
 PListMLELambdaWeight = st_losses.PListMLELambdaWeight
 NoWeightingScheme = st_losses.NoWeightingScheme
 NDCGLoss1Scheme = st_losses.NDCGLoss1Scheme
