@@ -31,9 +31,8 @@ from .inputs import SCHEME_NDCGLOSS1, SCHEME_NDCGLOSS2, SCHEME_NDCGLOSS2PP, SCHE
 from .numerics import accumulator_dtype
 
 DIFFERENCE_LIMIT = 1e8  # sentence-transformers clamps score differences to +-1e8
-# Elements of one (B, rows, tile) pair buffer. A tile's dozen buffers then stay within a few MiB: the pairwise
-# work is memory-bound on a CPU, and at 64 x 240 a quarter-million-element tile ran the forward and backward
-# faster than larger ones.
+# Elements of one (B, rows, tile) pair buffer: a tile's dozen float32 buffers stay within about 12 MiB, near the
+# caches, for elementwise work that is memory-bound on a CPU, and memory stays O(B * L * tile) at any length.
 PAIR_TILE_ELEMENTS = 1 << 18
 
 
