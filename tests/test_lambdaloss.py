@@ -243,3 +243,20 @@ def test_binary_log_is_natural_over_ln2():
     scores, labels = torch.randn(3, 6, dtype=torch.float64), torch.randint(0, 3, (3, 6))
     torch.testing.assert_close(lambda_loss(scores, labels, reduction_log="binary"),
                                lambda_loss(scores, labels, reduction_log="natural") / math.log(2))
+
+
+def test_no_grad_computes_the_same_loss_without_a_gradient():
+    gen = torch.Generator().manual_seed(2)
+    scores = torch.randn(3, 8, generator=gen, requires_grad=True)
+    labels = torch.randint(0, 3, (3, 8), generator=gen)
+    for scheme in WEIGHTING_SCHEMES:
+        with torch.no_grad():
+            loss = lambda_loss(scores, labels, weighting_scheme=scheme)
+        assert loss.grad_fn is None
+        torch.testing.assert_close(loss, lambda_loss(scores, labels, weighting_scheme=scheme).detach())
+
+
+def test_one_document_lists_warn():
+    with pytest.warns(UserWarning, match=r"shape \(6, 1\).*reshaped to \(B, L\)"):
+        loss = ranknet_loss(torch.randn(6, 1), torch.arange(6.0)[:, None])
+    assert loss == 0
