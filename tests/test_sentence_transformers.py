@@ -202,7 +202,11 @@ def test_mismatched_labels_are_rejected(cross_encoder):
         fused.ListMLELoss(cross_encoder)((QUERIES, DOCS), LABELS[:2] + [torch.tensor([1.0])])
 
 
-def test_cross_encoder_trainer_runs(cross_encoder, tmp_path):
+@pytest.mark.parametrize("make_loss", [
+    lambda model: fused.PListMLELoss(model, respect_input_order=False),
+    fused.LambdaLoss, fused.RankNetLoss, fused.ListNetLoss,
+], ids=["plistmle", "lambdaloss", "ranknet", "listnet"])
+def test_cross_encoder_trainer_runs(cross_encoder, tmp_path, make_loss):
     datasets = pytest.importorskip("datasets")
     from sentence_transformers.cross_encoder import CrossEncoderTrainer, CrossEncoderTrainingArguments
 
@@ -216,7 +220,7 @@ def test_cross_encoder_trainer_runs(cross_encoder, tmp_path):
                                          learning_rate=1e-3, report_to="none", save_strategy="no",
                                          logging_steps=1, use_cpu=True)
     trainer = CrossEncoderTrainer(model=cross_encoder, args=args, train_dataset=data,
-                                  loss=fused.PListMLELoss(cross_encoder, respect_input_order=False))
+                                  loss=make_loss(cross_encoder))
     result = trainer.train()
     assert result.global_step == 3 and torch.isfinite(torch.tensor(result.training_loss))
 
