@@ -1,4 +1,5 @@
-"""`ListMLEFunction`: the loss as a `torch.autograd.Function`, for use inside other trainers.
+"""`ListMLEFunction`, `LambdaLossFunction`, `ListNetFunction`: the losses as `torch.autograd.Function`s, for use
+inside other trainers.
 
 Forward computes the per-row losses and the gradient in one pass, with the reduction's scale folded
 in, and saves the gradient; backward only multiplies it by grad_output. When the backward frees the
@@ -10,14 +11,15 @@ gradients and for others of 2^20 elements or more, on the host for CPU tensors.
 
 import torch
 
-from .dispatch import compute_rows
+from .dispatch import compute_lambdaloss_rows, compute_listnet_rows, compute_rows
 from .numerics import scaled_gradient
-from .validation import prepare
+from .validation import parse_lambdaloss_inputs, parse_listnet_inputs, prepare
 
 SECOND_DERIVATIVE_ERROR = (
-    "listmle_loss has first derivatives only: its gradient is computed in the forward pass, so it has "
+    "the fused losses have first derivatives only: their gradient is computed in the forward pass, so it has "
     "no graph to differentiate again (Hessians, higher-order gradients, MAML-style meta-learning). "
-    "For second derivatives use reference.listmle_reference, the plain-autograd definition.")
+    "For second derivatives use the plain-autograd definitions in reference (listmle_reference, "
+    "lambdaloss_reference, ranknet_reference, listnet_reference).")
 
 
 def graph_freed_after_backward() -> bool:
@@ -99,21 +101,97 @@ class ListMLEFunction(torch.autograd.Function):
                                generator, reduction, validate, backend)
         row_divisor = scores.shape[0] if reduction == "mean" and scores.shape[0] else 1
         row_loss, grad = compute_rows(inputs, seed, row_divisor, ctx.needs_input_grad[0])
-        ctx.backend = inputs.backend
-        ctx.save_for_backward(grad)
-        # Only a graph anchor for create_graph=True (never read, so not saved: no version check).
-        ctx.scores = scores
+        save_gradient(ctx, scores, grad, inputs.backend)
         return reduce_rows(row_loss, reduction)
 
     @staticmethod
     def backward(ctx, grad_output):
-        (grad,) = ctx.saved_tensors
-        scores, graph_freed, building_graph = ctx.scores, graph_freed_after_backward(), torch.is_grad_enabled()
-        if graph_freed:
-            ctx.scores = None  # released with the saved gradient, not when the loss tensor dies
-        if grad is None:  # only a lambda-weight tensor asked for a gradient; it is a constant
-            return (None,) * 11
-        if building_graph:  # backward(create_graph=True)
-            grad = FirstDerivativeOnly.apply(grad, scores)
-        in_place = graph_freed and not building_graph  # the saved gradient is read this once
-        return (scale_saved_gradient(grad, grad_output, ctx.backend, in_place),) + (None,) * 10
+        return (backward_from_saved_gradient(ctx, grad_output),) + (None,) * 10
+
+
+def save_gradient(ctx, scores, grad, backend):
+    """Keep the forward's gradient for `backward_from_saved_gradient`."""
+    ctx.backend = backend
+    ctx.save_for_backward(grad)
+    # Only a graph anchor for create_graph=True (never read, so not saved: no version check).
+    ctx.scores = scores
+
+
+def backward_from_saved_gradient(ctx, grad_output, divisor=None, dtype=None):
+    """The saved gradient times grad_output (divided by `divisor`, a 0-d tensor, when given), as `dtype` (default:
+    the saved gradient's); None when no gradient was computed. One multiply over the gradient, in place when the
+    backward frees the graph."""
+    (grad,) = ctx.saved_tensors
+    scores, graph_freed, building_graph = ctx.scores, graph_freed_after_backward(), torch.is_grad_enabled()
+    if graph_freed:
+        ctx.scores = None  # released with the saved gradient, not when the loss tensor dies
+    if grad is None:  # only a constant (a lambda-weight tensor) asked for a gradient
+        return None
+    if building_graph:  # backward(create_graph=True)
+        grad = FirstDerivativeOnly.apply(grad, scores)
+    in_place = graph_freed and not building_graph  # the saved gradient is read this once
+    if divisor is not None:
+        grad_output = grad_output / divisor  # a scalar op: the gradient itself is multiplied once
+    grad = scale_saved_gradient(grad, grad_output, ctx.backend, in_place)
+    return grad if dtype is None else grad.to(dtype)
+
+
+class LambdaLossFunction(torch.autograd.Function):
+    """LambdaLoss (RankNet: weighting_scheme="none") with a fused forward+backward.
+
+    LambdaLossFunction.apply(scores, labels, mask, lengths, weighting_scheme, k, sigma, mu, eps, reduction_log,
+                             reduction, validate, backend)
+
+    All thirteen arguments are positional and mean what they mean in `lambda_loss` (None for mask/lengths/k
+    when unused). Only `scores` gets a gradient.
+
+    The backend's gradient is unscaled and in the accumulator dtype (float32 for half-precision scores: a long
+    row's may pass float16's range before "mean" divides it by the batch's pair count); backward folds 1 / N
+    and grad_output into one multiply and returns the scores' dtype.
+    """
+
+    @staticmethod
+    def forward(ctx, scores, labels, mask, lengths, weighting_scheme, k, sigma, mu, eps, reduction_log,
+                reduction, validate, backend):
+        inputs = parse_lambdaloss_inputs(scores, labels, mask, lengths, weighting_scheme, k, sigma, mu, eps,
+                                         reduction_log, reduction, validate, backend)
+        row_loss, row_pairs, grad = compute_lambdaloss_rows(inputs, ctx.needs_input_grad[0])
+        save_gradient(ctx, scores, grad, inputs.backend)
+        ctx.scores_dtype = scores.dtype
+        ctx.divisor = None
+        if reduction == "mean":
+            ctx.divisor = pair_divisor(row_pairs, row_loss.dtype)
+            return row_loss.sum() / ctx.divisor
+        return reduce_rows(row_loss, reduction)
+
+    @staticmethod
+    def backward(ctx, grad_output):
+        grad = backward_from_saved_gradient(ctx, grad_output, ctx.divisor, ctx.scores_dtype)
+        return (grad,) + (None,) * 12
+
+
+def pair_divisor(row_pairs, dtype):
+    """The divisor of LambdaLoss's "mean": the batch's counted pairs, at least 1 (as sentence-transformers), as a
+    0-d tensor of `dtype` (no host sync)."""
+    return row_pairs.sum().clamp_min(1).to(dtype)
+
+
+class ListNetFunction(torch.autograd.Function):
+    """ListNet with a fused forward+backward.
+
+    ListNetFunction.apply(scores, labels, mask, lengths, reduction, validate, backend)
+
+    All seven arguments are positional and mean what they mean in `listnet_loss`. Only `scores` gets a gradient.
+    """
+
+    @staticmethod
+    def forward(ctx, scores, labels, mask, lengths, reduction, validate, backend):
+        inputs = parse_listnet_inputs(scores, labels, mask, lengths, reduction, validate, backend)
+        row_divisor = scores.shape[0] if reduction == "mean" and scores.shape[0] else 1
+        row_loss, grad = compute_listnet_rows(inputs, row_divisor, ctx.needs_input_grad[0])
+        save_gradient(ctx, scores, grad, inputs.backend)
+        return reduce_rows(row_loss, reduction)
+
+    @staticmethod
+    def backward(ctx, grad_output):
+        return (backward_from_saved_gradient(ctx, grad_output),) + (None,) * 6

@@ -1,13 +1,19 @@
 """Argument checking: every user-facing mistake becomes a ValueError/TypeError naming the argument.
 
-`prepare` turns the public arguments into one `ListMLEInputs` that both backends consume (the backend
-that "auto" picks resolved, labels kept only when sorting by them) and the seed of the random tie order.
+`prepare` turns the public arguments of ListMLE into one `ListMLEInputs` that both backends consume (the
+backend that "auto" picks resolved, labels kept only when sorting by them) and the seed of the random tie
+order; `parse_lambdaloss_inputs` and `parse_listnet_inputs` do the same for LambdaLoss / RankNet and ListNet.
+Value checks (data, not shapes) are read together: one host sync on CUDA.
 """
+
+import math
+import numbers
 
 import torch
 
 from .backends import BACKENDS, resolve_backend
-from .inputs import WEIGHTS_NONE, WEIGHTS_PLISTMLE, WEIGHTS_TENSOR, ListMLEInputs, real_count, real_mask
+from .inputs import (WEIGHTING_SCHEMES, WEIGHTS_NONE, WEIGHTS_PLISTMLE, WEIGHTS_TENSOR, LambdaLossInputs,
+                     ListMLEInputs, ListNetInputs, real_count, real_mask)
 
 REDUCTIONS = ("mean", "sum", "none")
 TIES = ("stable", "random")
@@ -69,9 +75,8 @@ def compiling() -> bool:
     return torch.compiler.is_compiling()
 
 
-def parse_inputs(scores, labels, mask, lengths, lambda_weight, respect_input_order, ties,
-                 reduction, validate, backend) -> ListMLEInputs:
-    """The public arguments (`listmle_loss`'s) checked and resolved into one `ListMLEInputs`."""
+def _check_scores(scores, loss_name):
+    """scores: a 2-D tensor of one of FLOAT_DTYPES on a CPU or CUDA device."""
     if not isinstance(scores, torch.Tensor):
         raise TypeError(f"scores must be a torch.Tensor, got {type(scores).__name__}")
     if scores.dim() != 2:
@@ -80,20 +85,19 @@ def parse_inputs(scores, labels, mask, lengths, lambda_weight, respect_input_ord
         raise ValueError(f"scores must be 2-D (batch, list_length), got shape {tuple(scores.shape)}{hint}")
     _check_float("scores", scores)
     if scores.device.type not in DEVICE_TYPES:  # e.g. meta: no values to compute with
-        raise ValueError(f"scores are on {scores.device}; listmle_loss takes CPU or CUDA tensors")
-    if not isinstance(respect_input_order, bool):  # a "False" string from a config would be truthy
-        raise TypeError(f"respect_input_order must be a bool, got {type(respect_input_order).__name__} "
-                        f"{respect_input_order!r}")
+        raise ValueError(f"scores are on {scores.device}; {loss_name} takes CPU or CUDA tensors")
+
+
+def _check_choices(reduction, backend):
     if reduction not in REDUCTIONS:
         raise ValueError(f"reduction must be one of {REDUCTIONS}, got {reduction!r}")
-    if ties not in TIES:
-        raise ValueError(f"ties must be one of {TIES}, got {ties!r}")
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
-    batch, length = scores.shape
-    checking_values = validate and not compiling()
-    value_checks = []  # read together at the end: one host sync on CUDA
 
+
+def _check_padding(scores, mask, lengths, checking_values, value_checks):
+    """mask or lengths (or neither) checked; the range of lengths added to `value_checks` when checking values."""
+    batch, length = scores.shape
     if mask is not None and lengths is not None:
         raise ValueError("give either mask or lengths, not both")
     if mask is not None:
@@ -115,6 +119,21 @@ def parse_inputs(scores, labels, mask, lengths, lambda_weight, respect_input_ord
                 bad = wide[(wide < 0) | (wide > length)][0].item()
                 raise ValueError(f"lengths must lie in [0, {length}] (the list length), got {bad}")
             value_checks.append(((wide.clamp(0, length) != wide).any(), raise_bad_lengths))
+
+
+def parse_inputs(scores, labels, mask, lengths, lambda_weight, respect_input_order, ties,
+                 reduction, validate, backend) -> ListMLEInputs:
+    """The public arguments (`listmle_loss`'s) checked and resolved into one `ListMLEInputs`."""
+    _check_scores(scores, "listmle_loss")
+    if not isinstance(respect_input_order, bool):  # a "False" string from a config would be truthy
+        raise TypeError(f"respect_input_order must be a bool, got {type(respect_input_order).__name__} "
+                        f"{respect_input_order!r}")
+    _check_choices(reduction, backend)
+    if ties not in TIES:
+        raise ValueError(f"ties must be one of {TIES}, got {ties!r}")
+    checking_values = validate and not compiling()
+    value_checks = []  # read together at the end: one host sync on CUDA
+    _check_padding(scores, mask, lengths, checking_values, value_checks)
 
     if labels is not None:
         _check_like_scores("labels", labels, scores)
@@ -185,3 +204,97 @@ def prepare(scores, labels, mask, lengths, lambda_weight, respect_input_order, t
     inputs = parse_inputs(scores, labels, mask, lengths, lambda_weight, respect_input_order, ties,
                           reduction, validate, backend)
     return inputs, (draw_seed(generator) if inputs.random_ties else 0)
+
+
+REDUCTION_LOGS = ("binary", "natural")
+
+
+def _check_real_number(name, value, *, positive=False):
+    """A finite int or float (not a bool), > 0 when `positive`, else >= 0; returned as a float."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a real number, got {type(value).__name__} {value!r}")
+    if not math.isfinite(value) or value < 0 or (positive and value == 0):
+        raise ValueError(f"{name} must be finite and {'> 0' if positive else '>= 0'}, got {value!r}")
+    return float(value)
+
+
+def _check_k(k):
+    """k: None or an int >= 0 (0 and None both mean every position); returned as an int, 0 for none."""
+    if k is None:
+        return 0
+    if isinstance(k, bool) or not isinstance(k, numbers.Integral):
+        raise TypeError(f"k must be None or an int >= 0, got {type(k).__name__} {k!r}")
+    if k < 0:
+        raise ValueError(f"k must be None or an int >= 0, got {k}")
+    return int(k)
+
+
+def _graded_labels(labels, scores, mask, lengths, checking_values, value_checks):
+    """labels checked (required, scores' shape and device, a real dtype) and returned as float32, the dtype both
+    backends compare and weigh them in; NaN or +inf at a real document added to `value_checks` (padding may hold
+    anything). The checks read the float32 labels: a float64 label past float32's range is +inf there."""
+    if labels is None:
+        raise ValueError("labels are required: the relevance of each document")
+    _check_like_scores("labels", labels, scores)
+    _check_labels_dtype(labels)
+    graded = labels.float()
+    if checking_values and labels.is_floating_point():
+        def raise_if_bad_at_real():
+            real = real_mask(graded, mask, lengths)
+            if bool((torch.isnan(graded) & real).any()):
+                raise ValueError("labels contain NaN at a real document; NaN has no rank order")
+            if bool((graded == float("inf")).logical_and_(real).any()):
+                raise ValueError("labels contain +inf at a real document (or a value past float32's range, "
+                                 "where labels are compared): its gain 2^label is infinite")
+        # A sum that is neither NaN nor +inf proves there is neither anywhere (one reduction); the masked check
+        # runs only when it is: a NaN or +inf label, +inf meeting -inf, or an overflow.
+        total = graded.sum()
+        value_checks.append((torch.isnan(total) | (total == float("inf")), raise_if_bad_at_real))
+    return graded
+
+
+def parse_lambdaloss_inputs(scores, labels, mask, lengths, weighting_scheme, k, sigma, mu, eps, reduction_log,
+                            reduction, validate, backend, loss_name="lambda_loss") -> LambdaLossInputs:
+    """The public arguments of `lambda_loss` / `ranknet_loss` checked and resolved into one `LambdaLossInputs`."""
+    _check_scores(scores, loss_name)
+    if weighting_scheme not in WEIGHTING_SCHEMES:
+        raise ValueError(f"weighting_scheme must be one of {WEIGHTING_SCHEMES}, got {weighting_scheme!r}")
+    k = _check_k(k)
+    sigma = _check_real_number("sigma", sigma, positive=True)
+    mu = _check_real_number("mu", mu)
+    # eps floors maxDCG, the divisor of the gains: at 0, a row with no positive label divides 0 by 0
+    eps = _check_real_number("eps", eps, positive=True)
+    if reduction_log not in REDUCTION_LOGS:
+        raise ValueError(f"reduction_log must be one of {REDUCTION_LOGS}, got {reduction_log!r}")
+    _check_choices(reduction, backend)
+    checking_values = validate and not compiling()
+    value_checks = []  # read together at the end: one host sync on CUDA
+    _check_padding(scores, mask, lengths, checking_values, value_checks)
+    graded = _graded_labels(labels, scores, mask, lengths, checking_values, value_checks)
+    _raise_failed_checks(value_checks)
+    return LambdaLossInputs(scores=scores, labels=graded, mask=mask, lengths=lengths,
+                            scheme=WEIGHTING_SCHEMES.index(weighting_scheme), k=k, sigma=sigma, mu=mu, eps=eps,
+                            log_scale=1 / math.log(2) if reduction_log == "binary" else 1.0,
+                            backend=resolve_backend(backend, scores.device))
+
+
+def parse_listnet_inputs(scores, labels, mask, lengths, reduction, validate, backend) -> ListNetInputs:
+    """The public arguments of `listnet_loss` checked and resolved into one `ListNetInputs`."""
+    _check_scores(scores, "listnet_loss")
+    _check_choices(reduction, backend)
+    checking_values = validate and not compiling()
+    value_checks = []
+    _check_padding(scores, mask, lengths, checking_values, value_checks)
+    graded = _graded_labels(labels, scores, mask, lengths, checking_values, value_checks)
+    if checking_values and labels.is_floating_point() and scores.numel():
+        real = real_mask(graded, mask, lengths)
+        no_target = real.any(1) & (torch.where(real, graded, float("-inf")).amax(1) == float("-inf"))
+
+        def raise_no_target():
+            row = int(no_target.nonzero()[0, 0])
+            raise ValueError(f"labels of row {row} are -inf at every real document: softmax(labels), the target "
+                             "distribution, is not defined there")
+        value_checks.append((no_target.any(), raise_no_target))
+    _raise_failed_checks(value_checks)
+    return ListNetInputs(scores=scores, labels=graded, mask=mask, lengths=lengths,
+                         backend=resolve_backend(backend, scores.device))

@@ -114,3 +114,57 @@ class ScoreTable(torch.nn.Module):
 
     def forward(self, features):
         return {"scores": self.scores[features["ids"]]}
+
+
+WEIGHTING_SCHEMES = ("none", "ndcgloss1", "ndcgloss2", "lambdarank", "ndcgloss2pp")
+
+
+@st.composite
+def pairwise_problems(draw, max_batch=5, max_length=24, dtypes=DTYPES, listnet=False):
+    """A random LambdaLoss (or, with listnet=True, ListNet) problem: scores, labels and the keyword arguments of
+    lambda_loss / listnet_loss (backend excluded). Labels: binary, graded (negative ones too) or float, some -inf
+    at real documents; scores sometimes rounded so that they tie; padding by mask (holes) or lengths."""
+    batch = draw(st.integers(1, max_batch))
+    length = draw(st.integers(1, max_length))
+    dtype = draw(st.sampled_from(dtypes))
+    gen = torch.Generator().manual_seed(draw(st.integers(0, 2 ** 31 - 1)))
+    scores = torch.randn(batch, length, generator=gen) * draw(st.sampled_from([0.1, 1.0, 5.0, 30.0]))
+    if draw(st.booleans()):  # equal scores: their input order decides their positions
+        scores = scores.round()
+    scores = scores.to(dtype)
+    label_kind = draw(st.sampled_from(["binary", "graded", "float"]))
+    if label_kind == "float":
+        labels = torch.randn(batch, length, generator=gen) * 2
+    else:
+        labels = torch.randint(-1 if label_kind == "graded" else 0, 2 if label_kind == "binary" else 5,
+                               (batch, length), generator=gen).float()
+    minus_inf = torch.rand(batch, length, generator=gen) < draw(st.sampled_from([0.0, 0.2]))
+    labels = labels.masked_fill(minus_inf, float("-inf"))
+    kwargs = {"reduction": draw(st.sampled_from(["mean", "sum", "none"]))}
+    padding = draw(st.sampled_from(["none", "mask", "lengths"]))
+    if padding == "mask":
+        kwargs["mask"] = torch.rand(batch, length, generator=gen) < draw(st.sampled_from([0.3, 0.7, 1.0]))
+    elif padding == "lengths":
+        kwargs["lengths"] = torch.randint(0, length + 1, (batch,), generator=gen)
+    if listnet:  # a target distribution needs one finite label a row: the first real document's
+        real = kwargs.get("mask")
+        if real is None:
+            real = torch.arange(length)[None, :] < kwargs.get("lengths", torch.full((batch,), length))[:, None]
+        first = (real.cumsum(1) == 1) & real
+        labels = torch.where(first, labels.nan_to_num(neginf=0.0), labels)
+        return scores, labels, kwargs
+    kwargs["weighting_scheme"] = draw(st.sampled_from(WEIGHTING_SCHEMES))
+    kwargs["k"] = draw(st.sampled_from([None, 1, 3, 10]))
+    kwargs["sigma"] = draw(st.sampled_from([1.0, 0.5, 2.5]))
+    kwargs["mu"] = draw(st.sampled_from([10.0, 3.0, 0.0]))
+    kwargs["reduction_log"] = draw(st.sampled_from(["binary", "natural"]))
+    return scores, labels, kwargs
+
+
+def real_documents(scores, kwargs):
+    """(B, L) bool: the real documents of a problem's keyword arguments."""
+    if kwargs.get("mask") is not None:
+        return kwargs["mask"]
+    if kwargs.get("lengths") is not None:
+        return torch.arange(scores.shape[1], device=scores.device)[None, :] < kwargs["lengths"][:, None]
+    return torch.ones(scores.shape, dtype=torch.bool, device=scores.device)

@@ -22,7 +22,10 @@ def problem(seed=0, batch=4, length=6):
 
 def test_public_names():
     assert set(listmle_kernels.__all__) == {"listmle_loss", "ListMLELoss", "PListMLELoss", "ListMLEFunction",
+                                            "lambda_loss", "ranknet_loss", "LambdaLoss", "RankNetLoss",
+                                            "LambdaLossFunction", "listnet_loss", "ListNetLoss", "ListNetFunction",
                                             "auto_backend"}
+    assert all(hasattr(listmle_kernels, name) for name in listmle_kernels.__all__)
 
 
 @pytest.mark.parametrize("module", ["modules", "backends"])

@@ -89,3 +89,53 @@ def test_fullgraph_compile_names_the_generator_it_cannot_trace():
                                                     generator=generator), fullgraph=True)
     with pytest.raises(Exception, match="ties='random' with a generator cannot be compiled"):
         compiled(scores)
+
+
+def test_pairwise_operator_names_and_schemas_are_the_public_ones():
+    assert str(torch.ops.listmle_kernels.lambdaloss_rows.default._schema) == (
+        "listmle_kernels::lambdaloss_rows(Tensor scores, Tensor labels, Tensor? mask, Tensor? lengths, SymInt scheme, "
+        "SymInt k, float sigma, float mu, float eps, float log_scale, bool need_grad, str backend) "
+        "-> (Tensor, Tensor, Tensor)")
+    assert str(torch.ops.listmle_kernels.listnet_rows.default._schema) == (
+        "listmle_kernels::listnet_rows(Tensor scores, Tensor labels, Tensor? mask, Tensor? lengths, "
+        "SymInt row_divisor, bool need_grad, str backend) -> (Tensor, Tensor)")
+
+
+@pytest.mark.parametrize("backend", ["torch", "triton"])
+def test_pairwise_opcheck(backend):
+    from listmle_kernels.custom_op import lambdaloss_rows, listnet_rows
+    scores, labels, lengths = sample()
+    labels = labels.float()
+    for args in [
+        (scores.requires_grad_(), labels, None, lengths, 4, 0, 1.0, 10.0, 1e-10, 1.4426950408889634, True, backend),
+        (scores.detach(), labels, scores.detach() > 0, None, 1, 3, 0.5, 10.0, 1e-10, 1.0, True, backend),
+        (scores.detach().double(), labels, None, None, 0, 0, 1.0, 10.0, 1e-10, 1.0, False, backend),
+    ]:
+        torch.library.opcheck(lambdaloss_rows, args)
+    for args in [(scores.detach().requires_grad_(), labels, None, lengths, 4, True, backend),
+                 (scores.detach(), labels, scores.detach() > -0.5, None, 1, False, backend)]:
+        torch.library.opcheck(listnet_rows, args)
+
+
+@pytest.mark.parametrize("backend", ["torch", "triton"])  # without CUDA, the Triton one runs interpreted
+@pytest.mark.parametrize("loss", ["lambda_loss", "listnet_loss"])
+@pytest.mark.parametrize("reduction", ["mean", "none"])
+def test_pairwise_fullgraph_compile_matches_eager(backend, loss, reduction):
+    import listmle_kernels
+    torch._dynamo.reset()
+    model = torch.nn.Linear(5, 1).to(DEVICE)
+    features = torch.randn(4, 7, 5, device=DEVICE)
+    _, labels, lengths = sample()
+    options = dict(weighting_scheme="lambdarank", k=3) if loss == "lambda_loss" else {}
+
+    def step(features):
+        scores = model(features).squeeze(-1)
+        return getattr(listmle_kernels, loss)(scores, labels, lengths=lengths, reduction=reduction, backend=backend,
+                                              **options).sum()
+
+    eager = step(features)
+    (eager_grad,) = torch.autograd.grad(eager, model.weight)
+    compiled = torch.compile(step, fullgraph=True)(features)
+    (compiled_grad,) = torch.autograd.grad(compiled, model.weight)
+    torch.testing.assert_close(compiled, eager)
+    torch.testing.assert_close(compiled_grad, eager_grad)

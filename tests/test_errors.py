@@ -8,7 +8,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from listmle_kernels import listmle_loss
+from listmle_kernels import lambda_loss, listmle_loss, listnet_loss
 from listmle_kernels.backends import triton_unavailable_reason
 from listmle_kernels.custom_op import listmle_rows
 from reference import listmle_reference
@@ -245,3 +245,82 @@ def test_value_checks_cost_one_host_sync_on_cuda():
     finally:
         torch.cuda.set_sync_debug_mode("default")
     assert len([w for w in syncs if "synchroniz" in str(w.message)]) == 1
+
+
+LABELS3 = torch.zeros(2, 3)
+
+
+@pytest.mark.parametrize("kwargs, error, match", [
+    (dict(weighting_scheme="ndcg"), ValueError, r"weighting_scheme must be one of \('none', .*'ndcg'"),
+    (dict(weighting_scheme=None), ValueError, r"weighting_scheme must be one of .*None"),
+    (dict(k=-1), ValueError, r"k must be None or an int >= 0, got -1"),
+    (dict(k=2.0), TypeError, r"k must be None or an int >= 0, got float 2.0"),
+    (dict(k=True), TypeError, r"k must be None or an int >= 0, got bool"),
+    (dict(sigma=0.0), ValueError, r"sigma must be finite and > 0, got 0.0"),
+    (dict(sigma=float("inf")), ValueError, r"sigma must be finite and > 0, got inf"),
+    (dict(sigma="1"), TypeError, r"sigma must be a real number, got str '1'"),
+    (dict(mu=-1.0), ValueError, r"mu must be finite and >= 0, got -1.0"),
+    (dict(mu=float("nan")), ValueError, r"mu must be finite and >= 0, got nan"),
+    (dict(eps=0.0), ValueError, r"eps must be finite and > 0, got 0.0"),
+    (dict(reduction_log="log2"), ValueError, r"reduction_log must be one of \('binary', 'natural'\), got 'log2'"),
+    (dict(reduction="avg"), ValueError, r"reduction must be one of .*'avg'"),
+    (dict(backend="cuda"), ValueError, r"backend must be one of .*'cuda'"),
+    (dict(mask=torch.ones(2, 3)), TypeError, r"mask must be a bool tensor"),
+    (dict(lengths=torch.tensor([1, 4])), ValueError, r"lengths must lie in \[0, 3\].*got 4"),
+])
+def test_lambda_loss_bad_arguments_are_named(kwargs, error, match):
+    with pytest.raises(error, match=match):
+        lambda_loss(S, LABELS3, **kwargs)
+
+
+@pytest.mark.parametrize("loss", ["lambda_loss", "ranknet_loss", "listnet_loss"])
+@pytest.mark.parametrize("args, kwargs, error, match", [
+    ((torch.zeros(3), torch.zeros(3)), {}, ValueError, r"scores must be 2-D.*\(3,\)"),
+    ((torch.zeros(2, 3, dtype=torch.long), LABELS3), {}, TypeError, r"scores must be floating"),
+    ((torch.zeros(2, 3, device="meta"), LABELS3), {}, ValueError, r"scores are on meta; \w+_loss takes CPU or CUDA"),
+    ((S, None), {}, ValueError, r"labels are required"),
+    ((S, torch.zeros(2, 4)), {}, ValueError, r"labels must have the shape of scores"),
+    ((S, torch.zeros(2, 3, dtype=torch.complex64)), {}, TypeError, r"labels must hold real numbers"),
+    ((S, [[0.0] * 3] * 2), {}, TypeError, r"labels must be a torch.Tensor, got list"),
+    ((S, torch.tensor([[0.0, float("nan"), 1.0], [0.0] * 3])), {}, ValueError, r"labels contain NaN at a real"),
+    ((S, torch.tensor([[0.0, float("inf"), 1.0], [0.0] * 3])), {}, ValueError, r"labels contain \+inf at a real"),
+    ((S, torch.tensor([[0.0, 1e300, 1.0], [0.0] * 3], dtype=torch.float64)), {}, ValueError,
+     r"labels contain \+inf at a real document \(or a value past float32's range"),
+    ((S, LABELS3), dict(mask=torch.ones(2, 3, dtype=torch.bool), lengths=torch.tensor([1, 2])), ValueError,
+     r"either mask or lengths"),
+])
+def test_pairwise_and_listnet_bad_inputs_are_named(loss, args, kwargs, error, match):
+    import listmle_kernels
+    with pytest.raises(error, match=match):
+        getattr(listmle_kernels, loss)(*args, **kwargs)
+
+
+def test_label_checks_ignore_padding_and_infinite_sums():
+    """NaN and +inf at padding are fine; -inf at a real document is a label (no pairs / probability 0); +inf
+    meeting -inf at padding asks for the masked check, which finds nothing."""
+    labels = torch.tensor([[0.0, float("-inf"), float("nan")], [1.0, float("inf"), float("-inf")]])
+    lengths = torch.tensor([2, 1])
+    assert torch.isfinite(lambda_loss(S, labels, lengths=lengths))
+    assert torch.isfinite(listnet_loss(S, labels, lengths=lengths))
+    lambda_loss(S, torch.tensor([[0.0, float("nan"), 1.0], [0.0] * 3]), validate=False)  # unchecked, as documented
+
+
+def test_listnet_needs_a_finite_label_a_row():
+    labels = torch.tensor([[0.0, 1.0, 2.0], [float("-inf")] * 3])
+    with pytest.raises(ValueError, match=r"labels of row 1 are -inf at every real document"):
+        listnet_loss(S, labels)
+    assert listnet_loss(S, labels, lengths=torch.tensor([3, 0])) > 0  # an empty row needs no target
+    with pytest.raises(ValueError, match=r"labels of row 0 are -inf at every real document"):
+        listnet_loss(S, torch.tensor([[float("-inf"), 1.0, 2.0], [0.0] * 3]), mask=torch.tensor(
+            [[True, False, False], [True, True, True]]))
+
+
+def test_pairwise_operators_run_on_meta_tensors():
+    from listmle_kernels.custom_op import lambdaloss_rows, listnet_rows
+    scores = torch.zeros(4, 7, device="meta", dtype=torch.bfloat16)
+    labels = torch.zeros(4, 7, device="meta")
+    row_loss, row_pairs, grad = lambdaloss_rows(scores, labels, None, None, 4, 0, 1.0, 10.0, 1e-10, 1.0, True, "torch")
+    assert row_loss.dtype == torch.float32 and row_pairs.dtype == torch.int64 and row_pairs.shape == (4,)
+    assert grad.shape == (4, 7) and grad.dtype == torch.float32  # the accumulator dtype: scaled in backward
+    row_loss, grad = listnet_rows(scores, labels, None, None, 1, True, "torch")
+    assert row_loss.dtype == torch.float32 and grad.dtype == torch.bfloat16 and grad.device.type == "meta"

@@ -202,7 +202,11 @@ def test_mismatched_labels_are_rejected(cross_encoder):
         fused.ListMLELoss(cross_encoder)((QUERIES, DOCS), LABELS[:2] + [torch.tensor([1.0])])
 
 
-def test_cross_encoder_trainer_runs(cross_encoder, tmp_path):
+@pytest.mark.parametrize("make_loss", [
+    lambda model: fused.PListMLELoss(model, respect_input_order=False),
+    fused.LambdaLoss, fused.RankNetLoss, fused.ListNetLoss,
+], ids=["plistmle", "lambdaloss", "ranknet", "listnet"])
+def test_cross_encoder_trainer_runs(cross_encoder, tmp_path, make_loss):
     datasets = pytest.importorskip("datasets")
     from sentence_transformers.cross_encoder import CrossEncoderTrainer, CrossEncoderTrainingArguments
 
@@ -216,7 +220,7 @@ def test_cross_encoder_trainer_runs(cross_encoder, tmp_path):
                                          learning_rate=1e-3, report_to="none", save_strategy="no",
                                          logging_steps=1, use_cpu=True)
     trainer = CrossEncoderTrainer(model=cross_encoder, args=args, train_dataset=data,
-                                  loss=fused.PListMLELoss(cross_encoder, respect_input_order=False))
+                                  loss=make_loss(cross_encoder))
     result = trainer.train()
     assert result.global_step == 3 and torch.isfinite(torch.tensor(result.training_loss))
 
@@ -238,3 +242,148 @@ def test_older_default_weights_are_used_as_given(cross_encoder, monkeypatch):
     loss, _ = loss_and_grads(fused.PListMLELoss(cross_encoder), cross_encoder)
     ref_loss, _ = loss_and_grads(st_losses.PListMLELoss(cross_encoder), cross_encoder)
     torch.testing.assert_close(loss, ref_loss, rtol=1e-5, atol=1e-6)
+
+
+SCHEMES = {"none": st_losses.NoWeightingScheme, "ndcgloss1": st_losses.NDCGLoss1Scheme,
+           "ndcgloss2": st_losses.NDCGLoss2Scheme, "lambdarank": st_losses.LambdaRankScheme,
+           "ndcgloss2pp": st_losses.NDCGLoss2PPScheme}
+
+
+def pairwise_losses(kind, scheme=None, **kwargs):
+    """(ours, theirs) constructors of one pairwise or ListNet loss, with `kwargs` bound."""
+    if kind == "listnet":
+        return (lambda m: fused.ListNetLoss(m, **kwargs)), (lambda m: st_losses.ListNetLoss(m, **kwargs))
+    if kind == "ranknet":
+        return (lambda m: fused.RankNetLoss(m, **kwargs)), (lambda m: st_losses.RankNetLoss(m, **kwargs))
+    weighting = SCHEMES[scheme](mu=3.0) if scheme == "ndcgloss2pp" else SCHEMES[scheme]()
+    return ((lambda m: fused.LambdaLoss(m, weighting_scheme=weighting, **kwargs)),
+            (lambda m: st_losses.LambdaLoss(m, weighting_scheme=weighting, **kwargs)))
+
+
+@pytest.mark.parametrize("kind, scheme, kwargs", [
+    ("lambdaloss", scheme, kwargs) for scheme in SCHEMES
+    for kwargs in (dict(), dict(k=2, sigma=0.5, reduction_log="natural"))
+] + [("lambdaloss", "ndcgloss2pp", dict(activation_fn=torch.nn.Sigmoid(), mini_batch_size=5)),
+     ("ranknet", None, dict()), ("ranknet", None, dict(k=3)), ("listnet", None, dict()),
+     ("listnet", None, dict(activation_fn=torch.nn.Sigmoid(), mini_batch_size=5))])
+def test_pairwise_and_listnet_drop_ins_match_sentence_transformers(cross_encoder, kind, scheme, kwargs):
+    ours, theirs = pairwise_losses(kind, scheme, **kwargs)
+    labels = [torch.where(torch.arange(len(row)) == 1, float("-inf"), row) for row in LABELS] \
+        if kind != "listnet" else LABELS
+    loss, grads = loss_and_grads(ours(cross_encoder), cross_encoder, labels=labels)
+    ref_loss, ref_grads = loss_and_grads(theirs(cross_encoder), cross_encoder, labels=labels)
+    torch.testing.assert_close(loss, ref_loss, rtol=1e-5, atol=1e-6)
+    for grad, ref in zip(grads, ref_grads):
+        torch.testing.assert_close(grad, ref, rtol=1e-4, atol=1e-6)
+    assert ours(cross_encoder).get_config_dict() == theirs(cross_encoder).get_config_dict()
+    assert ours(cross_encoder).citation == theirs(cross_encoder).citation
+
+
+def table_batch(sizes, seed, minus_inf, tie_scores):
+    """A ScoreTable with one score a document (rounded to integers with `tie_scores`: many equal scores), graded
+    labels (negative ones too) with some -inf, and the (queries, documents) inputs."""
+    gen = torch.Generator().manual_seed(seed)
+    model = ScoreTable(sum(sizes), seed)
+    if tie_scores:
+        with torch.no_grad():
+            model.scores.copy_(model.scores.round())
+    ids = iter(range(sum(sizes)))
+    docs = [[str(next(ids)) for _ in range(n)] for n in sizes]
+    labels = [torch.where(torch.rand(n, generator=gen) < minus_inf, float("-inf"),
+                          torch.randint(-1, 4, (n,), generator=gen).float()) for n in sizes]
+    return model, ([f"query {i}" for i in range(len(sizes))], docs), labels
+
+
+@settings(max_examples=40)
+@given(sizes=st.lists(st.integers(1, 30), min_size=1, max_size=4), minus_inf=st.sampled_from([0.0, 0.3]),
+       kind=st.sampled_from(["lambdaloss", "ranknet", "listnet"]), scheme=st.sampled_from(sorted(SCHEMES)),
+       k=st.sampled_from([None, 1, 4]), tie_scores=st.booleans(), seed=st.integers(0, 10 ** 6))
+def test_the_pairwise_loss_path_matches_sentence_transformers(sizes, minus_inf, kind, scheme, k, tie_scores, seed):
+    """Random lists with equal scores (their order is sentence-transformers' unstable sort's, which the drop-ins
+    reproduce), -inf and negative labels, every scheme and k: loss and gradient as sentence-transformers' own."""
+    model, inputs, labels = table_batch(sizes, seed, minus_inf, tie_scores)
+    if kind == "listnet":  # a target distribution needs a finite label a query
+        labels = [torch.where(torch.isinf(row).all(), torch.zeros_like(row), row) for row in labels]
+    ours, theirs = pairwise_losses(kind, scheme, **({} if kind == "listnet" else dict(k=k)))
+    loss, grad = loss_and_table_grad(ours(model), model, inputs, labels)
+    ref_loss, ref_grad = loss_and_table_grad(theirs(model), model, inputs, labels)
+    torch.testing.assert_close(loss, ref_loss, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(grad, ref_grad, rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("scheme", sorted(SCHEMES))
+def test_stable_ties_keep_input_order_among_equal_scores(scheme):
+    """ties="stable": equal scores take positions in input order, as the oracle (a stable sort) gives them."""
+    from reference import lambdaloss_reference
+    sizes = [12, 30, 7]
+    model, inputs, labels = table_batch(sizes, 4, 0.2, tie_scores=True)
+    ours, _ = pairwise_losses("lambdaloss", scheme, ties="stable")
+    loss, grad = loss_and_table_grad(ours(model), model, inputs, labels)
+    scores = torch.zeros(3, 30, dtype=torch.float64)
+    label_matrix = torch.zeros(3, 30)
+    for b, (start, n) in enumerate(zip([0, 12, 42], sizes)):
+        scores[b, :n] = model.scores.detach()[start:start + n].double()
+        label_matrix[b, :n] = labels[b]
+    scores.requires_grad_(True)
+    ref = lambdaloss_reference(scores, label_matrix, lengths=torch.tensor(sizes), weighting_scheme=scheme, mu=3.0)
+    ref.backward()
+    torch.testing.assert_close(loss.double(), ref.detach(), rtol=1e-5, atol=1e-6)
+    ref_grad = torch.cat([scores.grad[b, :n] for b, n in enumerate(sizes)])
+    torch.testing.assert_close(grad.double(), ref_grad, rtol=1e-4, atol=1e-6)
+
+
+class HalfLambdaRank(st_losses.LambdaRankScheme):
+    """A scheme the kernels do not know (a subclass weighing otherwise)."""
+    calls = 0
+
+    def forward(self, gain, discount, true_sorted):
+        HalfLambdaRank.calls += 1
+        return super().forward(gain, discount, true_sorted) / 2
+
+
+def test_unknown_weighting_schemes_run_sentence_transformers_forward(cross_encoder):
+    HalfLambdaRank.calls = 0
+    loss, _ = loss_and_grads(fused.LambdaLoss(cross_encoder, weighting_scheme=HalfLambdaRank()), cross_encoder)
+    assert HalfLambdaRank.calls == 1
+    ref_loss, _ = loss_and_grads(st_losses.LambdaLoss(cross_encoder, weighting_scheme=st_losses.LambdaRankScheme()),
+                                 cross_encoder)
+    torch.testing.assert_close(loss, ref_loss / 2, rtol=1e-5, atol=1e-7)
+
+
+def test_pairwise_drop_in_signatures():
+    for ours, theirs in [(fused.LambdaLoss, st_losses.LambdaLoss), (fused.RankNetLoss, st_losses.RankNetLoss)]:
+        params = list(inspect.signature(ours).parameters.values())
+        assert [p.name for p in params] == list(inspect.signature(theirs).parameters) + ["ties"]
+        assert params[-1].kind is inspect.Parameter.KEYWORD_ONLY and params[-1].default is None
+    assert inspect.signature(fused.ListNetLoss) == inspect.signature(st_losses.ListNetLoss)
+    for name in ["NoWeightingScheme", "NDCGLoss1Scheme", "NDCGLoss2Scheme", "LambdaRankScheme", "NDCGLoss2PPScheme"]:
+        assert getattr(fused, name) is getattr(st_losses, name)
+    with pytest.raises(ValueError, match="ties must be None"):
+        fused.LambdaLoss(ScoreTable(3, 0), ties="random")
+
+
+@pytest.mark.parametrize("scheme", sorted(SCHEMES))
+def test_equal_scores_are_ordered_as_sentence_transformers_orders_them(scheme):
+    """Lists of 23 to 60 documents with integer scores: torch's unstable sort orders equal scores otherwise than
+    a stable one here, and the loss depends on it (ties="stable" gives another loss); the default follows
+    sentence-transformers' own sort."""
+    model, inputs, labels = table_batch([23, 41, 60], 7, 0.1, tie_scores=True)
+    ours, theirs = pairwise_losses("lambdaloss", scheme)
+    loss, grad = loss_and_table_grad(ours(model), model, inputs, labels)
+    ref_loss, ref_grad = loss_and_table_grad(theirs(model), model, inputs, labels)
+    torch.testing.assert_close(loss, ref_loss, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(grad, ref_grad, rtol=1e-4, atol=1e-6)
+    stable, _ = pairwise_losses("lambdaloss", scheme, ties="stable")
+    if scheme != "none":  # RankNet's loss does not depend on positions
+        assert not torch.allclose(loss_and_table_grad(stable(model), model, inputs, labels)[0], loss, rtol=1e-6)
+
+
+def test_a_query_without_documents_adds_nothing():
+    """sentence-transformers' ListNet is NaN for a query without documents (softmax of a row of -inf labels); the
+    drop-in's is the other queries' loss over B, and LambdaLoss agrees with sentence-transformers."""
+    model = ScoreTable(3, 0)
+    inputs, labels = (["a", "b"], [["0", "1", "2"], []]), [torch.tensor([1.0, 0.0, 2.0]), torch.tensor([])]
+    assert torch.isnan(st_losses.ListNetLoss(model)(inputs, labels))
+    alone = fused.ListNetLoss(model)((["a"], inputs[1][:1]), labels[:1])
+    torch.testing.assert_close(fused.ListNetLoss(model)(inputs, labels), alone / 2)
+    torch.testing.assert_close(fused.LambdaLoss(model)(inputs, labels), st_losses.LambdaLoss(model)(inputs, labels))

@@ -1,0 +1,262 @@
+"""LambdaLoss and RankNet against the literal oracle (reference.lambdaloss_reference): loss, gradient, every option."""
+
+import math
+
+import pytest
+import torch
+from hypothesis import given
+from hypothesis import strategies as st
+
+from listmle_kernels import LambdaLoss, LambdaLossFunction, RankNetLoss, lambda_loss, ranknet_loss
+from listmle_kernels import torch_lambdaloss
+from reference import lambdaloss_reference, ranknet_reference
+
+from cases import (BACKENDS, DEVICE, GRAD_TOL, LOSS_TOL, WEIGHTING_SCHEMES, assert_close, pairwise_problems,
+                   real_documents, to_device)
+
+
+def loss_and_grad(fn, scores, grad_output):
+    scores = scores.detach().requires_grad_(True)
+    loss = fn(scores)
+    (grad,) = torch.autograd.grad(loss, scores, grad_output)
+    return loss.detach(), grad
+
+
+def check_against_reference(scores, labels, kwargs, backend, grad_output):
+    """Loss and gradient of `lambda_loss` against the oracle on the float64 of the same (rounded) scores."""
+    acc = torch.float64 if scores.dtype == torch.float64 else torch.float32
+    loss, grad = loss_and_grad(lambda s: lambda_loss(s, labels, backend=backend, **kwargs), scores,
+                               grad_output.to(acc))
+    ref_loss, ref_grad = loss_and_grad(lambda s: lambdaloss_reference(s, labels, **kwargs), scores.double(),
+                                       grad_output.double())
+    assert loss.dtype == acc and grad.dtype == scores.dtype and loss.shape == ref_loss.shape
+    assert_close(loss, ref_loss, scores.dtype, LOSS_TOL, scale=max(1.0, ref_loss.abs().max().item()))
+    assert_close(grad, ref_grad, scores.dtype, GRAD_TOL, scale=max(1.0, ref_grad.abs().max().item()))
+    assert (grad[~real_documents(scores, kwargs)] == 0).all(), "padding must get exactly zero gradient"
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@given(problem=pairwise_problems(), grad_seed=st.integers(0, 1000))
+def test_loss_and_gradient_match_reference(backend, problem, grad_seed):
+    scores, labels, kwargs = to_device(*problem)
+    shape = (scores.shape[0],) if kwargs["reduction"] == "none" else ()
+    grad_output = torch.rand(shape, generator=torch.Generator().manual_seed(grad_seed), dtype=torch.float64) + 0.5
+    check_against_reference(scores, labels, kwargs, backend, grad_output.to(scores.device))
+
+
+def option_combinations():
+    """Every scheme x padding x k, with reduction_log, reduction and dtype cycling through theirs: hypothesis'
+    25 draws a run cover only a few of these products."""
+    combos = [(scheme, padding, k) for scheme in WEIGHTING_SCHEMES for padding in ("none", "mask", "lengths")
+              for k in (None, 2)]
+    return [combo + (("binary", "natural")[i % 2], ("mean", "sum", "none")[i % 3],
+                     ("float32", "bfloat16", "float64", "float16")[i % 4]) for i, combo in enumerate(combos)]
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("scheme, padding, k, reduction_log, reduction, dtype", option_combinations())
+def test_every_option_combination_matches_reference(backend, scheme, padding, k, reduction_log, reduction, dtype):
+    gen = torch.Generator().manual_seed(len(scheme) * 7 + len(padding) * 5 + (k or 0))
+    batch, length = 4, 11
+    scores = torch.randn(batch, length, generator=gen).to(getattr(torch, dtype))
+    labels = torch.randint(-1, 4, (batch, length), generator=gen).float()
+    labels[0, 3] = float("-inf")  # a real document without pairs, at a position
+    kwargs = dict(weighting_scheme=scheme, k=k, sigma=1.5, mu=4.0, reduction_log=reduction_log, reduction=reduction)
+    if padding == "mask":
+        kwargs["mask"] = torch.rand(batch, length, generator=gen) < 0.6
+    elif padding == "lengths":
+        kwargs["lengths"] = torch.tensor([11, 0, 6, 1])
+    grad_output = torch.rand((batch,) if reduction == "none" else (), generator=gen, dtype=torch.float64) + 0.5
+    scores, labels, kwargs = to_device(scores, labels, kwargs)
+    check_against_reference(scores, labels, kwargs, backend, grad_output.to(scores.device))
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_extreme_and_non_finite_scores_match_reference(backend):
+    """Differences past the clamp (+-1e8: gradient 0 there), real scores far below sentence-transformers'
+    padding value -1e16, +-inf scores (a real -inf ranks before the padding) and NaN scores (first in score
+    order; their differences count as 0, with no gradient)."""
+    inf, nan = float("inf"), float("nan")
+    scores = torch.tensor([[3.0, -2e16, 1e9, 0.5, -1.0, 2.0],
+                           [-inf, 1.0, 0.0, inf, 2.0, -3.0],
+                           [nan, 1.0, 2.0, -1.0, nan, 0.0]], dtype=torch.float64)
+    labels = torch.tensor([[1.0, 2.0, 0.0, 3.0, 1.0, 0.0],
+                           [2.0, 0.0, 1.0, 1.0, 3.0, 0.0],
+                           [1.0, 0.0, 2.0, 3.0, 0.0, 1.0]])
+    lengths = torch.tensor([5, 4, 6])  # row 0: -2e16 is real, ranked before the padding
+    for scheme in WEIGHTING_SCHEMES:
+        for dtype in (torch.float64, torch.float32):
+            kwargs = dict(weighting_scheme=scheme, lengths=lengths, reduction="none")
+            s, y, kw = to_device(scores.to(dtype), labels, kwargs)
+            check_against_reference(s, y, kw, backend, torch.rand(3, dtype=torch.float64, device=s.device) + 0.5)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_equal_scores_keep_input_order(backend):
+    """All scores equal: positions follow input order, so swapping two documents' labels changes the loss as the
+    oracle says (and the oracle's order is the stable one)."""
+    scores = torch.zeros(1, 5, device=DEVICE)
+    labels = torch.tensor([[0.0, 3.0, 1.0, 0.0, 2.0]], device=DEVICE)
+    for scheme in WEIGHTING_SCHEMES:
+        loss = lambda_loss(scores, labels, weighting_scheme=scheme, backend=backend)
+        swapped = lambda_loss(scores, labels[:, [1, 0, 2, 3, 4]], weighting_scheme=scheme, backend=backend)
+        ref = lambdaloss_reference(scores.double(), labels, weighting_scheme=scheme)
+        ref_swapped = lambdaloss_reference(scores.double(), labels[:, [1, 0, 2, 3, 4]], weighting_scheme=scheme)
+        torch.testing.assert_close(loss.double(), ref, rtol=2e-5, atol=2e-6)
+        torch.testing.assert_close(swapped.double(), ref_swapped, rtol=2e-5, atol=2e-6)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_rows_without_pairs_give_zero(backend):
+    """No counted pair (no real document, one, equal labels, -inf labels): loss 0 and gradient 0, not NaN; "mean"
+    of a batch without pairs is 0 (sentence-transformers' max(1, pairs))."""
+    scores = torch.randn(4, 3, device=DEVICE, requires_grad=True)
+    labels = torch.tensor([[1.0, 1.0, 1.0], [2.0, 0.0, 1.0], [-float("inf")] * 3, [0.0, 5.0, 1.0]], device=DEVICE)
+    lengths = torch.tensor([3, 1, 3, 0], device=DEVICE)
+    loss = lambda_loss(scores, labels, lengths=lengths, backend=backend)
+    loss.backward()
+    assert loss.item() == 0 and (scores.grad == 0).all()
+
+
+def test_ranknet_is_lambdaloss_without_weights():
+    gen = torch.Generator().manual_seed(3)
+    scores, labels = torch.randn(3, 9, generator=gen), torch.randint(0, 3, (3, 9), generator=gen)
+    for kwargs in (dict(), dict(k=2, sigma=0.5, reduction_log="natural", reduction="none")):
+        torch.testing.assert_close(ranknet_loss(scores, labels, **kwargs),
+                                   lambda_loss(scores, labels, weighting_scheme="none", **kwargs))
+        torch.testing.assert_close(ranknet_loss(scores.double(), labels, **kwargs),
+                                   ranknet_reference(scores.double(), labels, **kwargs))
+    assert torch.equal(RankNetLoss(k=2)(scores, labels), ranknet_loss(scores, labels, k=2))
+    assert torch.equal(LambdaLoss("lambdarank", sigma=2.0)(scores, labels),
+                       lambda_loss(scores, labels, weighting_scheme="lambdarank", sigma=2.0))
+    assert "lambdarank" in repr(LambdaLoss("lambdarank")) and "k=2" in repr(RankNetLoss(k=2))
+
+
+@pytest.mark.parametrize("scheme", WEIGHTING_SCHEMES)
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+def test_gradcheck(scheme, reduction):
+    gen = torch.Generator().manual_seed(0)
+    scores = torch.randn(3, 7, dtype=torch.float64, generator=gen, requires_grad=True)
+    labels = torch.randint(-1, 3, (3, 7), generator=gen)
+    mask = torch.rand(3, 7, generator=gen) > 0.25
+    assert torch.autograd.gradcheck(
+        lambda s: lambda_loss(s, labels, mask=mask, weighting_scheme=scheme, k=4, sigma=0.7, reduction=reduction,
+                              backend="torch"), (scores,))
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
+def test_backward_scales_the_saved_gradient_once(backend, dtype):
+    """"mean" divides by the batch's pair count in backward's one multiply; a float32 gradient is the saved buffer
+    itself (no second (B, L) allocation), a float16 one is rounded from the float32 product; a retained graph
+    keeps the saved gradient for a second backward."""
+    scores = torch.randn(5, 9, device=DEVICE).to(dtype).requires_grad_(True)
+    labels = torch.randint(0, 4, (5, 9), device=DEVICE)
+    saved = []
+    with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(t.data_ptr()) or t, lambda t: t):
+        loss = lambda_loss(scores, labels, backend=backend)
+    (first,) = torch.autograd.grad(loss, scores, torch.tensor(3.0, device=DEVICE), retain_graph=True)
+    assert first.data_ptr() not in saved
+    loss.backward(torch.tensor(1.5, device=DEVICE))
+    assert (scores.grad.data_ptr() in saved) == (dtype == torch.float32)
+    rows = lambda_loss(scores, labels, backend=backend, reduction="none")
+    pairs = lambda_loss(scores, labels, backend=backend, reduction="sum") / loss
+    (by_rows,) = torch.autograd.grad(rows, scores, torch.full((5,), 1.5 / pairs.item(), device=DEVICE))
+    torch.testing.assert_close(scores.grad, by_rows, rtol=2e-3 if dtype == torch.float16 else 1e-6, atol=1e-7)
+    torch.testing.assert_close(first.float(), 2 * scores.grad.float(), rtol=2e-3, atol=1e-7)
+
+
+def test_second_derivative_raises():
+    scores = torch.randn(2, 5, dtype=torch.float64, requires_grad=True)
+    (grad,) = torch.autograd.grad(lambda_loss(scores, torch.randint(0, 3, (2, 5))), scores, create_graph=True)
+    with pytest.raises(NotImplementedError, match="first derivatives only"):
+        grad.sum().backward()
+
+
+def largest_tensor_numel(fn):
+    """The number of elements of the largest tensor any torch op returns while `fn` runs."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    class Largest(TorchDispatchMode):
+        numel = 0
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            out = func(*args, **(kwargs or {}))
+            for t in out if isinstance(out, (tuple, list)) else [out]:
+                if isinstance(t, torch.Tensor):
+                    Largest.numel = max(Largest.numel, t.numel())
+            return out
+
+    with Largest():
+        fn()
+    return Largest.numel
+
+
+@pytest.mark.parametrize("scheme", ["ndcgloss2pp", "ndcgloss1"])
+def test_memory_is_linear_in_the_list_length(scheme):
+    """A row of 3000 documents: no tensor of the forward+backward is larger than a tile of pairs (or a (B, L)
+    one), where (B, L, L) would hold 18 million elements."""
+    batch, length = 2, 3000
+    gen = torch.Generator().manual_seed(0)
+    scores = torch.randn(batch, length, generator=gen, requires_grad=True)
+    labels = torch.randint(0, 3, (batch, length), generator=gen)
+
+    def step():
+        lambda_loss(scores, labels, weighting_scheme=scheme, backend="torch").backward()
+
+    largest = largest_tensor_numel(step)
+    assert largest <= max(torch_lambdaloss.PAIR_TILE_ELEMENTS, batch * length)
+    assert largest * 16 < batch * length * length
+
+
+def test_tiles_do_not_change_the_result(monkeypatch):
+    """One pair a tile, or all of them in one: the same loss and gradient to rounding."""
+    gen = torch.Generator().manual_seed(5)
+    scores = torch.randn(3, 17, dtype=torch.float64, generator=gen)
+    labels = torch.randint(0, 4, (3, 17), generator=gen)
+    mask = torch.rand(3, 17, generator=gen) < 0.8
+    results = []
+    for budget in (1, 1 << 30):
+        monkeypatch.setattr(torch_lambdaloss, "PAIR_TILE_ELEMENTS", budget)
+        for scheme in WEIGHTING_SCHEMES:
+            results.append(loss_and_grad(lambda s: lambda_loss(s, labels, mask=mask, weighting_scheme=scheme, k=5,
+                                                               reduction="none", backend="torch"),
+                                         scores, torch.ones(3, dtype=torch.float64)))
+    half = len(results) // 2
+    for (loss_a, grad_a), (loss_b, grad_b) in zip(results[:half], results[half:]):
+        torch.testing.assert_close(loss_a, loss_b, rtol=1e-12, atol=1e-12)
+        torch.testing.assert_close(grad_a, grad_b, rtol=1e-12, atol=1e-12)
+
+
+def test_autograd_function_positional_signature():
+    scores = torch.randn(2, 4, requires_grad=True)
+    labels = torch.randint(0, 3, (2, 4))
+    loss = LambdaLossFunction.apply(scores, labels, None, None, "lambdarank", 2, 1.0, 10.0, 1e-10, "natural", "sum",
+                                    True, "torch")
+    torch.testing.assert_close(loss, lambda_loss(scores, labels, weighting_scheme="lambdarank", k=2,
+                                                 reduction_log="natural", reduction="sum"))
+    loss.backward()
+    assert scores.grad.shape == (2, 4)
+
+
+def test_binary_log_is_natural_over_ln2():
+    scores, labels = torch.randn(3, 6, dtype=torch.float64), torch.randint(0, 3, (3, 6))
+    torch.testing.assert_close(lambda_loss(scores, labels, reduction_log="binary"),
+                               lambda_loss(scores, labels, reduction_log="natural") / math.log(2))
+
+
+def test_no_grad_computes_the_same_loss_without_a_gradient():
+    gen = torch.Generator().manual_seed(2)
+    scores = torch.randn(3, 8, generator=gen, requires_grad=True)
+    labels = torch.randint(0, 3, (3, 8), generator=gen)
+    for scheme in WEIGHTING_SCHEMES:
+        with torch.no_grad():
+            loss = lambda_loss(scores, labels, weighting_scheme=scheme)
+        assert loss.grad_fn is None
+        torch.testing.assert_close(loss, lambda_loss(scores, labels, weighting_scheme=scheme).detach())
+
+
+def test_one_document_lists_warn():
+    with pytest.warns(UserWarning, match=r"shape \(6, 1\).*reshaped to \(B, L\)"):
+        loss = ranknet_loss(torch.randn(6, 1), torch.arange(6.0)[:, None])
+    assert loss == 0

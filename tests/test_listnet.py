@@ -1,0 +1,105 @@
+"""ListNet against the literal oracle (reference.listnet_reference): loss, gradient, every option, any scale."""
+
+import pytest
+import torch
+from hypothesis import given
+from hypothesis import strategies as st
+
+from listmle_kernels import ListNetFunction, ListNetLoss, listnet_loss
+from reference import listnet_reference
+
+from cases import BACKENDS, DEVICE, GRAD_TOL, LOSS_TOL, assert_close, pairwise_problems, real_documents, to_device
+
+
+def loss_and_grad(fn, scores, grad_output):
+    scores = scores.detach().requires_grad_(True)
+    loss = fn(scores)
+    (grad,) = torch.autograd.grad(loss, scores, grad_output)
+    return loss.detach(), grad
+
+
+def check_against_reference(scores, labels, kwargs, backend, grad_output):
+    acc = torch.float64 if scores.dtype == torch.float64 else torch.float32
+    loss, grad = loss_and_grad(lambda s: listnet_loss(s, labels, backend=backend, **kwargs), scores,
+                               grad_output.to(acc))
+    ref_loss, ref_grad = loss_and_grad(lambda s: listnet_reference(s, labels, **kwargs), scores.double(),
+                                       grad_output.double())
+    assert loss.dtype == acc and grad.dtype == scores.dtype and loss.shape == ref_loss.shape
+    assert_close(loss, ref_loss, scores.dtype, LOSS_TOL, scale=max(1.0, ref_loss.abs().max().item()))
+    assert_close(grad, ref_grad, scores.dtype, GRAD_TOL, scale=max(1.0, ref_grad.abs().max().item()))
+    assert (grad[~real_documents(scores, kwargs)] == 0).all(), "padding must get exactly zero gradient"
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@given(problem=pairwise_problems(max_length=40, listnet=True), grad_seed=st.integers(0, 1000))
+def test_loss_and_gradient_match_reference(backend, problem, grad_seed):
+    scores, labels, kwargs = to_device(*problem)
+    shape = (scores.shape[0],) if kwargs["reduction"] == "none" else ()
+    grad_output = torch.rand(shape, generator=torch.Generator().manual_seed(grad_seed), dtype=torch.float64) + 0.5
+    check_against_reference(scores, labels, kwargs, backend, grad_output.to(scores.device))
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("offset", [0.0, 1e4, -1e6, -1e20, 1e30])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_exact_far_from_zero_and_with_wide_spans(backend, offset, dtype):
+    """Max-shifted softmaxes: rows offset far from 0 and rows spanning thousands keep their loss and gradient
+    (an unshifted exp would overflow to inf or underflow to 0)."""
+    gen = torch.Generator().manual_seed(int(abs(offset)) % 1000)
+    noise = torch.randn(3, 12, generator=gen, dtype=torch.float64) * torch.tensor([[1.0], [30.0], [1e3]])
+    scores = (offset + noise).to(dtype)
+    labels = torch.randn(3, 12, generator=gen) * torch.tensor([[1.0], [50.0], [1e3]])
+    scores, labels, kwargs = to_device(scores, labels, dict(lengths=torch.tensor([12, 7, 1]), reduction="none"))
+    if offset == 1e30 and dtype == torch.float32:  # the noise rounds away at 1e30: only the scale of the row is kept
+        scores = torch.full_like(scores, offset) + torch.arange(12, device=scores.device) * 1e24
+    check_against_reference(scores, labels, kwargs, backend, torch.rand(3, dtype=torch.float64,
+                                                                          device=scores.device) + 0.5)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_minus_inf_labels_and_empty_rows(backend):
+    """A label of -inf has target probability 0 (so a real score of -inf there costs nothing); a row without a real
+    document has loss 0 and gradient 0."""
+    inf = float("inf")
+    scores = torch.tensor([[1.0, -inf, 0.5, 2.0], [0.0, 1.0, 2.0, 3.0]], device=DEVICE, requires_grad=True)
+    labels = torch.tensor([[1.0, -inf, -inf, 0.0], [1.0, 1.0, 1.0, 1.0]], device=DEVICE)
+    loss = listnet_loss(scores, labels, lengths=torch.tensor([4, 0], device=DEVICE), reduction="none", backend=backend)
+    # the oracle's empty row is scores.sum() * 0, NaN beside an infinite score: row 0 alone
+    ref = listnet_reference(scores.detach()[:1].double(), labels[:1].double(), reduction="none")
+    torch.testing.assert_close(loss[:1].double(), ref.to(loss.device), rtol=2e-6, atol=2e-6)
+    assert loss[1] == 0
+    loss.sum().backward()
+    assert torch.isfinite(scores.grad).all() and (scores.grad[1] == 0).all() and scores.grad[0, 1] == 0
+
+
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+def test_gradcheck(reduction):
+    gen = torch.Generator().manual_seed(0)
+    scores = torch.randn(3, 7, dtype=torch.float64, generator=gen, requires_grad=True)
+    labels = torch.randn(3, 7, dtype=torch.float64, generator=gen)
+    mask = torch.rand(3, 7, generator=gen) > 0.25
+    mask[:, 0] = True
+    assert torch.autograd.gradcheck(lambda s: listnet_loss(s, labels, mask=mask, reduction=reduction,
+                                                           backend="torch"), (scores,))
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_backward_returns_the_saved_gradient_buffer(backend):
+    scores = torch.randn(5, 9, device=DEVICE, requires_grad=True)
+    labels = torch.randint(0, 4, (5, 9), device=DEVICE)
+    expected = torch.autograd.grad(listnet_loss(scores, labels, backend=backend), scores,
+                                   torch.tensor(2.5, device=DEVICE))[0]
+    saved = []
+    with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(t.data_ptr()) or t, lambda t: t):
+        loss = listnet_loss(scores, labels, backend=backend)
+    loss.backward(torch.tensor(2.5, device=DEVICE))
+    assert scores.grad.data_ptr() in saved
+    torch.testing.assert_close(scores.grad, expected, rtol=0, atol=0)
+
+
+def test_modules_and_function_call_the_same_loss():
+    scores, labels = torch.randn(3, 5), torch.randn(3, 5)
+    assert torch.equal(ListNetLoss(reduction="sum")(scores, labels), listnet_loss(scores, labels, reduction="sum"))
+    assert torch.equal(ListNetFunction.apply(scores, labels, None, None, "none", True, "torch"),
+                       listnet_loss(scores, labels, reduction="none"))
+    assert "reduction='mean'" in repr(ListNetLoss())
