@@ -1,0 +1,422 @@
+"""The Triton backend of LambdaLoss (RankNet is its scheme "none"): per-row losses, pair counts and the gradient.
+
+Math (reference/pairwise.py is the definition). Per row, the n real documents in order of score, descending
+(equal scores keep input order, NaN first, as torch.sort): position p holds score s_p and label y_p. Gains
+g_p = (2^max(y_p, 0) - 1) / max(eps, maxDCG@k), inverse discounts r_p = 1 / log2(2 + p). The ordered pair
+(i, j) counts when y_i and y_j are finite, y_i > y_j (every such pair, the diagonal too, for NDCGLoss1), and
+i < k or j < k (k = 0: always). With d_ij = clamp(s_i - s_j, +-1e8) (0 where NaN) and x_ij = sigma * d_ij,
+
+    row_loss = -c * sum_{(i, j) counted} a_ij * logsigmoid(x_ij),          c = log_scale
+
+    a_ij = 1                                     (none)
+         = g_i r_i                               (NDCGLoss1)
+         = |1/D(|i-j|) - 1/D(|i-j|+1)| |g_i - g_j|,  D(t) = log2(1 + t), 0 at i = j     (NDCGLoss2)
+         = |r_i - r_j| |g_i - g_j|               (LambdaRank)
+         = mu NDCGLoss2 + LambdaRank             (NDCGLoss2++)
+
+Gradient. d logsigmoid(x) / dx = sigmoid(-x), and x_ji = -x_ij. Write a_ij for the weight of (i, j) when it
+counts and 0 when not; a document i meets document j as the first of (i, j) and as the second of (j, i), so
+
+    d row_loss / d s_i = -c sigma sum_{j != i, |s_i - s_j| <= 1e8} [a_ij sigmoid(-x_ij) - a_ji sigmoid(x_ij)]
+                       = -c sigma sum_{j ...} [(a_ij + a_ji) sigmoid(-x_ij) - a_ji]
+
+(the clamp passes no gradient beyond +-1e8, nor a NaN difference; the diagonal's difference is s_i - s_i).
+One cell (i, j) thus gives document i all it gets from document j: one exp, e = exp(-|x|), serves
+logsigmoid(x) = min(x, 0) - log1p(e) and sigmoid(-x) = (x >= 0 ? e : 1) / (1 + e), both without overflow.
+
+Why tiles of cells, and why both orders: the n^2 cells are never stored. A program owns a tile of positions
+i and walks every tile of positions j of its row, so it sums the whole gradient of its documents itself and
+writes it once, through their input index: no atomics, no cross-program writes, deterministic. The price is
+that each unordered pair is evaluated twice (once by each side's program): halving that would make one
+program write the other's gradient. The loss and the pair count of (i, j) are summed by the program owning
+i, the first position, so each ordered pair counts once; per-program partials are summed once on the host.
+Memory: O(B * L) scratch (sorted scores, labels, gains and input indices) plus O(B * L / tile) partials.
+
+Three kernels' worth of paths, chosen by the launcher:
+
+  * short rows (the row's power-of-two block fits one tile, e.g. 16 x 10): one kernel, one program a row,
+    sorts in registers and evaluates every cell of the row at once: one launch.
+  * longer rows sorted in the kernel (up to SORT_MAX_BLOCK): `_sort_rows_kernel` writes the sorted row to
+    scratch, `_pair_tiles_kernel` (grid: row x tile of positions i) evaluates the cells.
+  * float64 scores, or rows longer than SORT_MAX_BLOCK: the sorted scratch is built on the host with a
+    stable torch.sort, then `_pair_tiles_kernel`. Float64 because the in-kernel sort key is 32 bits of score
+    packed with the position into an int64 (tl.sort sorts one tensor, so the tiebreak must share the word):
+    two distinct float64 scores may round to the same float32 and would be ordered by position instead of
+    by value. Long rows because a bitonic sort of > 2048 int64 keys in one program spills (as ListMLE's).
+
+In-kernel sort: the score (16/32-bit scores as float32, exactly) maps to an order-preserving int32 key (flip
+the magnitude bits of negative floats; -0.0 as 0.0, every NaN as the largest key, padding as the smallest),
+packed as (key << 32) | (BLOCK - 1 - position) and sorted descending: equal scores keep input order.
+"""
+
+import torch
+import triton
+import triton.language as tl
+from triton.language.extra import libdevice
+from triton.runtime.interpreter import InterpretedFunction
+
+from ._launch import cdiv, next_power_of_2, on_device_of
+from .inputs import LambdaLossInputs, real_mask
+from .numerics import accumulator_dtype
+
+PAIR_TILE = 64          # positions a side of a tile of cells: 64 x 64 cells, 32 a thread at 4 warps
+SORT_MAX_BLOCK = 2048   # longest row sorted in the kernel; longer rows are sorted on the host
+DIFFERENCE_LIMIT = 1e8  # score differences are clamped to +-1e8, as sentence-transformers does
+NO_K = 2 ** 31 - 1      # k = 0 (every position) as a position bound no row reaches
+
+REAL_ALL, REAL_MASK, REAL_LENGTHS = 0, 1, 2
+
+
+@triton.jit
+def _split_float(hi, lo, acc: tl.constexpr):
+    """A host float passed as two float32 halves (hi + lo): Triton passes Python floats as float32, and the
+    float64 path needs sigma, mu, eps and log_scale to float64 precision (2^-48 relative with the pair)."""
+    if acc == tl.float64:
+        return hi.to(tl.float64) + lo.to(tl.float64)
+    else:
+        return hi
+
+
+@triton.jit
+def _divide(x, y, FAST_MATH: tl.constexpr):
+    """x / y; FAST_MATH (float32 on CUDA): `__fdividef`, 2 ulp for |y| in [2^-126, 2^126] (y = 1 + e is in
+    [1, 2] here), the bound of the full-range division, without its rescaling of extreme operands."""
+    if FAST_MATH:
+        return libdevice.fast_dividef(x, y)
+    else:
+        return x / y
+
+
+@triton.jit
+def _inverse_discount(position, acc: tl.constexpr):
+    """1 / log2(2 + p) for 0-based positions p: the DCG weight of rank p + 1."""
+    return 1.0 / tl.log2(position.to(acc) + 2.0)
+
+
+@triton.jit
+def _is_finite(y):
+    """Finite labels take part in pairs; -inf (and the -inf given to positions past the row's end) do not."""
+    return (y > float("-inf")) & (y < float("inf"))
+
+
+@triton.jit
+def _pair_cells(si, yi, gi, ri, pi, sj, yj, gj, rj, pj, k, sigma, mu,
+                SCHEME: tl.constexpr, STORE_GRAD: tl.constexpr, FAST_MATH: tl.constexpr):
+    """The cells (i, j) of a tile: i along axis 0 ((TI, 1) operands), j along axis 1 ((1, TJ) operands).
+
+    s: sorted scores (accumulator dtype), y: labels (-inf past the row's real documents), g: gains,
+    r: inverse discounts, p: positions. Returns, per i: the sum of its terms a_ij logsigmoid(x_ij) as first
+    position, its number of counted pairs as first position, and sum_j [(a_ij + a_ji) sigmoid(-x_ij) - a_ji]
+    over live cells (the gradient of the row's loss divided by -log_scale * sigma; 0 when not STORE_GRAD).
+    """
+    acc: tl.constexpr = si.dtype
+    both = _is_finite(yi) & _is_finite(yj) & ((pi < k) | (pj < k))
+    if SCHEME == 1:  # NDCGLoss1: every pair of finite labels, in both orders, the diagonal included
+        first = both
+        second = both
+    else:  # y_i > y_j: at most one of (i, j) and (j, i) counts, with the same (symmetric) weight
+        first = both & (yi > yj)
+        second = both & (yj > yi)
+
+    if SCHEME == 0:
+        a_first = first.to(acc)
+        a_second = second.to(acc)
+    elif SCHEME == 1:
+        a_first = tl.where(first, gi * ri, 0.0)
+        a_second = tl.where(second, gj * rj, 0.0)
+    else:
+        gap = tl.abs(gi - gj)
+        if SCHEME == 2 or SCHEME == 4:
+            # 1/D(t) - 1/D(t + 1) with D(t) = log2(1 + t), t = |i - j| (> 0: 1/D(0) is inf, masked)
+            apart = tl.abs(pi - pj)
+            t = apart.to(acc)
+            ndcg2 = tl.where(apart > 0, 1.0 / tl.log2(1.0 + t) - 1.0 / tl.log2(2.0 + t), 0.0) * gap
+        if SCHEME == 2:
+            w = ndcg2
+        elif SCHEME == 3:
+            w = tl.abs(ri - rj) * gap
+        else:
+            w = mu * ndcg2 + tl.abs(ri - rj) * gap
+        a_first = tl.where(first, w, 0.0)
+        a_second = tl.where(second, w, 0.0)
+
+    d = si - sj
+    live = (d >= -1e8) & (d <= 1e8)  # False for NaN: no gradient beyond the clamp, nor through NaN
+    d = tl.where(live, d, tl.where(d > 0, 1e8, tl.where(d < 0, -1e8, 0.0)))
+    x = sigma * d
+    e = tl.exp(-tl.abs(x))
+    u = 1.0 + e
+    # log1p(e) from log(u): u rounds e away when e < 2^-24; log(u) * e / (u - 1) restores it (Goldberg),
+    # so a well separated pair's tiny term is not lost (rows of many such pairs would be biased toward 0)
+    log1p_e = tl.where(u == 1.0, e, tl.log(u) * (e / tl.where(u == 1.0, 1.0, u - 1.0)))
+    loss = tl.sum(a_first * (tl.minimum(x, 0.0) - log1p_e), axis=1)
+    count = tl.sum(first.to(tl.int32), axis=1)
+    if STORE_GRAD:
+        sigmoid_neg = _divide(tl.where(x >= 0, e, 1.0), u, FAST_MATH)
+        cell = tl.where(live & (pi != pj), (a_first + a_second) * sigmoid_neg - a_second, 0.0)
+        grad = tl.sum(cell, axis=1)
+    else:
+        grad = tl.zeros_like(loss)
+    return loss, count, grad
+
+
+@triton.jit
+def _is_real(row64, pos, inside, mask_ptr, stride_mb, stride_ml, lengths_ptr, REAL: tl.constexpr):
+    """Whether input position `pos` of the row holds a real document (not padding, not past the row end)."""
+    if REAL == 1:
+        real = inside & (tl.load(mask_ptr + row64 * stride_mb + pos * stride_ml, mask=inside, other=0) != 0)
+    elif REAL == 2:
+        real = inside & (pos < tl.load(lengths_ptr + row64))
+    else:
+        real = inside
+    return real
+
+
+@triton.jit
+def _sort_row(row64, cols, L, k, eps, scores_ptr, stride_sb, stride_sl, labels_ptr, stride_yb, stride_yl,
+              mask_ptr, stride_mb, stride_ml, lengths_ptr, acc: tl.constexpr, REAL: tl.constexpr,
+              BLOCK: tl.constexpr):
+    """One row in score order: per position, (score, label, gain, input index), and n, the real count.
+
+    Positions past n hold padding (label -inf, gain 0) with their input indices, so that the indices of
+    positions < L are a permutation of the row's input positions: every one gets its gradient written.
+    """
+    inside = cols < L
+    real = _is_real(row64, cols, inside, mask_ptr, stride_mb, stride_ml, lengths_ptr, REAL)
+    score = tl.load(scores_ptr + row64 * stride_sb + cols * stride_sl, mask=real, other=0.0).to(tl.float32)
+    score = tl.where(score == 0, 0.0, score)  # -0.0 ties with 0.0
+    bits = score.to(tl.int32, bitcast=True)
+    key = bits ^ ((bits >> 31) & 0x7FFFFFFF)  # order-preserving: flip negative floats' magnitude bits
+    key = tl.where(score != score, 2147483647, key)  # NaN (any sign) first, as torch.sort descending
+    key = tl.where(real, key, -2147483648)  # padding last
+    packed = tl.sort((key.to(tl.int64) << 32) | (BLOCK - 1 - cols).to(tl.int64), dim=0, descending=True)
+    index = (BLOCK - 1 - (packed & (BLOCK - 1))).to(tl.int32)
+    n = tl.sum(real.to(tl.int32), axis=0)
+
+    is_doc = cols < n
+    s = tl.load(scores_ptr + row64 * stride_sb + index.to(tl.int64) * stride_sl, mask=is_doc, other=0.0).to(acc)
+    y = tl.load(labels_ptr + row64 * stride_yb + index.to(tl.int64) * stride_yl, mask=is_doc,
+                other=float("-inf"))
+    # maxDCG@k: the real labels clamped at 0 (-inf gains nothing), descending; padding 0 adds nothing
+    clamped = tl.maximum(tl.load(labels_ptr + row64 * stride_yb + cols * stride_yl, mask=real, other=0.0), 0.0)
+    ideal = tl.sort(clamped, dim=0, descending=True)
+    top = (cols < k) & (cols < n)
+    max_dcg = tl.sum(tl.where(top, (tl.exp2(ideal.to(acc)) - 1.0) * _inverse_discount(cols, acc), 0.0), axis=0)
+    max_dcg = tl.maximum(max_dcg, eps)
+    g = tl.where(is_doc, (tl.exp2(tl.maximum(y, 0.0).to(acc)) - 1.0) / max_dcg, 0.0)
+    return s, y, g, index, n
+
+
+@triton.jit(do_not_specialize=["k"])
+def _sort_rows_kernel(
+    scores_ptr, stride_sb, stride_sl,
+    labels_ptr, stride_yb, stride_yl,
+    mask_ptr, stride_mb, stride_ml,
+    lengths_ptr,
+    sorted_s_ptr, sorted_y_ptr, sorted_g_ptr, sorted_i_ptr, count_ptr,
+    loss_ptr, pairs_ptr, grad_ptr,
+    L, k, sigma_hi, sigma_lo, mu_hi, mu_lo, eps_hi, eps_lo, scale_hi, scale_lo,
+    REAL: tl.constexpr, SCHEME: tl.constexpr, FUSED: tl.constexpr, STORE_GRAD: tl.constexpr,
+    BLOCK: tl.constexpr, FAST_MATH: tl.constexpr,
+):
+    """One program a row: sort it; FUSED (the row fits one tile): evaluate all its cells and write the row's
+    loss, pair count and gradient; else write the sorted row to scratch (rows of L, contiguous)."""
+    acc: tl.constexpr = loss_ptr.dtype.element_ty
+    row64 = tl.program_id(0).to(tl.int64)
+    cols = tl.arange(0, BLOCK)
+    s, y, g, index, n = _sort_row(row64, cols, L, k, _split_float(eps_hi, eps_lo, acc), scores_ptr, stride_sb,
+                                  stride_sl, labels_ptr, stride_yb, stride_yl, mask_ptr, stride_mb, stride_ml,
+                                  lengths_ptr, acc, REAL, BLOCK)
+    if FUSED:
+        sigma = _split_float(sigma_hi, sigma_lo, acc)
+        scale = _split_float(scale_hi, scale_lo, acc)
+        r = _inverse_discount(cols, acc)
+        loss, count, grad = _pair_cells(s[:, None], y[:, None], g[:, None], r[:, None], cols[:, None],
+                                        s[None, :], y[None, :], g[None, :], r[None, :], cols[None, :],
+                                        k, sigma, _split_float(mu_hi, mu_lo, acc), SCHEME, STORE_GRAD, FAST_MATH)
+        tl.store(loss_ptr + row64, -scale * tl.sum(loss, axis=0))
+        tl.store(pairs_ptr + row64, tl.sum(count, axis=0).to(tl.int64))
+        if STORE_GRAD:
+            tl.store(grad_ptr + row64 * L + index, -scale * sigma * grad, mask=cols < L)
+    else:
+        out = row64 * L + cols
+        inside = cols < L
+        tl.store(sorted_s_ptr + out, s, mask=inside)
+        tl.store(sorted_y_ptr + out, y, mask=inside)
+        tl.store(sorted_g_ptr + out, g, mask=inside)
+        tl.store(sorted_i_ptr + out, index, mask=inside)
+        tl.store(count_ptr + row64, n)
+
+
+@triton.jit(do_not_specialize=["k"])
+def _pair_tiles_kernel(
+    sorted_s_ptr, sorted_y_ptr, sorted_g_ptr, sorted_i_ptr, count_ptr,
+    loss_ptr, pairs_ptr, grad_ptr,
+    L, tiles, k, sigma_hi, sigma_lo, mu_hi, mu_lo, scale_hi, scale_lo,
+    SCHEME: tl.constexpr, STORE_GRAD: tl.constexpr, TILE: tl.constexpr, FAST_MATH: tl.constexpr,
+):
+    """Program (row, tile of positions i): all cells (i, j) of the row's real positions j, a tile of j at a
+    time. Writes its documents' gradient and its partial loss and pair count (loss_ptr, pairs_ptr: (B, tiles))."""
+    acc: tl.constexpr = loss_ptr.dtype.element_ty
+    program = tl.program_id(0)
+    row64 = (program // tiles).to(tl.int64)
+    first = (program % tiles) * TILE
+    n = tl.load(count_ptr + row64)
+    sigma = _split_float(sigma_hi, sigma_lo, acc)
+    mu = _split_float(mu_hi, mu_lo, acc)
+    scale = _split_float(scale_hi, scale_lo, acc)
+
+    lanes = tl.arange(0, TILE)
+    pi = first + lanes
+    is_doc = pi < n
+    base = row64 * L
+    si = tl.load(sorted_s_ptr + base + pi, mask=is_doc, other=0.0)[:, None]
+    yi = tl.load(sorted_y_ptr + base + pi, mask=is_doc, other=float("-inf"))[:, None]
+    gi = tl.load(sorted_g_ptr + base + pi, mask=is_doc, other=0.0)[:, None]
+    ri = _inverse_discount(pi, acc)[:, None]
+    loss = tl.zeros([TILE], dtype=acc)
+    count = tl.zeros([TILE], dtype=tl.int32)
+    grad = tl.zeros([TILE], dtype=acc)
+    # Positions j that can pair with this tile: every real one while the tile starts before k, only those
+    # below k after it (pairs need i < k or j < k); none for a tile past the row's real documents.
+    last = tl.where(first < k, n, tl.minimum(n, k))
+    last = tl.where(first < n, last, 0)
+    for start in range(0, last, TILE):
+        pj = start + lanes
+        real_j = pj < last
+        sj = tl.load(sorted_s_ptr + base + pj, mask=real_j, other=0.0)
+        yj = tl.load(sorted_y_ptr + base + pj, mask=real_j, other=float("-inf"))
+        gj = tl.load(sorted_g_ptr + base + pj, mask=real_j, other=0.0)
+        rj = _inverse_discount(pj, acc)
+        tile_loss, tile_count, tile_grad = _pair_cells(si, yi, gi, ri, pi[:, None],
+                                                       sj[None, :], yj[None, :], gj[None, :], rj[None, :],
+                                                       pj[None, :], k, sigma, mu, SCHEME, STORE_GRAD, FAST_MATH)
+        loss += tile_loss
+        count += tile_count
+        grad += tile_grad
+
+    tl.store(loss_ptr + program, -scale * tl.sum(loss, axis=0))
+    tl.store(pairs_ptr + program, tl.sum(count, axis=0).to(tl.int64))
+    if STORE_GRAD:
+        inside = pi < L
+        index = tl.load(sorted_i_ptr + base + pi, mask=inside, other=0)
+        tl.store(grad_ptr + base + index, -scale * sigma * grad, mask=inside)
+
+
+# Float32 cells take the fast division when compiled for CUDA: not interpreted (no libdevice), nor on ROCm.
+FAST_MATH_FLOAT32 = not isinstance(_pair_tiles_kernel, InterpretedFunction) and torch.version.hip is None
+
+
+def _host_sorted_rows(inputs: LambdaLossInputs, acc: torch.dtype, k: int):
+    """The scratch `_sort_rows_kernel` writes, built with torch: (scores, labels, gains, input index, count),
+    rows in score order, descending, real documents first. A stable sort by score (torch.sort puts NaN first,
+    as the oracle does), then a stable sort by real-ness keeps that order among the real documents."""
+    scores = inputs.scores.detach()
+    real = real_mask(scores, inputs.mask, inputs.lengths)
+    length = scores.shape[1]
+    keyed = torch.where(real, scores.to(acc), float("-inf"))
+    by_score = torch.sort(keyed, dim=1, descending=True, stable=True).indices
+    real_first = torch.sort(real.gather(1, by_score).to(torch.uint8), dim=1, descending=True, stable=True).indices
+    index = by_score.gather(1, real_first)
+    count = real.sum(1, dtype=torch.int32)
+    is_doc = torch.arange(length, device=scores.device)[None, :] < count[:, None]
+    sorted_s = keyed.gather(1, index).contiguous()
+    sorted_y = torch.where(is_doc, inputs.labels.to(torch.float32).gather(1, index), float("-inf")).contiguous()
+    clamped = torch.where(real, inputs.labels.to(acc).clamp_min(0.0), 0.0)
+    ideal = torch.sort(clamped, dim=1, descending=True).values[:, :min(k, length)]
+    discount = torch.log2(torch.arange(ideal.shape[1], device=scores.device, dtype=acc) + 2.0)
+    max_dcg = ((torch.exp2(ideal) - 1.0) / discount).sum(1, keepdim=True).clamp_min(inputs.eps)
+    sorted_g = torch.where(is_doc, (torch.exp2(sorted_y.to(acc).clamp_min(0.0)) - 1.0) / max_dcg, 0.0)
+    return sorted_s, sorted_y, sorted_g.contiguous(), index.to(torch.int32).contiguous(), count
+
+
+def _halves(value: float) -> tuple[float, float]:
+    """value as float32 hi + lo (see `_split_float`)."""
+    hi = float(torch.tensor(value, dtype=torch.float32))
+    return hi, float(torch.tensor(value - hi, dtype=torch.float32))
+
+
+def _real_kind(inputs: LambdaLossInputs) -> int:
+    return REAL_MASK if inputs.mask is not None else REAL_LENGTHS if inputs.lengths is not None else REAL_ALL
+
+
+def triton_lambdaloss(inputs: LambdaLossInputs, need_grad: bool, *, tile: int = PAIR_TILE,
+                      sort_max_block: int = SORT_MAX_BLOCK):
+    """(row_loss (B,), row_pairs (B,) int64, grad (B, L) or None): see the module's docstring.
+
+    row_loss: -log_scale times the sum of each row's counted pair terms, in the accumulator dtype (float32;
+    float64 for float64 scores); grad: d(sum of row_loss)/d(scores) in the accumulator dtype, 0 at padding.
+    `tile` (a power of two: positions a side of a tile of cells) and `sort_max_block` (longest row sorted in
+    the kernel) exist so that tests can reach every path with small rows.
+    """
+    if tile < 1 or tile & (tile - 1):
+        raise ValueError(f"tile must be a power of two, got {tile}")
+    scores = inputs.scores.detach()
+    batch, length = scores.shape
+    acc = accumulator_dtype(scores.dtype)
+    device = scores.device
+    row_loss = torch.empty(batch, dtype=acc, device=device)
+    row_pairs = torch.empty(batch, dtype=torch.int64, device=device)
+    grad = torch.empty((batch, length), dtype=acc, device=device) if need_grad else None
+    if batch == 0 or length == 0:
+        row_loss.zero_()
+        row_pairs.zero_()
+        return row_loss, row_pairs, grad
+
+    k = inputs.k if inputs.k > 0 else NO_K
+    block = next_power_of_2(length)
+    fast_math = FAST_MATH_FLOAT32 and scores.is_cuda and acc == torch.float32
+    floats = dict(sigma=_halves(inputs.sigma), mu=_halves(inputs.mu), eps=_halves(inputs.eps),
+                  scale=_halves(inputs.log_scale))
+    sort_in_kernel = scores.dtype != torch.float64 and block <= sort_max_block
+    fused = sort_in_kernel and block <= tile
+    tile = min(tile, block)
+    tiles = cdiv(length, tile)
+
+    with on_device_of(scores):
+        if sort_in_kernel:
+            labels = inputs.labels
+            mask = inputs.mask.view(torch.uint8) if inputs.mask is not None else None
+            lengths = inputs.lengths.contiguous() if inputs.lengths is not None else None
+            if fused:
+                scratch = (row_loss,) * 5
+            else:
+                scratch = (torch.empty((batch, length), dtype=acc, device=device),
+                           torch.empty((batch, length), dtype=torch.float32, device=device),
+                           torch.empty((batch, length), dtype=acc, device=device),
+                           torch.empty((batch, length), dtype=torch.int32, device=device),
+                           torch.empty(batch, dtype=torch.int32, device=device))
+            _sort_rows_kernel[(batch,)](
+                scores, scores.stride(0), scores.stride(1),
+                labels, labels.stride(0), labels.stride(1),
+                *((mask, mask.stride(0), mask.stride(1)) if mask is not None else (row_loss, 0, 0)),
+                lengths if lengths is not None else row_loss,
+                *scratch,
+                row_loss, row_pairs, grad if grad is not None else row_loss,
+                length, k, *floats["sigma"], *floats["mu"], *floats["eps"], *floats["scale"],
+                REAL=_real_kind(inputs), SCHEME=inputs.scheme, FUSED=fused, STORE_GRAD=need_grad, BLOCK=block,
+                FAST_MATH=fast_math, num_warps=_warps(block * block if fused else block),
+            )
+            if fused:
+                return row_loss, row_pairs, grad
+        else:
+            scratch = _host_sorted_rows(inputs, acc, k)
+
+        one_tile = tiles == 1
+        partial_loss = row_loss if one_tile else torch.empty((batch, tiles), dtype=acc, device=device)
+        partial_pairs = row_pairs if one_tile else torch.empty((batch, tiles), dtype=torch.int64, device=device)
+        _pair_tiles_kernel[(batch * tiles,)](
+            *scratch, partial_loss, partial_pairs, grad if grad is not None else row_loss,
+            length, tiles, k, *floats["sigma"], *floats["mu"], *floats["scale"],
+            SCHEME=inputs.scheme, STORE_GRAD=need_grad, TILE=tile, FAST_MATH=fast_math,
+            num_warps=_warps(tile * tile),
+        )
+    if not one_tile:  # per-program partials, summed once: deterministic
+        torch.sum(partial_loss, dim=1, out=row_loss)
+        torch.sum(partial_pairs, dim=1, out=row_pairs)
+    return row_loss, row_pairs, grad
+
+
+def _warps(elements: int) -> int:
+    """One warp per 1024 elements of a program's largest tensor (32 a thread), 1 to 8."""
+    return max(1, min(8, elements // 1024))
