@@ -72,9 +72,9 @@ def _split_float(hi, lo, acc: tl.constexpr):
     """A host float passed as two float32 halves (hi + lo): Triton passes Python floats as float32, and the
     float64 path needs sigma, mu, eps and log_scale to float64 precision (2^-48 relative with the pair)."""
     if acc == tl.float64:
-        return hi.to(tl.float64) + lo.to(tl.float64)
+        return tl.full([], hi, tl.float64) + tl.full([], lo, tl.float64)
     else:
-        return hi
+        return tl.full([], hi, tl.float32)
 
 
 @triton.jit
