@@ -22,7 +22,8 @@ counts and 0 when not; a document i meets document j as the first of (i, j) and 
 
 (the clamp passes no gradient beyond +-1e8, nor a NaN difference; the diagonal's difference is s_i - s_i).
 One cell (i, j) thus gives document i all it gets from document j: one exp, e = exp(-|x|), serves
-logsigmoid(x) = min(x, 0) - log1p(e) and sigmoid(-x) = (x >= 0 ? e : 1) / (1 + e), both without overflow.
+logsigmoid(x) = min(x, 0) - log1p(e) and sigmoid(-x) = (x >= 0 ? e : 1) / (1 + e), both without overflow
+(`_log1p_of_unit`: a short polynomial, as e is in [0, 1]).
 
 Why tiles of cells, and why both orders: the n^2 cells are never stored. A program owns a tile of positions
 i and walks every tile of positions j of its row, so it sums the whole gradient of its documents itself and
@@ -49,6 +50,9 @@ the magnitude bits of negative floats; -0.0 as 0.0, every NaN as the largest key
 packed as (key << 32) | (BLOCK - 1 - position) and sorted descending: equal scores keep input order.
 """
 
+import functools
+import math
+
 import torch
 import triton
 import triton.language as tl
@@ -59,7 +63,11 @@ from ._launch import cdiv, next_power_of_2, on_device_of
 from .inputs import LambdaLossInputs, real_mask
 from .numerics import accumulator_dtype
 
-PAIR_TILE = 64          # positions a side of a tile of cells: 64 x 64 cells, 32 a thread at 4 warps
+# Positions a side of a tile of cells. 32 x 32 at 8 cells a thread (4 warps) for float32: no spills for any scheme
+# and 72-128 registers, at the same SASS a pair as 64 x 64 at 16 cells a thread (140-182 registers), which spills
+# at 32 a thread; float64 spills at 8 a thread, so it takes 4 (python -m tools.sass_count --lambdaloss).
+PAIR_TILE = 32
+CELLS_PER_THREAD = {torch.float32: 8, torch.float64: 4}
 SORT_MAX_BLOCK = 2048   # longest row sorted in the kernel; longer rows are sorted on the host
 DIFFERENCE_LIMIT = 1e8  # score differences are clamped to +-1e8, as sentence-transformers does
 NO_K = 2 ** 31 - 1      # k = 0 (every position) as a position bound no row reaches
@@ -79,8 +87,8 @@ def _split_float(hi, lo, acc: tl.constexpr):
 
 @triton.jit
 def _divide(x, y, FAST_MATH: tl.constexpr):
-    """x / y; FAST_MATH (float32 on CUDA): `__fdividef`, 2 ulp for |y| in [2^-126, 2^126] (y = 1 + e is in
-    [1, 2] here), the bound of the full-range division, without its rescaling of extreme operands."""
+    """x / y; FAST_MATH (float32 on CUDA): `__fdividef`, 2 ulp for |y| in [2^-126, 2^126] (the denominators
+    here are 1 + e and e <= u - 1, inside it), the bound of the full-range division without its rescaling."""
     if FAST_MATH:
         return libdevice.fast_dividef(x, y)
     else:
@@ -88,75 +96,92 @@ def _divide(x, y, FAST_MATH: tl.constexpr):
 
 
 @triton.jit
-def _inverse_discount(position, acc: tl.constexpr):
-    """1 / log2(2 + p) for 0-based positions p: the DCG weight of rank p + 1."""
-    return 1.0 / tl.log2(position.to(acc) + 2.0)
+def _log1p_of_unit(e, FAST_MATH: tl.constexpr):
+    """log(1 + e) for e in [0, 1], to a few ulps (logsigmoid's log1p(exp(-|x|))).
 
-
-@triton.jit
-def _is_finite(y):
-    """Finite labels take part in pairs; -inf (and the -inf given to positions past the row's end) do not."""
-    return (y > float("-inf")) & (y < float("inf"))
-
-
-@triton.jit
-def _pair_cells(si, yi, gi, ri, pi, sj, yj, gj, rj, pj, k, sigma, mu,
-                SCHEME: tl.constexpr, STORE_GRAD: tl.constexpr, FAST_MATH: tl.constexpr):
-    """The cells (i, j) of a tile: i along axis 0 ((TI, 1) operands), j along axis 1 ((1, TJ) operands).
-
-    s: sorted scores (accumulator dtype), y: labels (-inf past the row's real documents), g: gains,
-    r: inverse discounts, p: positions. Returns, per i: the sum of its terms a_ij logsigmoid(x_ij) as first
-    position, its number of counted pairs as first position, and sum_j [(a_ij + a_ji) sigmoid(-x_ij) - a_ji]
-    over live cells (the gradient of the row's loss divided by -log_scale * sigma; 0 when not STORE_GRAD).
+    Float32: 2 atanh(t) with t = e / (2 + e) in [0, 1/3], as 2t p(t^2), p a degree-4 fit of atanh(t)/t on
+    t^2 in [0, 1/9] (relative error 4.5e-9; 4 ulp in float32 arithmetic over [2^-126, 1], checked against
+    float64 log1p): one division and five multiply-adds, where a log of 1 + e would cost the accurate logf's
+    ~15 instructions, plus Goldberg's e / ((1 + e) - 1) to recover what 1 + e rounds away. Float64: that log.
     """
-    acc: tl.constexpr = si.dtype
-    both = _is_finite(yi) & _is_finite(yj) & ((pi < k) | (pj < k))
+    if e.dtype == tl.float64:
+        u = 1.0 + e
+        return tl.where(u == 1.0, e, tl.log(u) * (e / tl.where(u == 1.0, 1.0, u - 1.0)))
+    else:
+        t = _divide(e, 2.0 + e, FAST_MATH)
+        z = t * t
+        p = 1.0 + z * (0.3333320617675781 + z * (0.2001080960035324 + z * (0.1400042325258255
+                                                                         + z * 0.14007562398910522)))
+        return 2.0 * t * p
+
+
+@triton.jit
+def _discount_weight(position, tables_ptr, size):
+    """1 / log2(2 + p) of positions p, as the table's float64 value split hi + lo: the difference of two
+    (LambdaRank's weight) is exact to the accumulator's precision, not to that of 1 / log2 near p."""
+    return tl.load(tables_ptr + position) + tl.load(tables_ptr + size + position)
+
+
+@triton.jit
+def _pair_cells(si, yi, gi, ri_hi, ri_lo, pi, sj, yj, gj, rj_hi, rj_lo, pj, k, sigma, mu, tables_ptr, size,
+                loss, count, grad, SCHEME: tl.constexpr, TOP_K: tl.constexpr, STORE_GRAD: tl.constexpr,
+                FAST_MATH: tl.constexpr):
+    """Adds the cells (i, j) of a tile to the running (TI, TJ) sums `loss`, `count` and `grad`: i along axis 0
+    ((TI, 1) operands), j along axis 1 ((1, TJ) operands); reduced once, after the last tile.
+
+    s: sorted scores, y: labels with NaN for -inf and past the row's real documents (so that y_i > y_j is
+    False unless both are finite), g: gains, r_hi + r_lo: inverse discounts, p: positions. Per cell: the term
+    a_ij logsigmoid(x_ij) (i first), whether (i, j) counts, and (a_ij + a_ji) sigmoid(-x_ij) - a_ji where the
+    difference passes gradient (the gradient of the row's loss divided by -log_scale * sigma).
+    """
     if SCHEME == 1:  # NDCGLoss1: every pair of finite labels, in both orders, the diagonal included
-        first = both
-        second = both
+        first = (yi == yi) & (yj == yj)
+        second = first
     else:  # y_i > y_j: at most one of (i, j) and (j, i) counts, with the same (symmetric) weight
-        first = both & (yi > yj)
-        second = both & (yj > yi)
+        first = yi > yj
+        second = yj > yi
+    if TOP_K:
+        near_top = (pi < k) | (pj < k)
+        first = first & near_top
+        second = second & near_top
 
     if SCHEME == 0:
-        a_first = first.to(acc)
-        a_second = second.to(acc)
+        a_first = first.to(loss.dtype)
+        a_second = second.to(loss.dtype)
     elif SCHEME == 1:
-        a_first = tl.where(first, gi * ri, 0.0)
-        a_second = tl.where(second, gj * rj, 0.0)
+        a_first = tl.where(first, gi * (ri_hi + ri_lo), 0.0)
+        a_second = tl.where(second, gj * (rj_hi + rj_lo), 0.0)
     else:
         gap = tl.abs(gi - gj)
         if SCHEME == 2 or SCHEME == 4:
-            # 1/D(t) - 1/D(t + 1) with D(t) = log2(1 + t), t = |i - j| (> 0: 1/D(0) is inf, masked)
-            apart = tl.abs(pi - pj)
-            t = apart.to(acc)
-            ndcg2 = tl.where(apart > 0, 1.0 / tl.log2(1.0 + t) - 1.0 / tl.log2(2.0 + t), 0.0) * gap
+            # 1/D(t) - 1/D(t + 1), D(t) = log2(1 + t), t = |i - j|: the table's third row (0 at t = 0)
+            ndcg2 = tl.load(tables_ptr + 2 * size + tl.abs(pi - pj)) * gap
+        if SCHEME == 3 or SCHEME == 4:
+            lambdarank = tl.abs((ri_hi - rj_hi) + (ri_lo - rj_lo)) * gap
         if SCHEME == 2:
             w = ndcg2
         elif SCHEME == 3:
-            w = tl.abs(ri - rj) * gap
+            w = lambdarank
         else:
-            w = mu * ndcg2 + tl.abs(ri - rj) * gap
+            w = mu * ndcg2 + lambdarank
         a_first = tl.where(first, w, 0.0)
         a_second = tl.where(second, w, 0.0)
 
     d = si - sj
-    live = (d >= -1e8) & (d <= 1e8)  # False for NaN: no gradient beyond the clamp, nor through NaN
-    d = tl.where(live, d, tl.where(d > 0, 1e8, tl.where(d < 0, -1e8, 0.0)))
-    x = sigma * d
+    clamped = tl.where(d == d, tl.minimum(tl.maximum(d, -1e8), 1e8), 0.0)  # a NaN difference is taken as 0
+    x = sigma * clamped
     e = tl.exp(-tl.abs(x))
-    u = 1.0 + e
-    # log1p(e) from log(u): u rounds e away when e < 2^-24; log(u) * e / (u - 1) restores it (Goldberg),
-    # so a well separated pair's tiny term is not lost (rows of many such pairs would be biased toward 0)
-    log1p_e = tl.where(u == 1.0, e, tl.log(u) * (e / tl.where(u == 1.0, 1.0, u - 1.0)))
-    loss = tl.sum(a_first * (tl.minimum(x, 0.0) - log1p_e), axis=1)
-    count = tl.sum(first.to(tl.int32), axis=1)
+    log1p_e = _log1p_of_unit(e, FAST_MATH)
+    loss += a_first * (tl.minimum(x, 0.0) - log1p_e)
+    count += first.to(tl.int32)
     if STORE_GRAD:
-        sigmoid_neg = _divide(tl.where(x >= 0, e, 1.0), u, FAST_MATH)
-        cell = tl.where(live & (pi != pj), (a_first + a_second) * sigmoid_neg - a_second, 0.0)
-        grad = tl.sum(cell, axis=1)
-    else:
-        grad = tl.zeros_like(loss)
+        # no gradient beyond the clamp, nor through a NaN difference (both fail |d| <= 1e8)
+        live = tl.abs(d) <= 1e8
+        if SCHEME == 1:
+            live = live & (pi != pj)  # d(s_i - s_i) = 0
+        # else a_ii = 0: the diagonal adds nothing
+        sigmoid_neg = _divide(tl.where(x >= 0, e, 1.0), 1.0 + e, FAST_MATH)
+        grad += tl.where(live, (a_first + a_second) * sigmoid_neg - a_second, 0.0)
     return loss, count, grad
 
 
@@ -173,12 +198,20 @@ def _is_real(row64, pos, inside, mask_ptr, stride_mb, stride_ml, lengths_ptr, RE
 
 
 @triton.jit
-def _sort_row(row64, cols, L, k, eps, scores_ptr, stride_sb, stride_sl, labels_ptr, stride_yb, stride_yl,
-              mask_ptr, stride_mb, stride_ml, lengths_ptr, acc: tl.constexpr, REAL: tl.constexpr,
-              BLOCK: tl.constexpr):
-    """One row in score order: per position, (score, label, gain, input index), and n, the real count.
+def _pair_label(y):
+    """Labels as the cells compare them: NaN for -inf (a real document with no pairs), so that y_i > y_j and
+    y_j > y_i are both False with it; validation rules out NaN labels at real documents."""
+    return tl.where(y > float("-inf"), y, float("nan"))
 
-    Positions past n hold padding (label -inf, gain 0) with their input indices, so that the indices of
+
+@triton.jit
+def _sort_row(row64, cols, L, k, eps, scores_ptr, stride_sb, stride_sl, labels_ptr, stride_yb, stride_yl,
+              mask_ptr, stride_mb, stride_ml, lengths_ptr, tables_ptr, size, acc: tl.constexpr,
+              REAL: tl.constexpr, BLOCK: tl.constexpr):
+    """One row in score order: per position, (score, label as `_pair_label`, gain, input index), and n, the
+    number of real documents.
+
+    Positions past n hold padding (label NaN, gain 0) with their input indices, so that the indices of
     positions < L are a permutation of the row's input positions: every one gets its gradient written.
     """
     inside = cols < L
@@ -201,10 +234,11 @@ def _sort_row(row64, cols, L, k, eps, scores_ptr, stride_sb, stride_sl, labels_p
     clamped = tl.maximum(tl.load(labels_ptr + row64 * stride_yb + cols * stride_yl, mask=real, other=0.0), 0.0)
     ideal = tl.sort(clamped, dim=0, descending=True)
     top = (cols < k) & (cols < n)
-    max_dcg = tl.sum(tl.where(top, (tl.exp2(ideal.to(acc)) - 1.0) * _inverse_discount(cols, acc), 0.0), axis=0)
+    max_dcg = tl.sum(tl.where(top, (tl.exp2(ideal.to(acc)) - 1.0) * _discount_weight(cols, tables_ptr, size), 0.0),
+                     axis=0)
     max_dcg = tl.maximum(max_dcg, eps)
     g = tl.where(is_doc, (tl.exp2(tl.maximum(y, 0.0).to(acc)) - 1.0) / max_dcg, 0.0)
-    return s, y, g, index, n
+    return s, _pair_label(y), g, index, n
 
 
 @triton.jit(do_not_specialize=["k"])
@@ -212,12 +246,12 @@ def _sort_rows_kernel(
     scores_ptr, stride_sb, stride_sl,
     labels_ptr, stride_yb, stride_yl,
     mask_ptr, stride_mb, stride_ml,
-    lengths_ptr,
+    lengths_ptr, tables_ptr, size,
     sorted_s_ptr, sorted_y_ptr, sorted_g_ptr, sorted_i_ptr, count_ptr,
     loss_ptr, pairs_ptr, grad_ptr,
     L, k, sigma_hi, sigma_lo, mu_hi, mu_lo, eps_hi, eps_lo, scale_hi, scale_lo,
-    REAL: tl.constexpr, SCHEME: tl.constexpr, FUSED: tl.constexpr, STORE_GRAD: tl.constexpr,
-    BLOCK: tl.constexpr, FAST_MATH: tl.constexpr,
+    REAL: tl.constexpr, SCHEME: tl.constexpr, TOP_K: tl.constexpr, FUSED: tl.constexpr,
+    STORE_GRAD: tl.constexpr, BLOCK: tl.constexpr, FAST_MATH: tl.constexpr,
 ):
     """One program a row: sort it; FUSED (the row fits one tile): evaluate all its cells and write the row's
     loss, pair count and gradient; else write the sorted row to scratch (rows of L, contiguous)."""
@@ -226,18 +260,23 @@ def _sort_rows_kernel(
     cols = tl.arange(0, BLOCK)
     s, y, g, index, n = _sort_row(row64, cols, L, k, _split_float(eps_hi, eps_lo, acc), scores_ptr, stride_sb,
                                   stride_sl, labels_ptr, stride_yb, stride_yl, mask_ptr, stride_mb, stride_ml,
-                                  lengths_ptr, acc, REAL, BLOCK)
+                                  lengths_ptr, tables_ptr, size, acc, REAL, BLOCK)
     if FUSED:
         sigma = _split_float(sigma_hi, sigma_lo, acc)
         scale = _split_float(scale_hi, scale_lo, acc)
-        r = _inverse_discount(cols, acc)
-        loss, count, grad = _pair_cells(s[:, None], y[:, None], g[:, None], r[:, None], cols[:, None],
-                                        s[None, :], y[None, :], g[None, :], r[None, :], cols[None, :],
-                                        k, sigma, _split_float(mu_hi, mu_lo, acc), SCHEME, STORE_GRAD, FAST_MATH)
-        tl.store(loss_ptr + row64, -scale * tl.sum(loss, axis=0))
-        tl.store(pairs_ptr + row64, tl.sum(count, axis=0).to(tl.int64))
+        r_hi = tl.load(tables_ptr + cols)
+        r_lo = tl.load(tables_ptr + size + cols)
+        loss = tl.zeros([BLOCK, BLOCK], dtype=acc)
+        count = tl.zeros([BLOCK, BLOCK], dtype=tl.int32)
+        grad = tl.zeros([BLOCK, BLOCK], dtype=acc)
+        loss, count, grad = _pair_cells(s[:, None], y[:, None], g[:, None], r_hi[:, None], r_lo[:, None],
+                                        cols[:, None], s[None, :], y[None, :], g[None, :], r_hi[None, :],
+                                        r_lo[None, :], cols[None, :], k, sigma, _split_float(mu_hi, mu_lo, acc),
+                                        tables_ptr, size, loss, count, grad, SCHEME, TOP_K, STORE_GRAD, FAST_MATH)
+        tl.store(loss_ptr + row64, -scale * tl.sum(tl.sum(loss, axis=1), axis=0))
+        tl.store(pairs_ptr + row64, tl.sum(tl.sum(count, axis=1), axis=0).to(tl.int64))
         if STORE_GRAD:
-            tl.store(grad_ptr + row64 * L + index, -scale * sigma * grad, mask=cols < L)
+            tl.store(grad_ptr + row64 * L + index, -scale * sigma * tl.sum(grad, axis=1), mask=cols < L)
     else:
         out = row64 * L + cols
         inside = cols < L
@@ -250,10 +289,11 @@ def _sort_rows_kernel(
 
 @triton.jit(do_not_specialize=["k"])
 def _pair_tiles_kernel(
-    sorted_s_ptr, sorted_y_ptr, sorted_g_ptr, sorted_i_ptr, count_ptr,
+    sorted_s_ptr, sorted_y_ptr, sorted_g_ptr, sorted_i_ptr, count_ptr, tables_ptr, size,
     loss_ptr, pairs_ptr, grad_ptr,
     L, tiles, k, sigma_hi, sigma_lo, mu_hi, mu_lo, scale_hi, scale_lo,
-    SCHEME: tl.constexpr, STORE_GRAD: tl.constexpr, TILE: tl.constexpr, FAST_MATH: tl.constexpr,
+    SCHEME: tl.constexpr, TOP_K: tl.constexpr, STORE_GRAD: tl.constexpr, TILE: tl.constexpr,
+    FAST_MATH: tl.constexpr,
 ):
     """Program (row, tile of positions i): all cells (i, j) of the row's real positions j, a tile of j at a
     time. Writes its documents' gradient and its partial loss and pair count (loss_ptr, pairs_ptr: (B, tiles))."""
@@ -266,41 +306,41 @@ def _pair_tiles_kernel(
     mu = _split_float(mu_hi, mu_lo, acc)
     scale = _split_float(scale_hi, scale_lo, acc)
 
-    lanes = tl.arange(0, TILE)
-    pi = first + lanes
-    is_doc = pi < n
     base = row64 * L
-    si = tl.load(sorted_s_ptr + base + pi, mask=is_doc, other=0.0)[:, None]
-    yi = tl.load(sorted_y_ptr + base + pi, mask=is_doc, other=float("-inf"))[:, None]
-    gi = tl.load(sorted_g_ptr + base + pi, mask=is_doc, other=0.0)[:, None]
-    ri = _inverse_discount(pi, acc)[:, None]
-    loss = tl.zeros([TILE], dtype=acc)
-    count = tl.zeros([TILE], dtype=tl.int32)
-    grad = tl.zeros([TILE], dtype=acc)
+    lanes = tl.arange(0, TILE)
+    # i along axis 0, loaded once; j along axis 1, loaded as (1, TILE) so that it is born in the tile's layout
+    pi = (first + lanes)[:, None]
+    is_doc = pi < n
+    si = tl.load(sorted_s_ptr + base + pi, mask=is_doc, other=0.0)
+    yi = tl.load(sorted_y_ptr + base + pi, mask=is_doc, other=float("nan"))
+    gi = tl.load(sorted_g_ptr + base + pi, mask=is_doc, other=0.0)
+    ri_hi = tl.load(tables_ptr + pi)
+    ri_lo = tl.load(tables_ptr + size + pi)
+    loss = tl.zeros([TILE, TILE], dtype=acc)
+    count = tl.zeros([TILE, TILE], dtype=tl.int32)
+    grad = tl.zeros([TILE, TILE], dtype=acc)
     # Positions j that can pair with this tile: every real one while the tile starts before k, only those
     # below k after it (pairs need i < k or j < k); none for a tile past the row's real documents.
     last = tl.where(first < k, n, tl.minimum(n, k))
     last = tl.where(first < n, last, 0)
     for start in range(0, last, TILE):
-        pj = start + lanes
+        pj = start + lanes[None, :]
         real_j = pj < last
         sj = tl.load(sorted_s_ptr + base + pj, mask=real_j, other=0.0)
-        yj = tl.load(sorted_y_ptr + base + pj, mask=real_j, other=float("-inf"))
+        yj = tl.load(sorted_y_ptr + base + pj, mask=real_j, other=float("nan"))
         gj = tl.load(sorted_g_ptr + base + pj, mask=real_j, other=0.0)
-        rj = _inverse_discount(pj, acc)
-        tile_loss, tile_count, tile_grad = _pair_cells(si, yi, gi, ri, pi[:, None],
-                                                       sj[None, :], yj[None, :], gj[None, :], rj[None, :],
-                                                       pj[None, :], k, sigma, mu, SCHEME, STORE_GRAD, FAST_MATH)
-        loss += tile_loss
-        count += tile_count
-        grad += tile_grad
+        rj_hi = tl.load(tables_ptr + pj)
+        rj_lo = tl.load(tables_ptr + size + pj)
+        loss, count, grad = _pair_cells(si, yi, gi, ri_hi, ri_lo, pi, sj, yj, gj, rj_hi, rj_lo, pj, k, sigma, mu,
+                                        tables_ptr, size, loss, count, grad, SCHEME, TOP_K, STORE_GRAD, FAST_MATH)
 
-    tl.store(loss_ptr + program, -scale * tl.sum(loss, axis=0))
-    tl.store(pairs_ptr + program, tl.sum(count, axis=0).to(tl.int64))
+    tl.store(loss_ptr + program, -scale * tl.sum(tl.sum(loss, axis=1), axis=0))
+    tl.store(pairs_ptr + program, tl.sum(tl.sum(count, axis=1), axis=0).to(tl.int64))
     if STORE_GRAD:
-        inside = pi < L
-        index = tl.load(sorted_i_ptr + base + pi, mask=inside, other=0)
-        tl.store(grad_ptr + base + index, -scale * sigma * grad, mask=inside)
+        pos = first + lanes
+        inside = pos < L
+        index = tl.load(sorted_i_ptr + base + pos, mask=inside, other=0)
+        tl.store(grad_ptr + base + index, -scale * sigma * tl.sum(grad, axis=1), mask=inside)
 
 
 # Float32 cells take the fast division when compiled for CUDA: not interpreted (no libdevice), nor on ROCm.
@@ -321,13 +361,29 @@ def _host_sorted_rows(inputs: LambdaLossInputs, acc: torch.dtype, k: int):
     count = real.sum(1, dtype=torch.int32)
     is_doc = torch.arange(length, device=scores.device)[None, :] < count[:, None]
     sorted_s = keyed.gather(1, index).contiguous()
-    sorted_y = torch.where(is_doc, inputs.labels.to(torch.float32).gather(1, index), float("-inf")).contiguous()
+    labels = inputs.labels.to(torch.float32).gather(1, index)
+    sorted_y = torch.where(is_doc & (labels > float("-inf")), labels, float("nan")).contiguous()  # `_pair_label`
     clamped = torch.where(real, inputs.labels.to(acc).clamp_min(0.0), 0.0)
     ideal = torch.sort(clamped, dim=1, descending=True).values[:, :min(k, length)]
     discount = torch.log2(torch.arange(ideal.shape[1], device=scores.device, dtype=acc) + 2.0)
     max_dcg = ((torch.exp2(ideal) - 1.0) / discount).sum(1, keepdim=True).clamp_min(inputs.eps)
-    sorted_g = torch.where(is_doc, (torch.exp2(sorted_y.to(acc).clamp_min(0.0)) - 1.0) / max_dcg, 0.0)
+    sorted_g = torch.where(is_doc, (torch.exp2(labels.to(acc).clamp_min(0.0)) - 1.0) / max_dcg, 0.0)
     return sorted_s, sorted_y, sorted_g.contiguous(), index.to(torch.int32).contiguous(), count
+
+
+@functools.lru_cache(maxsize=None)
+def position_tables(size: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """(3, size), computed once per size in float64: 1 / log2(2 + p) split into dtype hi and lo rows, and
+    1/log2(1 + t) - 1/log2(2 + t) for t = |i - j| (0 at t = 0), written log1p(1 / (1 + t)) / (ln 2 log2(1 + t)
+    log2(2 + t)) because the difference itself cancels (at t = 16384 it is 1e-5 of either term)."""
+    p = torch.arange(size, dtype=torch.float64)
+    inverse_discount = 1.0 / torch.log2(p + 2.0)
+    hi = inverse_discount.to(dtype)
+    lo = (inverse_discount - hi.double()).to(dtype)
+    t = p.clamp_min(1.0)
+    apart = torch.where(p > 0, torch.log1p(1.0 / (1.0 + t)) / (math.log(2) * torch.log2(1.0 + t) * torch.log2(2.0 + t)),
+                        0.0)
+    return torch.stack([hi, lo, apart.to(dtype)]).to(device)
 
 
 def _halves(value: float) -> tuple[float, float]:
@@ -368,6 +424,7 @@ def triton_lambdaloss(inputs: LambdaLossInputs, need_grad: bool, *, tile: int = 
     fast_math = FAST_MATH_FLOAT32 and scores.is_cuda and acc == torch.float32
     floats = dict(sigma=_halves(inputs.sigma), mu=_halves(inputs.mu), eps=_halves(inputs.eps),
                   scale=_halves(inputs.log_scale))
+    tables = position_tables(block, acc, device)
     sort_in_kernel = scores.dtype != torch.float64 and block <= sort_max_block
     fused = sort_in_kernel and block <= tile
     tile = min(tile, block)
@@ -390,12 +447,13 @@ def triton_lambdaloss(inputs: LambdaLossInputs, need_grad: bool, *, tile: int = 
                 scores, scores.stride(0), scores.stride(1),
                 labels, labels.stride(0), labels.stride(1),
                 *((mask, mask.stride(0), mask.stride(1)) if mask is not None else (row_loss, 0, 0)),
-                lengths if lengths is not None else row_loss,
+                lengths if lengths is not None else row_loss, tables, block,
                 *scratch,
                 row_loss, row_pairs, grad if grad is not None else row_loss,
                 length, k, *floats["sigma"], *floats["mu"], *floats["eps"], *floats["scale"],
-                REAL=_real_kind(inputs), SCHEME=inputs.scheme, FUSED=fused, STORE_GRAD=need_grad, BLOCK=block,
-                FAST_MATH=fast_math, num_warps=_warps(block * block if fused else block),
+                REAL=_real_kind(inputs), SCHEME=inputs.scheme, TOP_K=inputs.k > 0, FUSED=fused,
+                STORE_GRAD=need_grad, BLOCK=block, FAST_MATH=fast_math,
+                num_warps=_warps(block * block, acc) if fused else max(1, min(8, block // 256)),
             )
             if fused:
                 return row_loss, row_pairs, grad
@@ -406,10 +464,10 @@ def triton_lambdaloss(inputs: LambdaLossInputs, need_grad: bool, *, tile: int = 
         partial_loss = row_loss if one_tile else torch.empty((batch, tiles), dtype=acc, device=device)
         partial_pairs = row_pairs if one_tile else torch.empty((batch, tiles), dtype=torch.int64, device=device)
         _pair_tiles_kernel[(batch * tiles,)](
-            *scratch, partial_loss, partial_pairs, grad if grad is not None else row_loss,
+            *scratch, tables, block, partial_loss, partial_pairs, grad if grad is not None else row_loss,
             length, tiles, k, *floats["sigma"], *floats["mu"], *floats["scale"],
-            SCHEME=inputs.scheme, STORE_GRAD=need_grad, TILE=tile, FAST_MATH=fast_math,
-            num_warps=_warps(tile * tile),
+            SCHEME=inputs.scheme, TOP_K=inputs.k > 0, STORE_GRAD=need_grad, TILE=tile, FAST_MATH=fast_math,
+            num_warps=_warps(tile * tile, acc),
         )
     if not one_tile:  # per-program partials, summed once: deterministic
         torch.sum(partial_loss, dim=1, out=row_loss)
@@ -417,6 +475,6 @@ def triton_lambdaloss(inputs: LambdaLossInputs, need_grad: bool, *, tile: int = 
     return row_loss, row_pairs, grad
 
 
-def _warps(elements: int) -> int:
-    """One warp per 1024 elements of a program's largest tensor (32 a thread), 1 to 8."""
-    return max(1, min(8, elements // 1024))
+def _warps(cells: int, acc: torch.dtype) -> int:
+    """Warps for a tile of `cells`: CELLS_PER_THREAD cells a thread, 1 to 8 warps."""
+    return max(1, min(8, cells // (32 * CELLS_PER_THREAD[acc])))

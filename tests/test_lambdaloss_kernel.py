@@ -217,9 +217,9 @@ class AllocationSizes(TorchDispatchMode):
 @pytest.mark.parametrize("launch", [dict(tile=16), dict(tile=16, sort_max_block=1)], ids=["kernel sort", "host sort"])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 def test_memory_is_linear_in_the_batch(launch, dtype):
-    """No tensor the launcher makes holds more than B * L elements of 8 bytes: the L^2 pairs (here 150 times
-    more) exist only a tile at a time."""
-    batch, length = 2, 150
+    """No tensor the launcher makes holds more than B * L elements of 8 bytes (B = 8 also covers its O(L) table of
+    3 x next_power_of_2(L) weights by position): the L^2 pairs exist only a tile at a time."""
+    batch, length = 8, 150
     gen = torch.Generator().manual_seed(2)
     scores = torch.randn(batch, length, generator=gen).to(dtype)
     labels = torch.randint(0, 3, (batch, length), generator=gen).float()
