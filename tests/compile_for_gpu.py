@@ -78,10 +78,12 @@ def compile_for_h100(score_type, constants, num_warps=None, aligned=True, kernel
 
 LAMBDALOSS_CONFIGS = [  # (kernel, score type, constexprs, warps): the launcher's paths
     ("_sort_rows_kernel", "fp32", dict(REAL=2, SCHEME=4, TOP_K=True, FUSED=True, STORE_GRAD=True, BLOCK=16), 1),
-    ("_sort_rows_kernel", "bf16", dict(REAL=1, SCHEME=1, TOP_K=False, FUSED=True, STORE_GRAD=False, BLOCK=64), 4),
+    ("_sort_rows_kernel", "bf16", dict(REAL=1, SCHEME=1, TOP_K=False, FUSED=True, STORE_GRAD=False, BLOCK=32), 4),
     ("_sort_rows_kernel", "fp16", dict(REAL=0, SCHEME=0, TOP_K=False, FUSED=False, STORE_GRAD=True, BLOCK=256), 1),
-    ("_pair_tiles_kernel", "fp32", dict(SCHEME=4, TOP_K=False, STORE_GRAD=True, TILE=64), 4),
-    ("_pair_tiles_kernel", "fp64", dict(SCHEME=3, TOP_K=True, STORE_GRAD=True, TILE=64), 4),
+    ("_sort_rows_kernel", "fp32", dict(REAL=1, SCHEME=2, TOP_K=True, FUSED=False, STORE_GRAD=True, BLOCK=2048), 8),
+    ("_pair_tiles_kernel", "fp32", dict(SCHEME=4, TOP_K=False, STORE_GRAD=True, TILE=32), 4),
+    ("_pair_tiles_kernel", "fp32", dict(SCHEME=1, TOP_K=True, STORE_GRAD=False, TILE=32), 4),
+    ("_pair_tiles_kernel", "fp64", dict(SCHEME=3, TOP_K=True, STORE_GRAD=True, TILE=32), 8),
 ]
 
 

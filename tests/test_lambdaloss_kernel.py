@@ -93,14 +93,9 @@ def oracle(inputs):
 def counted_pairs(inputs):
     """Per row, the ordered pairs the definition counts: real documents with finite labels, label_i > label_j
     (any two, the diagonal too, for NDCGLoss1), and a score-order position below k on either side."""
-    batch, length = inputs.scores.shape
-    real = torch.ones(batch, length, dtype=torch.bool)
-    if inputs.mask is not None:
-        real = inputs.mask
-    elif inputs.lengths is not None:
-        real = torch.arange(length)[None, :] < inputs.lengths[:, None]
+    real = real_positions(inputs)
     counts = []
-    for b in range(batch):
+    for b in range(real.shape[0]):
         docs = torch.nonzero(real[b]).flatten()
         order = torch.sort(inputs.scores[b, docs].double(), descending=True, stable=True).indices
         y = inputs.labels[b, docs[order]].tolist()
@@ -171,6 +166,29 @@ def test_every_path_and_dtype(dtype, path):
     for scheme in range(len(WEIGHTING_SCHEMES)):
         inputs = LambdaLossInputs(scores, labels, mask, None, scheme, 4, 1.0, 10.0, 1e-10, BINARY)
         check_against_oracle(inputs, PATHS[path])
+
+
+@pytest.mark.parametrize("lengths_dtype", [torch.int64, torch.int32, torch.int16, torch.uint8])
+def test_strided_inputs_and_length_dtypes(lengths_dtype):
+    """Scores and labels as strided views (every other column of wider tensors), lengths of any integer dtype."""
+    gen = torch.Generator().manual_seed(3)
+    wide_scores = torch.randn(3, 22, generator=gen)
+    wide_labels = torch.randint(-1, 4, (3, 22), generator=gen).float()
+    scores, labels = wide_scores[:, ::2], wide_labels[:, ::2]
+    assert not scores.is_contiguous()
+    lengths = torch.tensor([11, 4, 0], dtype=lengths_dtype)
+    for launch in (dict(tile=16), dict(tile=4), dict(tile=4, sort_max_block=1)):
+        inputs = LambdaLossInputs(scores, labels, None, lengths, 3, 0, 1.0, 10.0, 1e-10, 1.0)
+        check_against_oracle(inputs, launch)
+
+
+def test_empty_batch_and_rows():
+    for batch, length in ((0, 5), (3, 0)):
+        inputs = LambdaLossInputs(torch.zeros(batch, length), torch.zeros(batch, length), None, None, 4, 0, 1.0,
+                                  10.0, 1e-10, BINARY)
+        row_loss, row_pairs, grad = triton_lambdaloss(inputs, True)
+        assert row_loss.shape == row_pairs.shape == (batch,) and grad.shape == (batch, length)
+        assert not row_loss.any() and not row_pairs.any()
 
 
 def test_rows_without_pairs():

@@ -179,8 +179,7 @@ def count(package, shapes, label: str) -> list[dict]:
 
 LAMBDALOSS_SCHEMES = ("none", "ndcgloss1", "ndcgloss2", "lambdarank", "ndcgloss2pp")
 # (score type, tile, warps): the launcher's pick and its neighbours
-LAMBDALOSS_TILES = (("fp32", 64, 4), ("fp32", 64, 8), ("fp32", 32, 2), ("fp32", 32, 4), ("fp32", 16, 1), ("fp64", 64, 8),
-                    ("fp64", 32, 4))
+LAMBDALOSS_TILES = (("fp32", 32, 4), ("fp32", 64, 8), ("fp32", 64, 4), ("fp64", 32, 8), ("fp64", 32, 4))
 
 
 def loop_span(instructions):
