@@ -31,9 +31,14 @@ writes it once, through their input index: no atomics, no cross-program writes, 
 that each unordered pair is evaluated twice (once by each side's program): halving that would make one
 program write the other's gradient. The loss and the pair count of (i, j) are summed by the program owning
 i, the first position, so each ordered pair counts once; per-program partials are summed once on the host.
-Memory: O(B * L) scratch (sorted scores, labels, gains and input indices) plus O(B * L / tile) partials.
+Within a program the cells' sums stay per cell across the loop over tiles of j and are reduced once after it
+(reducing every tile cost 10 shuffles a cell). Weights by position come from a table computed once in float64
+(`position_tables`): 1 / log2(2 + p) as hi + lo, so that LambdaRank's |r_i - r_j| keeps its digits far down
+the list, and NDCGLoss2's weight by distance |i - j|, which cancels if computed as a difference.
+Memory: O(B * L) scratch (sorted scores, labels, gains and input indices), O(B * L / tile) partials and the
+O(L) table.
 
-Three kernels' worth of paths, chosen by the launcher:
+Three paths, chosen by the launcher:
 
   * short rows (the row's power-of-two block fits one tile, e.g. 16 x 10): one kernel, one program a row,
     sorts in registers and evaluates every cell of the row at once: one launch.
@@ -43,7 +48,8 @@ Three kernels' worth of paths, chosen by the launcher:
     stable torch.sort, then `_pair_tiles_kernel`. Float64 because the in-kernel sort key is 32 bits of score
     packed with the position into an int64 (tl.sort sorts one tensor, so the tiebreak must share the word):
     two distinct float64 scores may round to the same float32 and would be ordered by position instead of
-    by value. Long rows because a bitonic sort of > 2048 int64 keys in one program spills (as ListMLE's).
+    by value. Long rows as ListMLE's launcher does (triton_listmle.SORT_MAX_BLOCK: at 4096 its in-kernel
+    sort lost to the host sort on an H100); next to the row's L^2 cells either sort is small.
 
 In-kernel sort: the score (16/32-bit scores as float32, exactly) maps to an order-preserving int32 key (flip
 the magnitude bits of negative floats; -0.0 as 0.0, every NaN as the largest key, padding as the smallest),
@@ -52,6 +58,7 @@ packed as (key << 32) | (BLOCK - 1 - position) and sorted descending: equal scor
 
 import functools
 import math
+import struct
 
 import torch
 import triton
@@ -69,7 +76,6 @@ from .numerics import accumulator_dtype
 PAIR_TILE = 32
 CELLS_PER_THREAD = {torch.float32: 8, torch.float64: 4}
 SORT_MAX_BLOCK = 2048   # longest row sorted in the kernel; longer rows are sorted on the host
-DIFFERENCE_LIMIT = 1e8  # score differences are clamped to +-1e8, as sentence-transformers does
 NO_K = 2 ** 31 - 1      # k = 0 (every position) as a position bound no row reaches
 
 REAL_ALL, REAL_MASK, REAL_LENGTHS = 0, 1, 2
@@ -87,8 +93,9 @@ def _split_float(hi, lo, acc: tl.constexpr):
 
 @triton.jit
 def _divide(x, y, FAST_MATH: tl.constexpr):
-    """x / y; FAST_MATH (float32 on CUDA): `__fdividef`, 2 ulp for |y| in [2^-126, 2^126] (the denominators
-    here are 1 + e and e <= u - 1, inside it), the bound of the full-range division without its rescaling."""
+    """x / y; FAST_MATH (float32 on CUDA): `__fdividef` (x times the hardware reciprocal of y), 2 ulp for |y| in
+    [2^-126, 2^126], the bound of the full-range division without its rescaling of extreme operands. The
+    denominators here, 1 + e and 2 + e with e in [0, 1], are inside it. The interpreter and float64 take `/`."""
     if FAST_MATH:
         return libdevice.fast_dividef(x, y)
     else:
@@ -236,7 +243,10 @@ def _sort_row(row64, cols, L, k, eps, scores_ptr, stride_sb, stride_sl, labels_p
     top = (cols < k) & (cols < n)
     max_dcg = tl.sum(tl.where(top, (tl.exp2(ideal.to(acc)) - 1.0) * _discount_weight(cols, tables_ptr, size), 0.0),
                      axis=0)
+    # maxDCG is 0 only when eps rounds to 0 in acc and no real label is above 0: every gain is then 0, as
+    # 0 / inf gives it
     max_dcg = tl.maximum(max_dcg, eps)
+    max_dcg = tl.where(max_dcg > 0, max_dcg, float("inf"))
     g = tl.where(is_doc, (tl.exp2(tl.maximum(y, 0.0).to(acc)) - 1.0) / max_dcg, 0.0)
     return s, _pair_label(y), g, index, n
 
@@ -367,7 +377,7 @@ def _host_sorted_rows(inputs: LambdaLossInputs, acc: torch.dtype, k: int):
     ideal = torch.sort(clamped, dim=1, descending=True).values[:, :min(k, length)]
     discount = torch.log2(torch.arange(ideal.shape[1], device=scores.device, dtype=acc) + 2.0)
     max_dcg = ((torch.exp2(ideal) - 1.0) / discount).sum(1, keepdim=True).clamp_min(inputs.eps)
-    sorted_g = torch.where(is_doc, (torch.exp2(labels.to(acc).clamp_min(0.0)) - 1.0) / max_dcg, 0.0)
+    sorted_g = torch.where(is_doc & (max_dcg > 0), (torch.exp2(labels.to(acc).clamp_min(0.0)) - 1.0) / max_dcg, 0.0)
     return sorted_s, sorted_y, sorted_g.contiguous(), index.to(torch.int32).contiguous(), count
 
 
@@ -375,7 +385,7 @@ def _host_sorted_rows(inputs: LambdaLossInputs, acc: torch.dtype, k: int):
 def position_tables(size: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
     """(3, size), computed once per size in float64: 1 / log2(2 + p) split into dtype hi and lo rows, and
     1/log2(1 + t) - 1/log2(2 + t) for t = |i - j| (0 at t = 0), written log1p(1 / (1 + t)) / (ln 2 log2(1 + t)
-    log2(2 + t)) because the difference itself cancels (at t = 16384 it is 1e-5 of either term)."""
+    log2(2 + t)) because the difference itself cancels (at t = 16384 it is 6e-6 of either term)."""
     p = torch.arange(size, dtype=torch.float64)
     inverse_discount = 1.0 / torch.log2(p + 2.0)
     hi = inverse_discount.to(dtype)
@@ -386,10 +396,15 @@ def position_tables(size: int, dtype: torch.dtype, device: torch.device) -> torc
     return torch.stack([hi, lo, apart.to(dtype)]).to(device)
 
 
+def _float32(value: float) -> float:
+    """value rounded to float32, in plain Python: a torch scalar a call would add microseconds per launch."""
+    return struct.unpack("f", struct.pack("f", value))[0]
+
+
 def _halves(value: float) -> tuple[float, float]:
     """value as float32 hi + lo (see `_split_float`)."""
-    hi = float(torch.tensor(value, dtype=torch.float32))
-    return hi, float(torch.tensor(value - hi, dtype=torch.float32))
+    hi = _float32(value)
+    return hi, _float32(value - hi)
 
 
 def _real_kind(inputs: LambdaLossInputs) -> int:

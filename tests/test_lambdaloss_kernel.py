@@ -182,6 +182,18 @@ def test_strided_inputs_and_length_dtypes(lengths_dtype):
         check_against_oracle(inputs, launch)
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_no_gain_with_an_eps_below_float32(dtype):
+    """Labels 0 and -1 only: pairs count but every gain is 0, and maxDCG is eps = 1e-50, 0 in float32: weights 0,
+    not 0 / 0."""
+    gen = torch.Generator().manual_seed(4)
+    scores = torch.randn(2, 9, generator=gen).to(dtype)
+    labels = torch.randint(-1, 1, (2, 9), generator=gen).float()
+    for launch in PATHS.values():
+        for scheme in range(len(WEIGHTING_SCHEMES)):
+            check_against_oracle(LambdaLossInputs(scores, labels, None, None, scheme, 0, 1.0, 10.0, 1e-50, 1.0), launch)
+
+
 def test_empty_batch_and_rows():
     for batch, length in ((0, 5), (3, 0)):
         inputs = LambdaLossInputs(torch.zeros(batch, length), torch.zeros(batch, length), None, None, 4, 0, 1.0,
