@@ -172,8 +172,8 @@ if __name__ == "__main__":
     for kernel_name, score_type, constants, warps in LAMBDALOSS_CONFIGS:
         compiled = compile_lambdaloss_for_h100(kernel_name, score_type, constants, warps)
         assert len(compiled.asm["cubin"]) > 0
-        print(f"compiled lambdaloss {kernel_name} {score_type} {constants}: {len(compiled.asm['cubin'])} bytes of sm_90 "
-              f"cubin, {ptxas_resources(compiled)}")
+        print(f"compiled lambdaloss {kernel_name} {score_type} {constants}: {len(compiled.asm['cubin'])} bytes "
+              f"of sm_90 cubin, {ptxas_resources(compiled)}")
     print(f"OK triton {triton.__version__}")
     if "--resources" in sys.argv:
         resource_table()

@@ -1,10 +1,11 @@
-"""The LambdaLoss Triton kernels (`triton_lambdaloss`) against the float64 oracle, interpreted on the CPU.
+"""The LambdaLoss Triton kernels (`triton_lambdaloss`) against the float64 oracle (interpreted, without a GPU).
 
 Rows are short, and the launcher's tile and in-kernel sort bound are forced small, so that every path runs:
 the one-kernel path (the row fits a tile), the sorted scratch written by the kernel and read in tiles, and
 the scratch sorted on the host (float64 scores, rows past the sort bound), with tile boundaries crossed.
 """
 
+import dataclasses
 import math
 
 import pytest
@@ -17,7 +18,7 @@ from listmle_kernels.inputs import WEIGHTING_SCHEMES, LambdaLossInputs
 from listmle_kernels.triton_lambdaloss import triton_lambdaloss
 from reference import lambdaloss_reference
 
-from cases import DTYPES
+from cases import DEVICE, DTYPES
 
 pytest.importorskip("triton")
 
@@ -31,6 +32,14 @@ GRAD_TOL = {torch.float64: 1e-10, torch.float32: 2e-5, torch.float16: 2e-5, torc
 PATHS = {"one kernel": dict(tile=64), "sorted in kernel, tiles": dict(tile=2),
          "sorted in kernel, tiles of 4": dict(tile=4), "sorted on host, tiles": dict(tile=4, sort_max_block=1)}
 BINARY = 1 / math.log(2)
+
+
+def run(inputs, need_grad, **launch):
+    """triton_lambdaloss on DEVICE (the CPU, interpreted, without a GPU); its results back on the CPU."""
+    moved = dataclasses.replace(inputs, **{field: getattr(inputs, field).to(DEVICE)
+                                           for field in ("scores", "labels", "mask", "lengths")
+                                           if getattr(inputs, field) is not None})
+    return tuple(None if out is None else out.cpu() for out in triton_lambdaloss(moved, need_grad, **launch))
 
 
 @st.composite
@@ -122,7 +131,7 @@ def real_positions(inputs):
 def check_against_oracle(inputs, launch):
     dtype = inputs.scores.dtype
     accumulator = torch.float64 if dtype == torch.float64 else torch.float32
-    row_loss, row_pairs, grad = triton_lambdaloss(inputs, True, **launch)
+    row_loss, row_pairs, grad = run(inputs, True, **launch)
     expected_loss, expected_grad = oracle(inputs)
     expected_pairs = counted_pairs(inputs)
     # The oracle's row without pairs is 0 * (sum of every score), NaN beside a NaN or infinite score; the
@@ -137,7 +146,7 @@ def check_against_oracle(inputs, launch):
                                atol=tol * max(1.0, float(expected_grad.abs().max())))
     assert torch.equal(row_pairs, expected_pairs)
     assert not grad[~real_positions(inputs)].any(), "gradient at padding"
-    loss_only, pairs_only, no_grad = triton_lambdaloss(inputs, False, **launch)
+    loss_only, pairs_only, no_grad = run(inputs, False, **launch)
     assert no_grad is None
     assert torch.equal(loss_only, row_loss) and torch.equal(pairs_only, row_pairs)
 
@@ -198,7 +207,7 @@ def test_empty_batch_and_rows():
     for batch, length in ((0, 5), (3, 0)):
         inputs = LambdaLossInputs(torch.zeros(batch, length), torch.zeros(batch, length), None, None, 4, 0, 1.0,
                                   10.0, 1e-10, BINARY)
-        row_loss, row_pairs, grad = triton_lambdaloss(inputs, True)
+        row_loss, row_pairs, grad = run(inputs, True)
         assert row_loss.shape == row_pairs.shape == (batch,) and grad.shape == (batch, length)
         assert not row_loss.any() and not row_pairs.any()
 
@@ -210,7 +219,7 @@ def test_rows_without_pairs():
     lengths = torch.tensor([0, 6, 6, 1])
     for launch in PATHS.values():
         inputs = LambdaLossInputs(scores, labels, None, lengths, 4, 0, 1.0, 10.0, 1e-10, BINARY)
-        row_loss, row_pairs, grad = triton_lambdaloss(inputs, True, **launch)
+        row_loss, row_pairs, grad = run(inputs, True, **launch)
         assert torch.equal(row_loss, torch.zeros(4)) and torch.equal(row_pairs, torch.zeros(4, dtype=torch.int64))
         assert torch.equal(grad, torch.zeros(4, 6))
 
@@ -222,8 +231,8 @@ def test_deterministic():
     labels = torch.randint(0, 4, (3, 37), generator=gen).float()
     inputs = LambdaLossInputs(scores, labels, None, None, 4, 0, 1.0, 10.0, 1e-10, BINARY)
     for launch in (dict(tile=8), dict(tile=8, sort_max_block=1)):
-        first = triton_lambdaloss(inputs, True, **launch)
-        second = triton_lambdaloss(inputs, True, **launch)
+        first = run(inputs, True, **launch)
+        second = run(inputs, True, **launch)
         for a, b in zip(first, second):
             assert torch.equal(a, b)
 
@@ -256,5 +265,5 @@ def test_memory_is_linear_in_the_batch(launch, dtype):
     mask = torch.rand(batch, length, generator=gen) < 0.9
     inputs = LambdaLossInputs(scores, labels, mask, None, 4, 0, 1.0, 10.0, 1e-10, BINARY)
     with AllocationSizes() as allocations:
-        triton_lambdaloss(inputs, True, **launch)
+        run(inputs, True, **launch)
     assert allocations.sizes and max(allocations.sizes) <= 8 * batch * length
