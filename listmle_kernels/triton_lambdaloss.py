@@ -71,7 +71,7 @@ from .inputs import LambdaLossInputs, real_mask
 from .numerics import accumulator_dtype
 
 # Positions a side of a tile of cells. 32 x 32 at 8 cells a thread (4 warps) for float32: no spills for any scheme
-# and 72-128 registers, at the SASS a pair of 64 x 64 at 16 cells a thread (139-183 registers); 32 a thread spills
+# and 72-126 registers, at the SASS a pair of 64 x 64 at 16 cells a thread (136-187 registers); 32 a thread spills
 # at 64 x 64; float64 spills at 8 a thread, so it takes 4 (python -m tools.sass_count --lambdaloss).
 PAIR_TILE = 32
 CELLS_PER_THREAD = {torch.float32: 8, torch.float64: 4}
