@@ -24,6 +24,7 @@ from listmle_kernels.triton_listmle import (  # noqa: E402
     FAST_MATH_FLOAT32, KERNEL_LINEAR_SPAN, _listmle_kernel, launch_config)
 from listmle_kernels.triton_listnet import _listnet_kernel, num_warps_for as listnet_num_warps  # noqa: E402
 from listmle_kernels.triton_scale import _scale_rows_kernel, tile_shape as scale_tile_shape  # noqa: E402
+from listmle_kernels import triton_lambdaloss  # noqa: E402
 
 CONFIGS = [  # (score type, constexprs): the heaviest sort, the chunked scan, packed short rows, float64
     ("bf16", dict(REAL=1, ORDER=1, WEIGHTS=1, RANDOM_TIES=True, STORE_GRAD=True, ROWS=1, BLOCK=4096, CHUNKS=1)),
@@ -91,6 +92,41 @@ def compile_listnet_for_h100(score_type, constants):
                             kernel=_listnet_kernel, pointers=dict(labels_ptr="fp32"))
 
 
+LAMBDALOSS_CONFIGS = [  # (kernel, score type, constexprs, warps): the launcher's paths
+    ("_sort_rows_kernel", "fp32", dict(REAL=2, SCHEME=4, TOP_K=True, FUSED=True, STORE_GRAD=True, BLOCK=16), 1),
+    ("_sort_rows_kernel", "bf16", dict(REAL=1, SCHEME=1, TOP_K=False, FUSED=True, STORE_GRAD=False, BLOCK=32), 4),
+    ("_sort_rows_kernel", "fp16", dict(REAL=0, SCHEME=0, TOP_K=False, FUSED=False, STORE_GRAD=True, BLOCK=256), 1),
+    ("_sort_rows_kernel", "fp32", dict(REAL=1, SCHEME=2, TOP_K=True, FUSED=False, STORE_GRAD=True, BLOCK=2048), 8),
+    ("_pair_tiles_kernel", "fp32", dict(SCHEME=4, TOP_K=False, STORE_GRAD=True, TILE=32), 4),
+    ("_pair_tiles_kernel", "fp32", dict(SCHEME=1, TOP_K=True, STORE_GRAD=False, TILE=32), 4),
+    ("_pair_tiles_kernel", "fp64", dict(SCHEME=3, TOP_K=True, STORE_GRAD=True, TILE=32), 8),
+]
+
+
+def compile_lambdaloss_for_h100(kernel_name, score_type, constants, num_warps, kernel=None):
+    """A LambdaLoss kernel (triton_lambdaloss.py, or `kernel`, a copy of it) as the launcher specialises it on
+    contiguous rows: unit column strides, float32 halves of the float arguments, FAST_MATH as it passes it."""
+    kernel = kernel or getattr(triton_lambdaloss, kernel_name)
+    acc = "fp64" if score_type == "fp64" else "fp32"
+    pointers = dict(scores_ptr=score_type, labels_ptr="fp32", mask_ptr="u8", lengths_ptr="i64", sorted_s_ptr=acc,
+                    sorted_y_ptr="fp32", sorted_g_ptr=acc, sorted_i_ptr="i32", count_ptr="i32", loss_ptr=acc,
+                    pairs_ptr="i64", grad_ptr=acc, tables_ptr=acc)
+    constexprs = dict(FAST_MATH=triton_lambdaloss.FAST_MATH_FLOAT32 and acc == "fp32", **constants)
+    sig, attrs = {}, {}
+    for index, param in enumerate(kernel.params):
+        name = param.name
+        if param.is_constexpr or name in ("stride_sl", "stride_yl", "stride_ml"):
+            sig[name] = "constexpr"
+            constexprs.setdefault(name, 1)
+        elif name in pointers:
+            sig[name] = "*" + pointers[name]
+            attrs[(index,)] = [["tt.divisibility", 16]]
+        else:
+            sig[name] = "fp32" if name.endswith(("_hi", "_lo")) else "i32"
+    source = ASTSource(fn=kernel, signature=sig, constexprs=constexprs, attrs=attrs)
+    return triton.compile(source, target=GPUTarget("cuda", 90, 32), options={"num_warps": num_warps})
+
+
 def compile_scale_for_h100(grad_type, per_row):
     scale_type = "fp64" if grad_type == "fp64" else "fp32"
     sig = dict(grad_ptr="*" + grad_type, scale_ptr="*" + scale_type, stride_scale="i32", B="i32", L="i32",
@@ -153,6 +189,11 @@ if __name__ == "__main__":
         compiled = compile_scale_for_h100(grad_type, per_row)
         assert len(compiled.asm["cubin"]) > 0
         print(f"compiled scale {grad_type} per_row={per_row}: {len(compiled.asm['cubin'])} bytes of sm_90 cubin")
+    for kernel_name, score_type, constants, warps in LAMBDALOSS_CONFIGS:
+        compiled = compile_lambdaloss_for_h100(kernel_name, score_type, constants, warps)
+        assert len(compiled.asm["cubin"]) > 0
+        print(f"compiled lambdaloss {kernel_name} {score_type} {constants}: {len(compiled.asm['cubin'])} bytes "
+              f"of sm_90 cubin, {ptxas_resources(compiled)}")
     print(f"OK triton {triton.__version__}")
     if "--resources" in sys.argv:
         resource_table()

@@ -4,6 +4,7 @@
   host_profile.py     where the host time of a training-sized call goes
   kernel_paths.py     every Triton code path once, small (for compute-sanitizer on a GPU)
   sass_count.py       the kernel's sm_90 instructions, counted without a GPU, against minimal_listmle.py
+                      (--lambdaloss: the LambdaLoss tile kernel's, per pair)
   minimal_listmle.py  the simplest case's sums as one small kernel: the floor sass_count compares with
   sort_timing.py      where the CPU sort-by-labels time goes
   tune.py             the launch-configuration sweep on a GPU

@@ -2,8 +2,10 @@
 
 Meant for `compute-sanitizer --tool memcheck python3 -m tools.kernel_paths` on a GPU machine
 (every path launched: masks, lengths (strided too), weights, in-kernel sort, the chunked scan, the sort
-pre-pass, packed short rows, each dtype, the in-place backward), and as a quick smoke test of a
-fresh GPU. Prints one line a path; exit status 1 if any path disagrees with the float64 PyTorch path.
+pre-pass, packed short rows, each dtype, the in-place backward; then LambdaLoss's: one kernel, sort and
+tiles, host sort and tiles), and as a quick smoke test of a fresh GPU. Prints one line a path; exit status 1
+if any path disagrees with the float64 PyTorch path (LambdaLoss: with its float64 oracle, so its rows are
+short).
 Without CUDA it runs the Triton interpreter on the CPU (TRITON_INTERPRET=1 is set for it).
 """
 
@@ -25,6 +27,14 @@ PATHS = [  # (name, batch, length, dtype, keyword arguments of listmle_loss)
     ("chunked scan, lengths", 2, 9000, torch.float32, {"lengths": "random"}),
     ("sort pre-pass, p-ListMLE", 2, 5000, torch.float32, {"respect_input_order": False, "lambda_weight": "plistmle"}),
     ("reduction none, per-row backward", 6, 50, torch.float32, {"reduction": "none"}),
+]
+
+
+LAMBDALOSS_PATHS = [  # (name, batch, length, dtype, scheme, k, launcher keywords of triton_lambdaloss)
+    ("lambdaloss, one kernel, 16 x 10", 16, 10, torch.float32, "ndcgloss2pp", 0, {}),
+    ("lambdaloss, sort + tiles, mask, k", 3, 90, torch.bfloat16, "lambdarank", 5, {}),
+    ("lambdaloss, host sort + tiles", 2, 70, torch.float32, "ndcgloss1", 0, {"sort_max_block": 64}),
+    ("lambdaloss, float64 (host sort)", 3, 40, torch.float64, "none", 0, {}),
 ]
 
 
@@ -59,9 +69,34 @@ def relative_error(got, want):
     return float((got - want).norm() / want.norm().clamp_min(1e-30))
 
 
+def lambdaloss_errors(batch, length, dtype, scheme, k, launch, device, seed):
+    """Relative errors of triton_lambdaloss's row losses and gradient against the float64 oracle."""
+    from listmle_kernels.inputs import WEIGHTING_SCHEMES, LambdaLossInputs
+    from listmle_kernels.triton_lambdaloss import triton_lambdaloss
+    from reference import lambdaloss_reference
+    gen = torch.Generator().manual_seed(seed)
+    scores = (torch.randn(batch, length, generator=gen) * 2).to(dtype)
+    labels = torch.randint(0, 4, (batch, length), generator=gen).float()
+    mask = torch.rand(batch, length, generator=gen) < 0.8
+    inputs = LambdaLossInputs(scores.to(device), labels.to(device), mask.to(device), None,
+                              WEIGHTING_SCHEMES.index(scheme), k, 1.0, 10.0, 1e-10, 1.0)
+    loss, _, grad = triton_lambdaloss(inputs, True, **launch)
+    leaf = scores.double().requires_grad_(True)
+    ref_loss = lambdaloss_reference(leaf, labels, mask=mask, weighting_scheme=scheme, k=k or None,
+                                    reduction_log="natural", reduction="none")
+    ref_loss.sum().backward()
+    return relative_error(loss.cpu().double(), ref_loss.detach()), relative_error(grad.cpu().double(), leaf.grad)
+
+
 def main() -> int:
     device = "cuda" if torch.cuda.is_available() else "cpu"
     failures = 0
+    for seed, (name, batch, length, dtype, scheme, k, launch) in enumerate(LAMBDALOSS_PATHS):
+        errors = lambdaloss_errors(batch, length, dtype, scheme, k, launch, device, seed)
+        ok = max(errors) <= (1e-12 if dtype == torch.float64 else 1e-5)  # float32 accumulation for the others
+        failures += not ok
+        print(f"{'ok  ' if ok else 'FAIL'} {name:38} {batch:4d} x {length:5d} {str(dtype):15} "
+              f"loss rel err {errors[0]:.1e}, grad rel err {errors[1]:.1e}")
     for seed, (name, batch, length, dtype, options) in enumerate(PATHS):
         scores, labels, kwargs = make_problem(batch, length, options, device, seed)
         loss, grad = loss_and_grad(scores.to(dtype), labels, kwargs, "triton")
@@ -73,7 +108,8 @@ def main() -> int:
         failures += not ok
         print(f"{'ok  ' if ok else 'FAIL'} {name:38} {batch:4d} x {length:5d} {str(dtype):15} "
               f"loss rel err {errors[0]:.1e}, grad rel err {errors[1]:.1e}")
-    print(f"{len(PATHS) - failures}/{len(PATHS)} kernel paths agree with float64 on {device}")
+    total = len(PATHS) + len(LAMBDALOSS_PATHS)
+    print(f"{total - failures}/{total} kernel paths agree with float64 on {device}")
     return 1 if failures else 0
 
 

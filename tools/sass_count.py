@@ -15,6 +15,10 @@ ListMLE in input order at the same shape, the whole kernel's count, and the glob
 width (LDG.E.128 moves 16 bytes a thread). Where the kernel sorts, two more lines count tl.sort alone at that
 tile, of int64 keys (the kernel's) and of int32 keys: what a sort of either width costs before any sums.
 
+`--lambdaloss` counts the LambdaLoss kernels instead (triton_lambdaloss.py): per scheme and tile, registers,
+spills, the SASS of the loop over tiles of positions j, and that loop's SASS per pair (cell) of a thread:
+the loop body issues once per tile of TILE x TILE cells, TILE^2 / (32 x warps) of them a thread.
+
 `--package-dir DIR` counts another copy of the package too (as in tools.compare_commits), e.g. the
 commit before a change: `git archive REV listmle_kernels | tar -x -C DIR`.
 """
@@ -42,7 +46,7 @@ from tools.minimal_listmle import bare_sort_kernel, minimal_listmle_kernel
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
-from compile_for_gpu import compile_for_h100, ptxas_resources  # noqa: E402
+from compile_for_gpu import compile_for_h100, compile_lambdaloss_for_h100, ptxas_resources  # noqa: E402
 
 H100_SMS = 132
 LOG_SPACE_BRANCH = "        if linear:\n"  # the kernel's choice between its two ways to take the sums
@@ -173,6 +177,59 @@ def count(package, shapes, label: str) -> list[dict]:
     return results
 
 
+LAMBDALOSS_SCHEMES = ("none", "ndcgloss1", "ndcgloss2", "lambdarank", "ndcgloss2pp")
+# (score type, tile, warps): the launcher's pick and its neighbours
+LAMBDALOSS_TILES = (("fp32", 32, 4), ("fp32", 64, 8), ("fp32", 64, 4), ("fp64", 32, 8), ("fp64", 32, 4))
+
+
+def loop_span(instructions):
+    """(first, last) index of the instructions of the outermost loop: from the earliest target of a backward
+    branch to that branch; None for straight-line code."""
+    spans = []
+    for index, (address, op, operands) in enumerate(instructions):
+        target = re.search(r"0x([0-9a-f]+)", operands) if op.startswith("BRA") else None
+        if target and int(target.group(1), 16) < address:
+            start = next(i for i, (a, _, _) in enumerate(instructions) if a >= int(target.group(1), 16))
+            spans.append((start, index))
+    return min(spans) if spans else None
+
+
+def count_lambdaloss(tiles=LAMBDALOSS_TILES, schemes=LAMBDALOSS_SCHEMES) -> list[dict]:
+    """Registers, spills and SASS of `_pair_tiles_kernel` per (score type, tile, warps) and scheme, with the
+    gradient; the SASS of its loop over tiles of j, per cell of a thread."""
+    from listmle_kernels import triton_lambdaloss
+    results = []
+    print(f"triton {triton.__version__}, sm_90 via Triton's ptxas; _pair_tiles_kernel with the gradient, FAST_MATH "
+          f"{triton_lambdaloss.FAST_MATH_FLOAT32} for float32; a pair = one cell (i, j) of a thread's share of a tile")
+    print(f"{'scores':>6s} {'scheme':>11s} {'tile, warps':>11s} {'regs':>4s} {'spills st/ld B':>14s} {'SASS':>5s} "
+          f"{'loop SASS':>9s} {'cells/thread':>12s} {'SASS/pair':>9s} | loop's MUFU, loads and stores", flush=True)
+    for score_type, tile, warps in tiles:
+        for scheme in schemes:
+            compiled = compile_lambdaloss_for_h100(
+                "_pair_tiles_kernel", score_type,
+                dict(SCHEME=LAMBDALOSS_SCHEMES.index(scheme), TOP_K=False, STORE_GRAD=True, TILE=tile), warps)
+            instructions = sass(compiled)
+            resources = ptxas_resources(compiled)
+            numbers = re.match(r"(\d+) registers, spills (\d+) B stored / (\d+) B loaded", resources)
+            span = loop_span(instructions)
+            body = [op for _, op, _ in instructions[span[0]:span[1] + 1]] if span else []
+            cells = tile * tile / (32 * warps)
+            row = dict(scores=score_type, scheme=scheme, tile=tile, warps=warps, resources=resources,
+                       registers=int(numbers.group(1)) if numbers else -1,
+                       spills=(int(numbers.group(2)), int(numbers.group(3))) if numbers else None,
+                       sass=len(instructions), loop_sass=len(body), cells_per_thread=cells,
+                       sass_per_pair=len(body) / cells if body else None,
+                       loop_ops=dict(collections.Counter(op.split(".")[0] for op in body
+                                                         if op.startswith(("MUFU", "LDG", "STG", "STL", "LDL")))))
+            results.append(row)
+            spills = f"{row['spills'][0]}/{row['spills'][1]}" if row["spills"] else "?"
+            print(f"{score_type:>6s} {scheme:>11s} {tile:5d}, {warps:2d}  {row['registers']:4d} {spills:>14s} "
+                  f"{row['sass']:5d} {row['loop_sass']:9d} {cells:12.0f} "
+                  f"{row['sass_per_pair'] or float('nan'):9.1f} | "
+                  + " ".join(f"{op} x{n}" for op, n in sorted(row["loop_ops"].items())), flush=True)
+    return results
+
+
 HEADER = (f"{'package':>10s} {'shape':>11s} {'variant':26s} {'rows x block, warps':>19s} {'regs':>4s} "
           f"{'SASS/thread':>11s} {'SASS/slot':>9s} {'x minimal':>9s} {'x input':>7s} | minimal: {'SASS':>4s} "
           f"{'/slot':>5s} {'regs':>4s} | whole kernel SASS, regs | loads and stores")
@@ -197,7 +254,10 @@ def main(argv=None):
     p.add_argument("--shape", type=cases_mod.parse_shapes, default=((16384, 4096), (65536, 1024), (65536, 128)),
                    help="B x L cases, e.g. 16384x4096,64x100")
     p.add_argument("--package-dir", type=Path, help="also count the listmle_kernels copy in this directory")
+    p.add_argument("--lambdaloss", action="store_true", help="count the LambdaLoss kernels instead")
     args = p.parse_args(argv)
+    if args.lambdaloss:
+        return count_lambdaloss()
     import listmle_kernels
 
     print(f"triton {triton.__version__}, sm_90 via Triton's ptxas; float32 scores, int64 lengths, float32 labels; "

@@ -88,3 +88,21 @@ def test_straight_line_sees_a_backward_branch():
 
     assert straight_line([(0x10, "FADD", " R1, R2, R3"), (0x20, "EXIT", ""), (0x30, "BRA", " 0x30")])
     assert not straight_line([(0x10, "FADD", " R1, R2, R3"), (0x20, "BRA", " 0x10"), (0x30, "EXIT", "")])
+
+
+def test_counts_lambdaloss_loop_per_pair():
+    """The LambdaLoss tile kernel compiles at the launcher's float32 tile without spills, and its loop over tiles
+    of j is found: a per-pair count exists and is at least the cell's three MUFU ops (exp, two reciprocals)."""
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}  # a real compile
+    code = ("import json; from tools import sass_count; from listmle_kernels import triton_lambdaloss as t; "
+            "print(json.dumps(sass_count.count_lambdaloss(tiles=(('fp32', t.PAIR_TILE, 4),), "
+            "schemes=('none', 'ndcgloss2pp'))))")
+    run = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True,
+                         timeout=600)
+    assert run.returncode == 0, run.stderr[-3000:]
+    rows = json.loads(run.stdout.strip().splitlines()[-1])
+    assert [row["scheme"] for row in rows] == ["none", "ndcgloss2pp"]
+    for row in rows:
+        assert row["spills"] == [0, 0], row["resources"]
+        assert row["loop_ops"]["MUFU"] >= 3 * row["cells_per_thread"]
+        assert 3 <= row["sass_per_pair"] < 200
