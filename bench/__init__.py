@@ -5,6 +5,7 @@ Modules, one job each:
   impls.py          every implementation of the same loss, behind one calling convention
   check.py          equality of loss and gradient between implementations, before any timing
   timing.py         CUDA (do_bench) and CPU (perf_counter) timers, peak memory, copy bandwidth
+  cpu_memory.py     peak extra memory of a step on the CPU (torch's tensors op by op, numpy's arrays)
   training_step.py  the loss's share of a MiniLM-sized cross-encoder training step
   report.py         JSON/CSV output, run metadata, the final table
   plots.py          PNG plots (time vs L, speedup heatmap, % of copy bandwidth)

@@ -528,3 +528,18 @@ def test_plots_are_redrawn_from_a_result_file(tmp_path, capsys):
         with pytest.raises(SystemExit):
             plots_main([str(bad), "--out", str(tmp_path / "png")])
         assert "result: " in capsys.readouterr().err
+
+
+def test_cpu_peak_memory_counts_live_tensors_and_numpy_arrays():
+    """(x + 1) * 2 holds two buffers at its peak; a view, a detach and an in-place op add none; numpy's arrays count."""
+    import numpy as np
+
+    from bench.cpu_memory import peak_extra_bytes_cpu
+
+    x = torch.ones(1000, 250)
+    nbytes = x.numel() * 4
+    python_objects = 1 << 16  # tracemalloc also counts the Python objects a call makes (wrappers, finalizers)
+    assert 2 * nbytes <= peak_extra_bytes_cpu(lambda: (x + 1) * 2) < 2 * nbytes + python_objects
+    assert peak_extra_bytes_cpu(lambda: x.detach()[:, 1:].add_(0)) < python_objects
+    with_numpy = peak_extra_bytes_cpu(lambda: torch.from_numpy(np.ones((1000, 250), dtype=np.float32)) + 1)
+    assert 2 * nbytes <= with_numpy < 2 * nbytes + python_objects
