@@ -126,8 +126,11 @@ def test_cpu_peak_memory_is_a_few_gradients(order, lambda_weight):
     deterministic, an upper bound of the true peak."""
     from bench.cpu_memory import peak_extra_bytes_cpu
 
+    from listmle_kernels.torch_listmle import CPU_BLOCK_ELEMENTS
+
     gen = torch.Generator().manual_seed(0)
-    batch, length = 128, 2048  # 4 blocks
+    length = 2048
+    batch = 8 * CPU_BLOCK_ELEMENTS // length  # 8 blocks
     scores = torch.randn(batch, length, generator=gen).requires_grad_(True)
     labels = torch.rand(batch, length, generator=gen)
     lengths = torch.randint(length // 2, length + 1, (batch,), generator=gen)
