@@ -79,19 +79,28 @@ def _rank_weights(weight_kind, weights, holes, real, realf, acc):
 def _linear_sums(s, real, realf, w, grad_out, row_divisor):
     """(lse - s at real slots, gradient or None, rows too wide for them: (b,) bool, or None if there are none).
 
-    Few full-size ops and few fresh buffers, on purpose (this is the CPU hot path): one `where` removes
-    padding (which may hold NaN); z is clamped so exp never takes its slow underflow path, and padding is
-    zeroed by a multiply, so it drops out of every sum. Later steps reuse earlier buffers in place, and the
+    Few full-size ops and few fresh buffers, on purpose (this is the CPU hot path): where the whole block's
+    scores span at most the linear span (one reduction says so), z = s - row max over all slots; otherwise one
+    `where` removes padding (which may hold NaN) and z is clamped so exp never takes its slow underflow path.
+    Padding is zeroed by a multiply, so it drops out of every sum. Later steps reuse earlier buffers in place, and the
     gradient, divided by row_divisor, is built in `grad_out` (a (b, L) buffer, or None for no gradient). The
     rows too wide get finite values here, which the caller replaces.
     """
     span = LINEAR_SPAN[s.dtype]
-    z = torch.where(real, s, float("-inf"))
-    z.sub_(z.amax(1, keepdim=True).clamp_min_(LEAST_FINITE[s.dtype]))  # empty rows: no -inf - -inf
-    z.clamp_min_(-(span + 4))  # exp stays normal: no slow underflow path
-    real_z = torch.mul(z, realf)
-    wide = (real_z.amin(1) < -span) if float(real_z.amin()) < -span else None  # per row only when needed
-    del real_z
+    low, high = torch.aminmax(s)
+    if float(high - low) <= span:
+        # Every slot, padding included, lies within the span of every other (so nothing is NaN or infinite):
+        # shifted by its row's max over all slots, each real score stays within the span below it, and no
+        # `where`, clamp or per-row check is needed (the sums do not depend on the shift).
+        z = s - s.amax(1, keepdim=True)
+        wide = None
+    else:
+        z = torch.where(real, s, float("-inf"))
+        z.sub_(z.amax(1, keepdim=True).clamp_min_(LEAST_FINITE[s.dtype]))  # empty rows: no -inf - -inf
+        z.clamp_min_(-(span + 4))  # exp stays normal: no slow underflow path
+        real_z = torch.mul(z, realf)
+        wide = (real_z.amin(1) < -span) if float(real_z.amin()) < -span else None  # per row only when needed
+        del real_z
     e = torch.exp(z).mul_(realf)
     suffix = e.flip(1).cumsum_(1).flip(1).clamp_min_(LEAST_NORMAL[s.dtype])  # >= e at real slots; 0 at trailing padding
     neg_log_prob = torch.log(suffix).sub_(z)  # finite everywhere; padding is weighted by w = 0
