@@ -130,3 +130,26 @@ def test_torch_row_blocks_change_no_bit(problem, ties, block_elements):
                                            scores.double(), torch.ones(scores.shape[0], dtype=torch.float64))
         assert_close(blocked[0], ref_loss, scores.dtype, LOSS_TOL, scale=max(1.0, ref_loss.abs().max().item()))
         assert_close(blocked[1], ref_grad, scores.dtype, GRAD_TOL, scale=max(1.0, ref_grad.abs().max().item()))
+
+
+@pytest.mark.parametrize("padding_offset", [70.0, 79.0, 200.0, float("nan")])
+@pytest.mark.parametrize("respect_input_order", [True, False])
+def test_torch_padding_above_the_real_scores(padding_offset, respect_input_order):
+    """The CPU path shifts a block by each row's max over every slot when the block's scores (padding included)
+    span at most the linear span (80 in float32), and masks padding first otherwise: padding up to that far
+    above the real scores, past it, or NaN, gives the reference's loss and a zero gradient at padding."""
+    gen = torch.Generator().manual_seed(5)
+    scores = torch.randn(4, 9, generator=gen)
+    lengths = torch.tensor([9, 5, 1, 2])  # (the reference's loss of a row without documents is NaN beside NaN)
+    padding = torch.arange(9)[None, :] >= lengths[:, None]
+    scores = torch.where(padding, scores + padding_offset, scores)
+    labels = torch.randn(4, 9, generator=gen)
+    kwargs = dict(lengths=lengths, lambda_weight="plistmle", respect_input_order=respect_input_order,
+                  reduction="none")
+    grad_output = torch.ones(4)
+    loss, grad = loss_and_grad(lambda s: listmle_loss(s, labels, backend="torch", **kwargs), scores, grad_output)
+    ref_loss, ref_grad = loss_and_grad(lambda s: listmle_reference(s, labels, **kwargs), scores.double(),
+                                       grad_output.double())
+    assert_close(loss, ref_loss, torch.float32, LOSS_TOL, scale=max(1.0, ref_loss.abs().max().item()))
+    assert_close(grad, ref_grad, torch.float32, GRAD_TOL, scale=max(1.0, ref_grad.abs().max().item()))
+    assert (grad[padding] == 0).all()
