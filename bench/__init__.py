@@ -5,6 +5,7 @@ Modules, one job each:
   impls.py          every implementation of the same loss, behind one calling convention
   check.py          equality of loss and gradient between implementations, before any timing
   timing.py         CUDA (do_bench) and CPU (perf_counter) timers, peak memory, copy bandwidth
+  cpu_memory.py     peak extra memory of a step on the CPU (torch's tensors op by op, numpy's arrays)
   training_step.py  the loss's share of a MiniLM-sized cross-encoder training step
   report.py         JSON/CSV output, run metadata, the final table
   plots.py          PNG plots (time vs L, speedup heatmap, % of copy bandwidth)
@@ -14,6 +15,5 @@ The pairwise family (LambdaLoss, RankNet, ListNet on the CPU; `python -m bench.p
   pairwise_cases.py its cases (loss x shape) and their random inputs
   pairwise_impls.py ours, sentence-transformers' and allRank's own losses, behind impls.py's convention
   pairwise_check.py the reference each implementation is checked against, and its self-check
-  cpu_memory.py     peak extra memory of one call on the CPU, from the PyTorch profiler
   pairwise.py       the command line: estimate, check, measure, time round-robin, write, print
 """

@@ -1,42 +1,82 @@
-"""Peak extra memory of one call on the CPU, from the PyTorch profiler's record of its allocations.
+"""Peak extra memory of one step on the CPU, where torch keeps no allocator statistics; the (B, L, L) estimate.
 
-CUDA has torch.cuda.max_memory_allocated; the CPU allocator keeps no such counter, and the process's resident
-size mixes in whatever the C allocator caches. The profiler (profile_memory=True) attributes to each operator
-the bytes it allocated and freed itself (`self_cpu_memory_usage`, children excluded). Replaying those in time
-order, allocations at the operator's start and frees at its end, gives the running total of the call's tensor
-memory; its maximum is the peak. Buffers an operator both allocates and frees inside itself are not seen, so
-this is a lower bound on the true peak, exact for the tensors that outlive an operator (those that make the
-(B, L, L) peaks of pairwise losses). The returned gradient counts, as on CUDA.
+Two counts, added: torch's tensors, followed op by op (a dispatch mode sees every op's outputs and keeps
+each storage's bytes until the storage is freed), and numpy's arrays (tracemalloc, which numpy reports its
+data buffers to). Their sum bounds the true peak from above (the two peaks need not coincide), counts the
+step's outputs (the returned gradient included) and nothing allocated before it. It is deterministic: no
+allocator caching, page faults or other threads enter. Not seen: memory an op allocates and frees inside
+itself (no op of the loss's CPU path allocates more than its outputs, sorting aside, which runs in numpy).
 """
 
 from __future__ import annotations
 
-import warnings
+import tracemalloc
+import weakref
 from typing import Callable
+
+import torch
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_flatten
+
+
+class _LiveStorages(TorchDispatchMode):
+    """Bytes of the storages the ops under it created that are still alive, and their peak."""
+
+    def __init__(self):
+        super().__init__()
+        self.live = 0
+        self.peak = 0
+        self.seen: set[int] = set()
+
+    def _freed(self, key: int, nbytes: int):
+        self.seen.discard(key)
+        self.live -= nbytes
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        # a view's, a detach's or an in-place op's output shares an input's storage: counted, or made before
+        inputs = {arg.untyped_storage().data_ptr() for arg in tree_flatten((args, kwargs))[0]
+                  if isinstance(arg, torch.Tensor) and arg.device.type == "cpu"}
+        for tensor in tree_flatten(out)[0]:
+            if not isinstance(tensor, torch.Tensor) or tensor.device.type != "cpu":
+                continue
+            storage = tensor.untyped_storage()
+            key = storage.data_ptr()
+            if key in self.seen or key in inputs or storage.nbytes() == 0:
+                continue
+            self.seen.add(key)
+            self.live += storage.nbytes()
+            self.peak = max(self.peak, self.live)
+            weakref.finalize(storage, self._freed, key, storage.nbytes())
+        return out
+
+
+def _traced_call(step: Callable[[], object]) -> int:
+    tracemalloc.reset_peak()
+    numpy_before = tracemalloc.get_traced_memory()[0]
+    with _LiveStorages() as torch_counts:
+        result = step()
+    numpy_peak = tracemalloc.get_traced_memory()[1] - numpy_before
+    del result
+    return torch_counts.peak + numpy_peak
 
 
 def peak_extra_bytes_cpu(step: Callable[[], object]) -> int:
-    """The most bytes of tensor memory held at once during one call of `step`, beyond what was held before it."""
-    from torch.profiler import ProfilerActivity, profile
+    """Peak bytes one call of `step` holds beyond what existed before it (torch and numpy, outputs included).
 
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
-            result = step()
-    changes = []
-    for event in prof.events():
-        change = event.self_cpu_memory_usage
-        if change > 0:
-            changes.append((event.time_range.start, change))
-        elif change < 0:
-            changes.append((event.time_range.end, change))
-    held = peak = 0
-    # Allocations before frees at the same instant: the peak is not understated by the order of ties.
-    for _, change in sorted(changes, key=lambda item: (item[0], -item[1])):
-        held += change
-        peak = max(peak, held)
-    del result
-    return int(peak)
+    The step runs twice, the first call unmeasured and untraced: a first call would also count the Python
+    objects of the imports and caches it fills once (tens of MB of them), and tracemalloc slows imports a lot.
+    """
+    with _LiveStorages():
+        step()
+    tracing = tracemalloc.is_tracing()
+    if not tracing:
+        tracemalloc.start()
+    try:
+        return _traced_call(step)
+    finally:
+        if not tracing:
+            tracemalloc.stop()
 
 
 def quadratic_estimate(probe_bytes: int, probe_length: int, length: int) -> int:

@@ -122,10 +122,11 @@ class ListmleKernels(Impl):
     """listmle_kernels.listmle_loss with backend="triton" or "torch" (`package`: another copy of it, under
     another name, as `python -m tools.compare_commits` imports an older commit's)."""
 
-    def __init__(self, backend: str, validate: bool, package: str = "listmle_kernels"):
+    def __init__(self, backend: str, validate: bool, package: str = "listmle_kernels", ties: str = "stable"):
         self.backend = backend
         self.validate = validate
         self.package = package
+        self.ties = ties
         self.name = f"listmle_kernels_{backend}"
         self.label = f"lk-{backend}"
 
@@ -149,6 +150,7 @@ class ListmleKernels(Impl):
             lengths=inputs.lengths,
             lambda_weight="plistmle" if case.weighting == "plistmle" else None,
             respect_input_order=case.order == "input",
+            ties=self.ties,
             reduction="mean",
             validate=self.validate,
             backend=self.backend,

@@ -188,8 +188,8 @@ def format_table(rows: list[dict], labels: dict[str, str]) -> str:
         return " ".join(v.rjust(w) if i >= 3 else v.ljust(w) for i, (v, w) in enumerate(zip(values, widths)))
 
     legend = textwrap.wrap(
-        "Forward+backward on the CPU, float32, ragged rows. ms: median; MiB: peak extra memory of one call (tensors "
-        "the PyTorch profiler saw held at once, the returned gradient included). x: a peer's time over ours. "
+        "Forward+backward on the CPU, float32, ragged rows. ms: median; MiB: peak extra memory of one call (torch's "
+        "storages and numpy's arrays held at once, the returned gradient included). x: a peer's time over ours. "
         "skip / wrong / error: not run (see the list above), disagreed with the reference, or "
         "failed.", report.TABLE_WIDTH)
     return "\n".join([join(header), "-" * len(join(header))] + [join(line) for line in lines] + legend)

@@ -63,16 +63,17 @@ def _hash32(x):
     return x ^ (x >> 16)
 
 
-def hashed_tie_bits(batch: int, length: int, seed: int, width: int, device) -> torch.Tensor:
-    """(B, L) int64 of `width` random bits a document, a function of (seed, row * L + column) only."""
-    index = torch.arange(batch * length, device=device).view(batch, length)
+def hashed_tie_bits(batch: int, length: int, seed: int, width: int, device, first_row: int = 0) -> torch.Tensor:
+    """(B, L) int64 of `width` random bits a document, a function of (seed, row * L + column) only, rows
+    counted from `first_row`."""
+    index = torch.arange(first_row * length, (first_row + batch) * length, device=device).view(batch, length)
     seed_bits = int(_hash32(torch.tensor(seed & 0xFFFFFFFF)))  # a CPU scalar: no device sync
     key = _hash32((index & 0xFFFFFFFF) ^ seed_bits)
     key = _hash32(key ^ (index >> 32))  # rows past 2^32 documents
     return key >> (32 - width)
 
 
-def torch_target_order(labels, real, random_ties: bool, seed: int) -> torch.Tensor:
+def torch_target_order(labels, real, random_ties: bool, seed: int, first_row: int = 0) -> torch.Tensor:
     """target_order in torch ops (any device)."""
     # Descending labels = ascending -labels; 0.0 - x turns both zeros into +0.0, so they tie.
     key = unsigned_order_bits_((0.0 - labels.to(torch.float32)).view(torch.int32))
@@ -85,13 +86,16 @@ def torch_target_order(labels, real, random_ties: bool, seed: int) -> torch.Tens
     bits = index_bits(length)
     packed = key.to(torch.int64).bitwise_and_(2 ** 32 - 1).bitwise_left_shift_(KEY_SHIFT)
     packed.bitwise_or_(torch.arange(length, device=labels.device))
-    tie_bits = hashed_tie_bits(batch, length, seed, KEY_SHIFT - bits, labels.device)
+    tie_bits = hashed_tie_bits(batch, length, seed, KEY_SHIFT - bits, labels.device, first_row)
     packed.bitwise_or_(tie_bits.bitwise_left_shift_(bits))
     return torch.sort(packed, dim=1).values.bitwise_and_((1 << bits) - 1)
 
 
-def numpy_target_order(labels, real, random_ties: bool, seed: int) -> torch.Tensor:
-    """target_order in numpy (CPU tensors only): the same keys as torch_target_order."""
+def numpy_target_order(labels, real, random_ties: bool, seed: int, first_row: int = 0) -> torch.Tensor:
+    """target_order in numpy (CPU tensors only): the same keys as torch_target_order.
+
+    first_row * L must be even: the tie bits are the stream's 32-bit halves from that document on.
+    """
     batch, length = labels.shape
     bits = index_bits(length)
     negated = np.subtract(np.float32(0.0), labels.detach().to(torch.float32).numpy(), dtype=np.float32)
@@ -102,7 +106,8 @@ def numpy_target_order(labels, real, random_ties: bool, seed: int) -> torch.Tens
     if random_ties:
         # The raw stream of a seeded PCG64, 32 bits a document, keeps its top 31 - bits (numpy's ranged
         # integers cost twice as much): random tie bits above the position.
-        raw = np.random.PCG64(seed).random_raw((batch * length + 1) // 2).view(np.uint32)[:batch * length]
+        stream = np.random.PCG64(seed).advance(first_row * length // 2)  # two documents a 64-bit draw
+        raw = stream.random_raw((batch * length + 1) // 2).view(np.uint32)[:batch * length]
         low = (raw.reshape(batch, length) >> 1) & np.uint32(2 ** KEY_SHIFT - 2 ** bits) | low
     packed |= low
     packed.sort(axis=1)
@@ -110,11 +115,13 @@ def numpy_target_order(labels, real, random_ties: bool, seed: int) -> torch.Tens
     return torch.from_numpy(packed)
 
 
-def target_order(labels, real, random_ties: bool, seed: int) -> torch.Tensor:
+def target_order(labels, real, random_ties: bool, seed: int, first_row: int = 0) -> torch.Tensor:
     """(B, L) int64: the positions of each row in target order, real documents first.
 
     labels: (B, L) bool, integer or float16/bfloat16/float32/float64, compared as float32; real: (B, L) bool.
+    first_row: where these rows start in the batch (an even row where L is odd), so that a batch taken in
+    blocks of rows gets the random tie order it gets whole.
     """
     if labels.device.type == "cpu":
-        return numpy_target_order(labels, real, random_ties, seed)
-    return torch_target_order(labels, real, random_ties, seed)
+        return numpy_target_order(labels, real, random_ties, seed, first_row)
+    return torch_target_order(labels, real, random_ties, seed, first_row)

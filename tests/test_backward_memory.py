@@ -111,3 +111,30 @@ def test_triton_scale_reads_per_row_strides():
     scale = torch.tensor([[2.0, 9.0], [1.0, 9.0], [-1.0, 9.0]], device=DEVICE)[:, 0]  # stride 2
     scale_rows_(grad, scale)
     torch.testing.assert_close(grad, torch.tensor([2.0, 1.0, -1.0], device=DEVICE)[:, None].expand(3, 5000))
+
+
+# Peak extra memory of forward+backward on the CPU over the gradient's size, the returned gradient included:
+# the PyTorch path takes rows in blocks (torch_listmle.CPU_BLOCK_ELEMENTS), so beside the gradient it holds
+# one block's temporaries (and, by labels, the block's order) rather than a dozen (B, L) buffers.
+CPU_PEAK_BUDGET = {("input", None): 3.0, ("input", "plistmle"): 3.5, ("labels", None): 4.5,
+                   ("labels", "plistmle"): 4.5}
+
+
+@pytest.mark.parametrize("order, lambda_weight", list(CPU_PEAK_BUDGET))
+def test_cpu_peak_memory_is_a_few_gradients(order, lambda_weight):
+    """Counted by bench.cpu_memory (every torch storage the step creates, op by op, plus numpy's arrays):
+    deterministic, an upper bound of the true peak."""
+    from bench.cpu_memory import peak_extra_bytes_cpu
+
+    from listmle_kernels.torch_listmle import CPU_BLOCK_ELEMENTS
+
+    gen = torch.Generator().manual_seed(0)
+    length = 2048
+    batch = 8 * CPU_BLOCK_ELEMENTS // length  # 8 blocks
+    scores = torch.randn(batch, length, generator=gen).requires_grad_(True)
+    labels = torch.rand(batch, length, generator=gen)
+    lengths = torch.randint(length // 2, length + 1, (batch,), generator=gen)
+    peak = peak_extra_bytes_cpu(lambda: torch.autograd.grad(listmle_loss(
+        scores, labels, lengths=lengths, lambda_weight=lambda_weight, respect_input_order=order == "input",
+        backend="torch"), scores))
+    assert peak <= CPU_PEAK_BUDGET[order, lambda_weight] * scores.numel() * scores.element_size()

@@ -100,3 +100,56 @@ def test_every_option_combination_matches_reference(backend, padding, weight, or
         if real is None:
             real = torch.arange(length, device=scores.device)[None, :] < kwargs["lengths"][:, None]
         assert (grad[~real] == 0).all(), "padding must get exactly zero gradient"
+
+
+@given(problem=listmle_problems(max_batch=9), ties=st.sampled_from(["stable", "random"]),
+       block_elements=st.integers(1, 60))
+def test_torch_row_blocks_change_no_bit(problem, ties, block_elements):
+    """The PyTorch path takes CPU rows in blocks of about CPU_BLOCK_ELEMENTS documents: any block size gives
+    bitwise the losses and gradient of the whole batch in one block, random tie order included, and those
+    match the reference."""
+    from listmle_kernels import torch_listmle
+
+    scores, labels, kwargs = problem
+    kwargs = dict(kwargs, reduction="none", ties=ties)
+
+    def run():
+        return loss_and_grad(lambda s: listmle_loss(s, labels, backend="torch", generator=torch.Generator().manual_seed(3),
+                                                    **kwargs), scores, torch.ones(scores.shape[0], dtype=torch.float64
+                                                                                  if scores.dtype == torch.float64
+                                                                                  else torch.float32))
+
+    whole = run()
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(torch_listmle, "CPU_BLOCK_ELEMENTS", block_elements)  # blocks of 2 or more rows
+        blocked = run()
+    for got, expected in zip(blocked, whole):
+        torch.testing.assert_close(got, expected, rtol=0, atol=0, equal_nan=True)
+    if ties == "stable":
+        ref_loss, ref_grad = loss_and_grad(lambda s: listmle_reference(s, labels, **{k: v for k, v in kwargs.items() if k != "ties"}),
+                                           scores.double(), torch.ones(scores.shape[0], dtype=torch.float64))
+        assert_close(blocked[0], ref_loss, scores.dtype, LOSS_TOL, scale=max(1.0, ref_loss.abs().max().item()))
+        assert_close(blocked[1], ref_grad, scores.dtype, GRAD_TOL, scale=max(1.0, ref_grad.abs().max().item()))
+
+
+@pytest.mark.parametrize("padding_offset", [70.0, 79.0, 200.0, float("nan")])
+@pytest.mark.parametrize("respect_input_order", [True, False])
+def test_torch_padding_above_the_real_scores(padding_offset, respect_input_order):
+    """The CPU path shifts a block by each row's max over every slot when the block's scores (padding included)
+    span at most the linear span (80 in float32), and masks padding first otherwise: padding up to that far
+    above the real scores, past it, or NaN, gives the reference's loss and a zero gradient at padding."""
+    gen = torch.Generator().manual_seed(5)
+    scores = torch.randn(4, 9, generator=gen)
+    lengths = torch.tensor([9, 5, 1, 2])  # (the reference's loss of a row without documents is NaN beside NaN)
+    padding = torch.arange(9)[None, :] >= lengths[:, None]
+    scores = torch.where(padding, scores + padding_offset, scores)
+    labels = torch.randn(4, 9, generator=gen)
+    kwargs = dict(lengths=lengths, lambda_weight="plistmle", respect_input_order=respect_input_order,
+                  reduction="none")
+    grad_output = torch.ones(4)
+    loss, grad = loss_and_grad(lambda s: listmle_loss(s, labels, backend="torch", **kwargs), scores, grad_output)
+    ref_loss, ref_grad = loss_and_grad(lambda s: listmle_reference(s, labels, **kwargs), scores.double(),
+                                       grad_output.double())
+    assert_close(loss, ref_loss, torch.float32, LOSS_TOL, scale=max(1.0, ref_loss.abs().max().item()))
+    assert_close(grad, ref_grad, torch.float32, GRAD_TOL, scale=max(1.0, ref_grad.abs().max().item()))
+    assert (grad[padding] == 0).all()

@@ -2,6 +2,7 @@
 
   compare_commits.py  this tree's package against another commit's, timed interleaved
   host_profile.py     where the host time of a training-sized call goes
+  peak_memory.py      peak extra memory of forward+backward on the CPU, over the gradient, per mode
   kernel_paths.py     every Triton code path once, small (for compute-sanitizer on a GPU)
   sass_count.py       the kernel's sm_90 instructions, counted without a GPU, against minimal_listmle.py
                       (--lambdaloss: the LambdaLoss tile kernel's, per pair)

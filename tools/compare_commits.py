@@ -11,6 +11,10 @@ with `git archive REV listmle_kernels | tar -x -C DIR`).
 On the CPU it runs the PyTorch path; with CUDA the Triton backend: do_bench (device time) in
 alternating rounds, and back to back with the host included where B*L <= 2^16. `--labels graded`
 draws relevance grades 0-4 (ties, as real labels have) instead of distinct continuous labels.
+`--baselines` picks what else runs in the same rounds: the eager reference (`ref`, the default), its
+torch.compile (`compile`), allRank's listMLE (`allrank`, plain ListMLE only). allRank always sorts by its
+labels, after a shuffle (random ties): in input order it is given labels that descend along each row, so it
+sorts them back into input order; by labels it sorts the case's labels, like `--ties random` of ours.
 Prints a table and writes bench/results/compare-<rev>-<stamp>.json.
 """
 
@@ -35,7 +39,7 @@ import torch
 from bench import cases as cases_mod
 from bench import report, timing
 from bench.__main__ import choice_list
-from bench.impls import ListmleKernels, ReferenceEager
+from bench.impls import AllRankListMLE, ListmleKernels, Prepared, ReferenceCompiled, ReferenceEager
 
 ROOT = Path(__file__).resolve().parent.parent
 OLD_NAME = "listmle_kernels_at_rev"
@@ -70,9 +74,9 @@ def import_package_at(rev: str, into: Path, package_dir: Path | None = None):
     return importlib.import_module(name)
 
 
-def kernels_of(package: str, label: str, backend: str) -> ListmleKernels:
+def kernels_of(package: str, label: str, backend: str, ties: str = "stable") -> ListmleKernels:
     """The bench's listmle_kernels implementation of `package` on `backend`, named `label`."""
-    impl = ListmleKernels(backend, validate=False, package=package)
+    impl = ListmleKernels(backend, validate=False, package=package, ties=ties)
     impl.name = impl.label = label
     return impl
 
@@ -85,6 +89,24 @@ def inputs_for(case: cases_mod.Case, device: torch.device, seed: int, labels: st
         grades = torch.randint(0, 5, (case.B, case.L), generator=torch.Generator().manual_seed(seed + 1_000_003))
         inputs = cases_mod.Inputs(inputs.scores, grades.float().to(device), inputs.lengths)
     return inputs
+
+
+class AllRankAnyOrder(AllRankListMLE):
+    """allRank's listMLE; in input order given labels that descend along each row (it sorts them back)."""
+
+    def supports(self, case):
+        if case.weighting != "listmle":
+            return False, "allRank's listMLE has no lambda weights"
+        return True, ""
+
+    def prepare(self, case, inputs):
+        if case.order == "labels":
+            return super().prepare(case, inputs)
+        descending = torch.arange(case.L, 0, -1, dtype=torch.float32, device=inputs.scores.device).expand(case.B, -1)
+        return super().prepare(case, cases_mod.Inputs(inputs.scores, descending.contiguous(), inputs.lengths))
+
+
+BASELINES = {"ref": ReferenceEager, "compile": ReferenceCompiled, "allrank": AllRankAnyOrder}
 
 
 def time_on_cuda(steps: dict, case: cases_mod.Case, rounds: int) -> dict[str, float]:
@@ -110,6 +132,9 @@ def main(argv=None):
     p.add_argument("--orders", type=choice_list("input", "labels"), default=("input", "labels"))
     p.add_argument("--labels", choices=("distinct", "graded"), default="distinct",
                    help="labels-order cases: the bench's distinct continuous labels, or grades 0-4 with ties")
+    p.add_argument("--baselines", type=choice_list(*BASELINES), default=("ref",),
+                   help="what else is timed in the same rounds: ref (eager reference), compile, allrank")
+    p.add_argument("--ties", choices=("stable", "random"), default="stable", help="ours (both commits), by labels")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     p.add_argument("--seconds", type=float, default=2.0, help="CPU: sampling time per case and implementation")
     p.add_argument("--rounds", type=int, default=3, help="CUDA: alternating do_bench rounds per case")
@@ -125,28 +150,39 @@ def main(argv=None):
         old = import_package_at(args.rev, Path(tmp), args.package_dir)
         rev = args.rev if args.package_dir else subprocess.run(
             ["git", "rev-parse", "--short", args.rev], cwd=ROOT, capture_output=True, text=True, check=True).stdout.strip()
-        impls = {"rev": kernels_of(old.__name__, f"at {rev}", backend), "now": kernels_of("listmle_kernels", "now", backend),
-                 "ref": ReferenceEager()}
+        impls = {"rev": kernels_of(old.__name__, f"at {rev}", backend, args.ties),
+                 "now": kernels_of("listmle_kernels", "now", backend, args.ties)}
+        impls.update((name, BASELINES[name]()) for name in args.baselines)
         rows = []
         for (B, L), weighting, order in itertools.product(args.shape, ("listmle", "plistmle"), args.orders):
             case = cases_mod.Case(B, L, direction="fwd+bwd", weighting=weighting, order=order, ragged=True)
             copies = 16 if device.type == "cpu" else 1  # do_bench flushes the L2 itself
             steps = {}
             for key, impl in impls.items():
+                if not impl.supports(case)[0]:
+                    continue
                 prepared = [impl.prepare(case, inputs_for(case, device, seed, args.labels)) for seed in range(copies)]
                 steps[key] = timing.rotating([timing.make_step(one, case) for one in prepared])
+                if key == "compile":  # compiled (and recompiled for dynamic shapes) before the timed rounds
+                    for _ in range(3):
+                        steps[key]()
             if device.type == "cuda":
                 ms = time_on_cuda(steps, case, args.rounds)
             else:
                 ms = {key: result[0] for key, result in
                       timing.time_cpu_interleaved(steps, min_seconds=args.seconds).items()}
             name = case.name() + ("" if order == "input" or args.labels == "distinct" else "/graded")
-            rows.append(dict(case=name, ms=ms, now_over_rev=ms["rev"] / ms["now"],
-                             ref_over_rev=ms["ref"] / ms["rev"], ref_over_now=ms["ref"] / ms["now"]))
+            name += "/random-ties" if order == "labels" and args.ties == "random" else ""
+            row = dict(case=name, ms=ms, now_over_rev=ms["rev"] / ms["now"])
+            over = []
+            for base in (base for base in args.baselines if base in ms):
+                row[f"{base}_over_rev"], row[f"{base}_over_now"] = ms[base] / ms["rev"], ms[base] / ms["now"]
+                over.append(f"over {base} ({ms[base]:.4f} ms) {row[f'{base}_over_rev']:.2f}x -> "
+                            f"{row[f'{base}_over_now']:.2f}x")
+            rows.append(row)
             wall = (f"; back to back {ms['rev wall']:.4f} -> {ms['now wall']:.4f} ms" if "now wall" in ms else "")
             print(f"{name:52s} {rev} {ms['rev']:7.4f} ms, now {ms['now']:7.4f} ms "
-                  f"({rows[-1]['now_over_rev']:.2f}x faster); speedup over the eager reference ({ms['ref']:.4f} ms) "
-                  f"{rows[-1]['ref_over_rev']:.2f}x -> {rows[-1]['ref_over_now']:.2f}x{wall}", flush=True)
+                  f"({row['now_over_rev']:.2f}x faster); speedup {'; '.join(over)}{wall}", flush=True)
             del steps
     meta = report.run_metadata(device, dict(vars(args), out=str(args.out), package_dir=str(args.package_dir),
                                             rev=rev))
