@@ -61,11 +61,11 @@ def torch_listnet(inputs: ListNetInputs, row_divisor: int, need_grad: bool):
     row_loss = torch.where(target > 0, target * log_prob, ZERO).sum(1).neg_()
     if not need_grad:
         return row_loss, None
-    # softmax(s) again rather than exp(log_prob): one fused pass, where torch.exp is slower through the -inf
-    # of the padding
-    grad = torch.softmax(scores, 1, dtype=acc).sub_(target)  # 0 at padding: 0 - 0
+    # (softmax(s) - p) / row_divisor in one pass: torch's own backward of log_softmax, which for the upstream
+    # gradient g = -p / row_divisor gives g - exp(log_prob) * sum(g). sum(p) is 1 to the accumulator's rounding,
+    # so each entry is softmax(s)_j / row_divisor to a rounding of its own size, minus p_j / row_divisor; padding
+    # gets 0 (exp(-inf) = 0, p = 0). p is not needed after this: divided in place.
+    grad = torch._log_softmax_backward_data(target.div_(-row_divisor), log_prob, 1, acc)
     if real is not None and _has_empty_row(real, inputs.lengths):
         grad = torch.where(real, grad, ZERO)
-    if row_divisor != 1:
-        grad.div_(row_divisor)
     return row_loss, grad.to(inputs.scores.dtype)
