@@ -21,8 +21,15 @@ import torch
 from .inputs import ListNetInputs
 from .numerics import accumulator_dtype
 
-# Fills for torch.where: a 0-d CPU tensor is a scalar to where on any device and takes the other operand's dtype
+# Fills and bounds as 0-d CPU tensors: a scalar operand on any device, taking the other operand's dtype, where a
+# Python number would be wrapped into a tensor (and for a float32 operand, converted) at every call
 MINUS_INF, ZERO = torch.tensor(float("-inf")), torch.tensor(0.0)
+
+
+@functools.lru_cache(maxsize=64)
+def _scalar(value: float, dtype: torch.dtype) -> torch.Tensor:
+    """`value` as a 0-d CPU tensor of `dtype`, made once (see MINUS_INF)."""
+    return torch.tensor(value, dtype=dtype)
 
 
 @functools.lru_cache(maxsize=64)
@@ -58,14 +65,14 @@ def torch_listnet(inputs: ListNetInputs, row_divisor: int, need_grad: bool):
     log_prob = torch.log_softmax(scores, 1, dtype=acc)
     target = torch.softmax(labels, 1, dtype=acc)
     # p_j > 0: False at padding, at -inf labels, and across a row with no real document (NaN)
-    row_loss = torch.where(target > 0, target * log_prob, ZERO).sum(1).neg_()
+    row_loss = torch.where(target > ZERO, target * log_prob, ZERO).sum(1).neg_()
     if not need_grad:
         return row_loss, None
     # (softmax(s) - p) / row_divisor in one pass: torch's own backward of log_softmax, which for the upstream
     # gradient g = -p / row_divisor gives g - exp(log_prob) * sum(g). sum(p) is 1 to the accumulator's rounding,
     # so each entry is softmax(s)_j / row_divisor to a rounding of its own size, minus p_j / row_divisor; padding
     # gets 0 (exp(-inf) = 0, p = 0). p is not needed after this: divided in place.
-    grad = torch._log_softmax_backward_data(target.div_(-row_divisor), log_prob, 1, acc)
+    grad = torch._log_softmax_backward_data(target.div_(_scalar(-row_divisor, acc)), log_prob, 1, acc)
     if real is not None and _has_empty_row(real, inputs.lengths):
         grad = torch.where(real, grad, ZERO)
     return row_loss, grad.to(inputs.scores.dtype)
