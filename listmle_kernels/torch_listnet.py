@@ -50,15 +50,17 @@ def _real_mask(scores, mask, lengths):
 def _has_empty_row(real, lengths):
     """Whether a row has no real document (its softmaxes are NaN throughout). Asked only on the CPU, where reading
     the answer costs no device sync; elsewhere the answer is taken as yes."""
-    if real.device.type != "cpu":
+    if not real.is_cpu:
         return True
-    return int(lengths.min()) == 0 if lengths is not None else not bool(real.any(1).all())
+    # a length below 0 is checked by validate=True; unchecked, it is an empty row too
+    return int(lengths.min()) <= 0 if lengths is not None else not bool(real.any(1).all())
 
 
 def torch_listnet(inputs: ListNetInputs, row_divisor: int, need_grad: bool):
     """(row_loss (B,) in the accumulator dtype, grad of sum(row_loss) / row_divisor in the scores' dtype, or None)."""
-    scores, labels = inputs.scores.detach(), inputs.labels
-    acc = accumulator_dtype(scores.dtype)
+    scores, labels = inputs.scores, inputs.labels  # read only: the ops below build no graph in the callers
+    dtype = scores.dtype
+    acc = accumulator_dtype(dtype)
     real = _real_mask(scores, inputs.mask, inputs.lengths)
     if real is not None:
         scores, labels = torch.where(real, scores, MINUS_INF), torch.where(real, labels, MINUS_INF)
@@ -75,4 +77,4 @@ def torch_listnet(inputs: ListNetInputs, row_divisor: int, need_grad: bool):
     grad = torch._log_softmax_backward_data(target.div_(_scalar(-row_divisor, acc)), log_prob, 1, acc)
     if real is not None and _has_empty_row(real, inputs.lengths):
         grad = torch.where(real, grad, ZERO)
-    return row_loss, grad.to(inputs.scores.dtype)
+    return row_loss, grad if dtype == acc else grad.to(dtype)
