@@ -70,11 +70,13 @@ def torch_listnet(inputs: ListNetInputs, row_divisor: int, need_grad: bool):
     row_loss = torch.where(target > ZERO, target * log_prob, ZERO).sum(1).neg_()
     if not need_grad:
         return row_loss, None
-    # (softmax(s) - p) / row_divisor in one pass: torch's own backward of log_softmax, which for the upstream
-    # gradient g = -p / row_divisor gives g - exp(log_prob) * sum(g). sum(p) is 1 to the accumulator's rounding,
-    # so each entry is softmax(s)_j / row_divisor to a rounding of its own size, minus p_j / row_divisor; padding
-    # gets 0 (exp(-inf) = 0, p = 0). p is not needed after this: divided in place.
-    grad = torch._log_softmax_backward_data(target.div_(_scalar(-row_divisor, acc)), log_prob, 1, acc)
+    # softmax(s) - p, each entry exact to the rounding of q_j and p_j: a second softmax rather than exp(log_prob),
+    # one fused pass where torch.exp is slower through the padding's -inf. (torch's backward of log_softmax would
+    # fold the divisor in, one pass fewer, but subtracts q_j * sum(p), and sum(p) is 1 only to the rounding of a
+    # sum over the row, an error that grows with its length.)
+    grad = torch.softmax(scores, 1, dtype=acc).sub_(target)  # 0 at padding: 0 - 0
+    if row_divisor != 1:
+        grad.div_(_scalar(row_divisor, acc))
     if real is not None and _has_empty_row(real, inputs.lengths):
         grad = torch.where(real, grad, ZERO)
     return row_loss, grad if dtype == acc else grad.to(dtype)
