@@ -46,3 +46,32 @@ def normalised_rank_weights(weights: Tensor, n_real: Tensor, acc: torch.dtype) -
     scaled = w.div_(top).to(acc)
     epsilon = (WEIGHT_SUM_EPSILON / top.to(torch.float64)).to(acc)
     return scaled.div_(scaled.sum(1, keepdim=True).add_(epsilon))
+
+
+# LambdaLoss's gains (2^y - 1) / max(eps, maxDCG) of labels up to this are computed as written. Past it, 2^y
+# overflows float32 from y = 128, and maxDCG, a sum of such terms, earlier (two labels of 127 pass float32's
+# range, and every gain of the row silently becomes 0); float64 overflows at 1024.
+GAIN_EXPONENT_LIMIT = 64
+
+
+def gain_shift(top_label: Tensor) -> Tensor:
+    """The exponent s of the power of two 2^-s that LambdaLoss's gains are scaled by, per row, from the row's
+    largest real label clamped at 0 (any shape, float): floor(top) - GAIN_EXPONENT_LIMIT where top is past
+    GAIN_EXPONENT_LIMIT, else 0 (the row is computed as written).
+
+    Gains are ratios, G_p = (2^y_p - 1) / max(eps, maxDCG), so multiplying numerator and denominator by 2^-s
+    changes nothing: G_p = (2^(y_p - s) - 2^-s) / max(eps 2^-s, sum_q (2^(y_q - s) - 2^-s) / D_q). Then the
+    largest term is 2^(top - s) < 2^(GAIN_EXPONENT_LIMIT + 1), and a row's sum stays below L 2^65: finite in
+    float32. The scale is an integer power of two, so multiplying by it is exact, and y - s is exact where it
+    matters (Sterbenz: y in [s/2, 2s]; a label below s/2 has a gain 2^-(s/2 + 64) of the top one's, far under
+    the accumulator's precision). The floor stays exact too: maxDCG >= 2^top - 1 (the top label at position
+    0, discount 1), so where s > 0 the floor binds only for eps > 2^65 - 1, and then eps 2^-s is exact (no
+    underflow); where eps 2^-s does underflow, eps is far below maxDCG and the floor cannot bind either way.
+    """
+    return torch.where(top_label > GAIN_EXPONENT_LIMIT, top_label.floor() - GAIN_EXPONENT_LIMIT, 0.0)
+
+
+def shifted_gains(clamped_labels: Tensor, shift: Tensor) -> Tensor:
+    """(2^y - 1) 2^-s = 2^(y - s) - 2^-s of labels already clamped at 0, for the row shift s of `gain_shift`
+    (2^y - 1 exactly as written where s = 0)."""
+    return torch.exp2(clamped_labels - shift) - torch.exp2(-shift)

@@ -28,7 +28,7 @@ import math
 import torch
 
 from .inputs import SCHEME_NDCGLOSS1, SCHEME_NDCGLOSS2, SCHEME_NDCGLOSS2PP, SCHEME_NONE, LambdaLossInputs, real_mask
-from .numerics import accumulator_dtype
+from .numerics import accumulator_dtype, gain_shift, shifted_gains
 
 DIFFERENCE_LIMIT = 1e8  # sentence-transformers clamps score differences to +-1e8
 # Elements of one (B, rows, tile) pair buffer: a tile's dozen float32 buffers stay within about 12 MiB, near the
@@ -49,13 +49,19 @@ def score_order(scores, real):
 
 
 def _gains(y, valid, n_real, k, eps, acc):
-    """(B, L) gains (2^max(y, 0) - 1) / max(eps, maxDCG@k) of the score-ordered labels (0 where not valid)."""
-    raw = torch.where(valid, torch.exp2(y.clamp_min(0)) - 1, 0)
+    """(B, L) gains (2^max(y, 0) - 1) / max(eps, maxDCG@k) of the score-ordered labels (0 where not valid),
+    numerators and maxDCG scaled by the row's power of two of `gain_shift` (finite for any finite label)."""
+    clamped = torch.where(valid, y.clamp_min(0), 0)
+    ideal = clamped.sort(dim=1, descending=True).values
+    shift = gain_shift(ideal[:, :1])  # from the row's largest label; (B, 0) for rows without documents
     positions = torch.arange(y.shape[1], device=y.device, dtype=acc)
-    ideal = raw.sort(dim=1, descending=True).values / torch.log2(positions + 2)
     top = n_real if not k else n_real.clamp_max(k)
-    max_dcg = torch.where(positions[None, :] < top[:, None], ideal, 0).sum(1, keepdim=True).clamp_min_(eps)
-    return raw / max_dcg
+    max_dcg = torch.where(positions[None, :] < top[:, None], shifted_gains(ideal, shift) / torch.log2(positions + 2),
+                          0).sum(1, keepdim=True)
+    max_dcg = torch.maximum(max_dcg, torch.exp2(-shift) * eps) if shift.numel() else max_dcg.clamp_min(eps)
+    # 0 only where eps rounds to 0 in acc and no label is above 0: every gain is then 0 (0 / inf), not 0 / 0
+    max_dcg = torch.where(max_dcg > 0, max_dcg, float("inf"))
+    return torch.where(valid, shifted_gains(clamped, shift), 0) / max_dcg
 
 
 def _position_weights(scheme, mu, rows, cols, acc, device):
@@ -156,7 +162,8 @@ def torch_lambdaloss(inputs: LambdaLossInputs, need_grad: bool):
     in_row = torch.arange(longest, device=scores.device)[None, :] < n_real[:, None]
     valid = in_row & torch.isfinite(y)
     s = torch.where(in_row, s, 0)  # padding may hold anything; its pairs never count
-    gain = _gains(y, valid, n_real, inputs.k, inputs.eps, acc)
+    # RankNet (scheme "none") weighs every pair 1: no gains at all
+    gain = None if inputs.scheme == SCHEME_NONE else _gains(y, valid, n_real, inputs.k, inputs.eps, acc)
     # No NaN, no inf, and a span within the clamp's limit: no pair needs the clamp or its mask
     clean = bool(torch.isfinite(s).all()) and longest > 0 and float(s.amax() - s.amin()) <= DIFFERENCE_LIMIT
 

@@ -68,7 +68,7 @@ from triton.runtime.interpreter import InterpretedFunction
 
 from ._launch import cdiv, next_power_of_2, on_device_of
 from .inputs import LambdaLossInputs, real_mask
-from .numerics import accumulator_dtype
+from .numerics import GAIN_EXPONENT_LIMIT as GAIN_LIMIT, accumulator_dtype, gain_shift, shifted_gains
 
 # Positions a side of a tile of cells. 32 x 32 at 8 cells a thread (4 warps) for float32: no spills for any scheme
 # and 72-126 registers, at the SASS a pair of 64 x 64 at 16 cells a thread (136-187 registers); 32 a thread spills
@@ -79,6 +79,7 @@ SORT_MAX_BLOCK = 2048   # longest row sorted in the kernel; longer rows are sort
 NO_K = 2 ** 31 - 1      # k = 0 (every position) as a position bound no row reaches
 
 REAL_ALL, REAL_MASK, REAL_LENGTHS = 0, 1, 2
+GAIN_EXPONENT_LIMIT = tl.constexpr(GAIN_LIMIT)  # labels past it have their gains scaled (numerics.gain_shift)
 
 
 @triton.jit
@@ -250,15 +251,19 @@ def _sort_row(row64, cols, L, k, eps, scores_ptr, stride_sb, stride_sl, labels_p
                 other=float("-inf"))
     # maxDCG@k: the real labels clamped at 0 (-inf gains nothing), descending; padding 0 adds nothing
     clamped = tl.maximum(tl.load(labels_ptr + row64 * stride_yb + cols * stride_yl, mask=real, other=0.0), 0.0)
-    ideal = tl.sort(clamped, dim=0, descending=True)
+    ideal = tl.sort(clamped, dim=0, descending=True).to(acc)
+    # Numerators and maxDCG scaled by 2^-shift, exact for any finite label (numerics.gain_shift says why)
+    top_label = tl.max(ideal, axis=0)
+    shift = tl.where(top_label > GAIN_EXPONENT_LIMIT, tl.floor(top_label) - GAIN_EXPONENT_LIMIT, 0.0)
+    unit = tl.exp2(-shift)  # 2^-shift: 1 for rows computed as written
     top = (cols < k) & (cols < n)
-    max_dcg = tl.sum(tl.where(top, (tl.exp2(ideal.to(acc)) - 1.0) * _discount_weight(cols, tables_ptr, size), 0.0),
+    max_dcg = tl.sum(tl.where(top, (tl.exp2(ideal - shift) - unit) * _discount_weight(cols, tables_ptr, size), 0.0),
                      axis=0)
     # maxDCG is 0 only when eps rounds to 0 in acc and no real label is above 0: every gain is then 0, as
     # 0 / inf gives it
-    max_dcg = tl.maximum(max_dcg, eps)
+    max_dcg = tl.maximum(max_dcg, eps * unit)
     max_dcg = tl.where(max_dcg > 0, max_dcg, float("inf"))
-    g = tl.where(is_doc, (tl.exp2(tl.maximum(y, 0.0).to(acc)) - 1.0) / max_dcg, 0.0)
+    g = tl.where(is_doc, (tl.exp2(tl.maximum(y, 0.0).to(acc) - shift) - unit) / max_dcg, 0.0)
     return s, _pair_label(y), g, index, n
 
 
@@ -385,10 +390,14 @@ def _host_sorted_rows(inputs: LambdaLossInputs, acc: torch.dtype, k: int):
     labels = inputs.labels.to(torch.float32).gather(1, index)
     sorted_y = torch.where(is_doc & (labels > float("-inf")), labels, float("nan")).contiguous()  # `_pair_label`
     clamped = torch.where(real, inputs.labels.to(acc).clamp_min(0.0), 0.0)
-    ideal = torch.sort(clamped, dim=1, descending=True).values[:, :min(k, length)]
+    ideal = torch.sort(clamped, dim=1, descending=True).values
+    shift = gain_shift(ideal[:, :1])  # as `_sort_row`: numerators and maxDCG scaled by 2^-shift
+    ideal = ideal[:, :min(k, length)]
     discount = torch.log2(torch.arange(ideal.shape[1], device=scores.device, dtype=acc) + 2.0)
-    max_dcg = ((torch.exp2(ideal) - 1.0) / discount).sum(1, keepdim=True).clamp_min(inputs.eps)
-    sorted_g = torch.where(is_doc & (max_dcg > 0), (torch.exp2(labels.to(acc).clamp_min(0.0)) - 1.0) / max_dcg, 0.0)
+    max_dcg = torch.maximum((shifted_gains(ideal, shift) / discount).sum(1, keepdim=True),
+                            torch.exp2(-shift) * inputs.eps)
+    numerators = shifted_gains(labels.to(acc).clamp_min(0.0), shift)
+    sorted_g = torch.where(is_doc & (max_dcg > 0), numerators / max_dcg, 0.0)
     return sorted_s, sorted_y, sorted_g.contiguous(), index.to(torch.int32).contiguous(), count
 
 

@@ -118,6 +118,53 @@ def test_rows_without_pairs_give_zero(backend):
     assert loss.item() == 0 and (scores.grad == 0).all()
 
 
+def large_label_problem(dtype):
+    """Rows whose labels pass 2^y's float32 range (128) and maxDCG's (two labels of 127 sum past it), up to 1000
+    (the oracle's Python floats hold 2^1000), beside labels within it: ties among large labels, a fraction, a
+    -inf and a negative label, a row of small labels only, padding by mask."""
+    gen = torch.Generator().manual_seed(11)
+    scores = torch.randn(4, 9, generator=gen).to(dtype)
+    labels = torch.tensor([[1000.0, 999.0, 3.0, 0.0, 127.0, 128.0, -1.0, 998.5, 5.0],
+                           [127.0, 127.0, 126.0, 64.0, 65.5, 1.0, float("-inf"), 0.0, 2.0],
+                           [300.0, 300.0, 300.0, 299.0, 1.0, 0.0, 40.0, 900.0, 901.0],
+                           [1.0, 2.0, 0.0, 3.0, 0.0, 1.0, 2.0, -2.0, 4.0]])
+    mask = torch.ones(4, 9, dtype=torch.bool)
+    mask[2, 8] = False  # the row's largest label is padding: its gain must not count
+    return scores, labels, mask
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("scheme", WEIGHTING_SCHEMES)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_large_labels_match_reference(backend, scheme, dtype):
+    """Gains stay exact for labels past 2^y's and maxDCG's range, every scheme (RankNet has no gains), with k."""
+    scores, labels, mask = large_label_problem(dtype)
+    for k in (None, 3):
+        kwargs = dict(mask=mask, weighting_scheme=scheme, k=k, reduction="none")
+        scores_d, labels_d, kwargs = to_device(scores, labels, kwargs)
+        grad_output = torch.linspace(0.5, 1.5, 4, dtype=torch.float64, device=scores_d.device)
+        check_against_reference(scores_d, labels_d, kwargs, backend, grad_output)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_gains_of_huge_labels_are_ratios(backend):
+    """Past the oracle's reach, up to float32's largest label: where the labels are all large, 2^y - 1 is 2^y to
+    every digit, so adding a constant to every label changes no gain (they are ratios): the loss of labels near
+    10^6 is that of the same labels near 500, the oracle's; the largest float32 labels give finite losses."""
+    gen = torch.Generator().manual_seed(12)
+    scores = torch.randn(3, 8, generator=gen, dtype=torch.float64, device=DEVICE)
+    offsets = torch.randint(0, 6, (3, 8), generator=gen).double().to(DEVICE)
+    for scheme in WEIGHTING_SCHEMES:
+        near_500 = lambdaloss_reference(scores, offsets + 500, weighting_scheme=scheme, reduction="none")
+        for dtype in (torch.float32, torch.float64):
+            huge = lambda_loss(scores.to(dtype), (offsets + 1e6).float(), weighting_scheme=scheme, reduction="none",
+                               backend=backend)
+            assert_close(huge, near_500, dtype, LOSS_TOL, scale=max(1.0, near_500.abs().max().item()))
+            largest = torch.tensor([[3.4e38, 3.0e38, 1.0, 0.0]], device=DEVICE)
+            assert torch.isfinite(lambda_loss(scores[:1, :4].to(dtype), largest, weighting_scheme=scheme,
+                                              backend=backend))
+
+
 def test_ranknet_is_lambdaloss_without_weights():
     gen = torch.Generator().manual_seed(3)
     scores, labels = torch.randn(3, 9, generator=gen), torch.randint(0, 3, (3, 9), generator=gen)

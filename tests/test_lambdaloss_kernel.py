@@ -203,6 +203,22 @@ def test_no_gain_with_an_eps_below_float32(dtype):
             check_against_oracle(LambdaLossInputs(scores, labels, None, None, scheme, 0, 1.0, 10.0, 1e-50, 1.0), launch)
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_large_labels_on_every_path(dtype):
+    """Labels past 2^y's float32 range (128) and maxDCG's (two of 127), up to 1000, beside small ones, a -inf and
+    padding holding the row's largest label: gains exact on every launcher path, every scheme, with and without k."""
+    gen = torch.Generator().manual_seed(5)
+    scores = torch.randn(2, 9, generator=gen).to(dtype)
+    labels = torch.tensor([[1000.0, 999.0, 3.0, 0.0, 127.0, 128.0, -1.0, 998.5, 5.0],
+                           [127.0, 127.0, 126.0, 65.5, float("-inf"), 0.0, 2.0, 300.0, 1000.0]])
+    lengths = torch.tensor([9, 7])
+    for launch in PATHS.values():
+        for scheme in range(len(WEIGHTING_SCHEMES)):
+            for k in (0, 3):
+                check_against_oracle(LambdaLossInputs(scores, labels, None, lengths, scheme, k, 1.0, 10.0, 1e-10,
+                                                      BINARY), launch)
+
+
 def test_empty_batch_and_rows():
     for batch, length in ((0, 5), (3, 0)):
         inputs = LambdaLossInputs(torch.zeros(batch, length), torch.zeros(batch, length), None, None, 4, 0, 1.0,

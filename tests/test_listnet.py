@@ -72,6 +72,25 @@ def test_minus_inf_labels_and_empty_rows(backend):
     assert torch.isfinite(scores.grad).all() and (scores.grad[1] == 0).all() and scores.grad[0, 1] == 0
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.float16])
+def test_padding_kinds_and_empty_rows(backend, dtype):
+    """A mask with an empty row and holes, lengths with an empty row, and no padding at all: each against the
+    oracle, in every reduction (the empty rows' NaN softmaxes never reach the loss or the gradient)."""
+    gen = torch.Generator().manual_seed(7)
+    scores = (torch.randn(4, 9, generator=gen) * 3).to(dtype)
+    labels = torch.randn(4, 9, generator=gen)
+    labels[0, 2] = float("-inf")
+    mask = torch.rand(4, 9, generator=gen) < 0.6
+    mask[1] = False
+    mask[0, 0] = True
+    for padding in (dict(mask=mask), dict(lengths=torch.tensor([9, 0, 4, 1])), {}):
+        for reduction in ("mean", "sum", "none"):
+            kwargs = dict(padding, reduction=reduction)
+            grad_output = torch.rand((4,) if reduction == "none" else (), generator=gen, dtype=torch.float64) + 0.5
+            check_against_reference(*to_device(scores, labels, kwargs), backend, grad_output.to(DEVICE))
+
+
 @pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
 def test_gradcheck(reduction):
     gen = torch.Generator().manual_seed(0)
