@@ -24,6 +24,7 @@ buffer holds about PAIR_TILE_ELEMENTS elements; never (B, L, L) at long rows.
 """
 
 import bisect
+import functools
 import math
 
 import torch
@@ -36,14 +37,16 @@ DIFFERENCE_LIMIT = 1e8  # sentence-transformers clamps score differences to +-1e
 # Elements of one (B, rows, tile) pair buffer: a tile's dozen float32 buffers stay within about 12 MiB, near the
 # caches, for elementwise work that is memory-bound on a CPU, and memory stays O(B * L * tile) at any length.
 PAIR_TILE_ELEMENTS = 1 << 18
+CACHED_FACTOR_ELEMENTS = 1 << 12  # position factors of tiles this small are kept between calls
 
 
-def score_order(scores, real):
+def score_order(scores, real, may_hold_neg_inf=True):
     """(B, L) indices putting each row's real documents first, in score order: descending, equal scores in
-    input order, NaN first (as torch.sort(descending=True) puts it), then the padding."""
+    input order, NaN first (as torch.sort(descending=True) puts it), then the padding. `may_hold_neg_inf`
+    False: the caller knows no real score is -inf (the check costs a host sync)."""
     key = torch.where(real, scores, float("-inf"))
     order = torch.sort(key, dim=1, descending=True, stable=True).indices
-    if bool((key == float("-inf")).logical_and_(real).any()):
+    if may_hold_neg_inf and bool((key == float("-inf")).logical_and_(real).any()):
         # a real score of -inf ties with the padding: a second stable sort moves the padding after it
         slots = torch.sort(real.gather(1, order).logical_not().view(torch.uint8), dim=1, stable=True).indices
         order = order.gather(1, slots)
@@ -75,6 +78,20 @@ def _counted_pairs(y, valid, top_rows):
     if top_rows < y.shape[1]:
         count = count - _distinct_label_pairs(y[:, top_rows:], valid[:, top_rows:])
     return count.to(torch.int64)
+
+
+@functools.lru_cache(maxsize=32)
+def _cached_position_factor(scheme, mu, rows, cols, acc, device):
+    """`_position_factor` of a small tile, kept: a short list's one tile would rebuild it with a dozen tiny
+    ops at every call. Read only."""
+    return _position_factor(scheme, mu, slice(*rows), slice(*cols), acc, device)
+
+
+def position_factor(scheme, mu, rows, cols, acc, device):
+    """`_position_factor`, from the cache when it is small (the cache then stays within a few MiB)."""
+    if (rows.stop - rows.start) * (cols.stop - cols.start) <= CACHED_FACTOR_ELEMENTS:
+        return _cached_position_factor(scheme, mu, (rows.start, rows.stop), (cols.start, cols.stop), acc, device)
+    return _position_factor(scheme, mu, rows, cols, acc, device)
 
 
 def _position_factor(scheme, mu, rows, cols, acc, device):
@@ -185,39 +202,54 @@ def torch_lambdaloss(inputs: LambdaLossInputs, need_grad: bool):
     acc = accumulator_dtype(scores.dtype)
     device = scores.device
     real = real_mask(scores, inputs.mask, inputs.lengths)
-    # Rows by decreasing number of real documents: the rows that reach a column are then a prefix of the
-    # batch, and a tile of columns visits those only (no pair of padding past the end of a shorter row)
-    n_real, by_length = torch.sort(real.sum(1), descending=True, stable=True)
-    lengths = n_real.tolist()
-    longest = lengths[0] if batch else 0
-    real = real.index_select(0, by_length)
-    order = score_order(scores.index_select(0, by_length), real)
+    n_real = real.sum(1)
+    # One host sync for the tile plan and the fast paths: each row's length; the span of the real scores (NaN
+    # or inf when one is: then no clamp and no mask are needed only if it is within the clamp's limit); the
+    # sum of the real labels (finite when every label is; a label without pairs makes it NaN or inf)
+    low, high = torch.aminmax(torch.where(real, scores, 0).to(acc))
+    label_sum = torch.where(real, inputs.labels, 0).sum()
+    plan = torch.cat([n_real.to(torch.float64), torch.stack([(high - low).double(), label_sum.double()])]).tolist()
+    lengths, span, label_sum = [int(n) for n in plan[:batch]], plan[batch], plan[batch + 1]
+    clean = span <= DIFFERENCE_LIMIT
+    labels_finite = math.isfinite(label_sum)
+    longest = max(lengths, default=0)
+    top_rows = min(longest, inputs.k) if inputs.k else longest  # i < k once i < j
+    tiles = column_tiles(sorted(lengths, reverse=True), top_rows)
+    if len(tiles) > 1:
+        # Rows by decreasing length: the rows that reach a column are then a prefix of the batch, and a tile
+        # of columns visits those only (no pairs of padding past the end of a shorter row)
+        n_real, by_length = torch.sort(n_real, descending=True, stable=True)
+        lengths = sorted(lengths, reverse=True)
+        real = real.index_select(0, by_length)
+        scores = scores.index_select(0, by_length)
+        labels = inputs.labels.index_select(0, by_length)
+    else:  # one tile: every row in it, in input order
+        by_length, labels = None, inputs.labels
+        tiles = [(batch, start, stop) for _, start, stop in tiles]
+    order = score_order(scores, real, may_hold_neg_inf=not clean)
     # In score order the real documents come first: positions 0..n-1, then padding
     order_kept = order[:, :longest]
-    rows_kept = by_length[:, None]
-    s = scores[rows_kept, order_kept].to(acc)
-    y = inputs.labels[rows_kept, order_kept].to(acc)
+    s = scores.gather(1, order_kept).to(acc)
+    y = labels.gather(1, order_kept).to(acc)
+    shortest = min(lengths, default=0)
     in_row = torch.arange(longest, device=device)[None, :] < n_real[:, None]
-    valid = in_row & torch.isfinite(y)
-    s = torch.where(in_row, s, 0)  # padding may hold anything; its pairs never count
+    valid = in_row & torch.isfinite(y) if not labels_finite else in_row
+    if shortest < longest:
+        s = torch.where(in_row, s, 0)  # padding may hold anything; its pairs never count
     gain = _gains(y, valid, n_real, inputs.k, inputs.eps, acc)
-    # One host sync for both: no NaN, no inf, and a span within the clamp's limit (no pair needs the clamp or
-    # its mask; NaN or inf make the span NaN or inf); and whether a real document has a label without pairs
-    low, high = torch.aminmax(s) if longest else (s.new_zeros(()), s.new_zeros(()))
-    span, invalid = torch.stack([high - low, (in_row & ~valid).sum().to(acc)]).tolist()
-    clean = span <= DIFFERENCE_LIMIT
     grad = torch.zeros(batch, longest, dtype=acc, device=device) if need_grad else None
     row_loss = torch.zeros(batch, dtype=acc, device=device)
-    top_rows = min(longest, inputs.k) if inputs.k else longest  # i < k once i < j
     ndcgloss1 = inputs.scheme == SCHEME_NDCGLOSS1
     weighted = inputs.scheme != SCHEME_NONE
     if ndcgloss1:
         unit = gain / torch.log2(torch.arange(longest, device=device, dtype=acc) + 2)
         row_pairs = torch.zeros(batch, dtype=torch.int64, device=device)
     else:
-        key = torch.where(valid, gain if weighted else y, float("nan"))
+        key = gain if weighted else y
+        if shortest < longest or not labels_finite:
+            key = torch.where(valid, key, float("nan"))
         row_pairs = _counted_pairs(y, valid, top_rows)
-    for reach, start, stop in column_tiles(lengths, top_rows):
+    for reach, start, stop in tiles:
         cols = slice(start, stop)
         rows = slice(0, min(top_rows, stop - 1))
         tile_grad = grad[:reach] if grad is not None else None
@@ -228,10 +260,10 @@ def torch_lambdaloss(inputs: LambdaLossInputs, need_grad: bool):
         else:
             # RankNet's position factor is 1 on a tile wholly above the diagonal
             reaches_diagonal = rows.stop > cols.start
-            position = (_position_factor(inputs.scheme, inputs.mu, rows, cols, acc, device)
+            position = (position_factor(inputs.scheme, inputs.mu, rows, cols, acc, device)
                         if weighted or reaches_diagonal else None)
             # NaN keys in the tile: a label without pairs, or padding past a shorter row's end
-            masked = invalid > 0 or lengths[reach - 1] < stop
+            masked = not labels_finite or min(lengths[:reach]) < stop
             loss = _symmetric_tile(s[:reach], key[:reach], rows, cols, position, weighted, masked, inputs.sigma,
                                    clean, tile_grad)
         row_loss[:reach] += loss
@@ -240,13 +272,12 @@ def torch_lambdaloss(inputs: LambdaLossInputs, need_grad: bool):
         row_loss -= math.log(2) * torch.where(diagonal, unit[:, :top_rows], 0).sum(1)
         row_pairs += diagonal.sum(1)
     row_loss.mul_(-inputs.log_scale)
-    # back to the input's row order
-    row_loss = torch.empty_like(row_loss).index_copy_(0, by_length, row_loss)
-    row_pairs = torch.empty_like(row_pairs).index_copy_(0, by_length, row_pairs)
+    if by_length is not None:  # back to the input's row order
+        row_loss = torch.empty_like(row_loss).index_copy_(0, by_length, row_loss)
+        row_pairs = torch.empty_like(row_pairs).index_copy_(0, by_length, row_pairs)
     if grad is None:
         return row_loss, row_pairs, None
     grad.mul_(-inputs.log_scale * inputs.sigma)
     # back to input order; padding (and the columns past the longest row) get 0
-    full = torch.zeros(batch, length, dtype=acc, device=device)
-    full[rows_kept, order_kept] = grad
-    return row_loss, row_pairs, full
+    full = torch.zeros(batch, length, dtype=acc, device=device).scatter_(1, order_kept, grad)
+    return row_loss, row_pairs, full if by_length is None else torch.empty_like(full).index_copy_(0, by_length, full)
