@@ -236,11 +236,11 @@ def torch_lambdaloss(inputs: LambdaLossInputs, need_grad: bool):
     valid = in_row & torch.isfinite(y) if not labels_finite else in_row
     if shortest < longest:
         s = torch.where(in_row, s, 0)  # padding may hold anything; its pairs never count
-    gain = _gains(y, valid, n_real, inputs.k, inputs.eps, acc)
+    weighted = inputs.scheme != SCHEME_NONE
+    gain = _gains(y, valid, n_real, inputs.k, inputs.eps, acc) if weighted else None  # RankNet has no gains
     grad = torch.zeros(batch, longest, dtype=acc, device=device) if need_grad else None
     row_loss = torch.zeros(batch, dtype=acc, device=device)
     ndcgloss1 = inputs.scheme == SCHEME_NDCGLOSS1
-    weighted = inputs.scheme != SCHEME_NONE
     if ndcgloss1:
         unit = gain / torch.log2(torch.arange(longest, device=device, dtype=acc) + 2)
         row_pairs = torch.zeros(batch, dtype=torch.int64, device=device)
