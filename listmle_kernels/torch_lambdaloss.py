@@ -19,8 +19,19 @@ direction: term w_ij * logsigmoid(sigma * a_ij * d_ij). NDCGLoss1 counts both di
 labels, each with its own weight gain_i / D_i, plus the diagonal, whose term is a constant (logsigmoid(0)).
 The k condition i < k or j < k is i < k once i < j: with k, only the first k rows of pairs are visited.
 
-Memory: pairs are visited in tiles of columns, (B, rows, tile) at a time, the tile chosen so that one pair
-buffer holds about PAIR_TILE_ELEMENTS elements; never (B, L, L) at long rows.
+Every weighted scheme's position factor is at least 0 (mu >= 0) and the gains rise with the labels, so the
+signed weight w_ij * a_ij is (g_i - g_j) times the position factor, and a_ij = sign of that wherever w_ij is
+not 0: the tiles of weighted schemes read gains only. The pair counts need no tile: per row, the pairs of
+valid documents with different labels (a sort and a searchsorted), less those whose positions are both k or
+later. One log_sigmoid_forward pass gives the terms and exp(-|x|), from which log_sigmoid_backward gets
+w a sigmoid(-x) in one more pass.
+
+Memory and speed: pairs are visited in tiles of columns, (B', tile, rows) at a time with the rows contiguous
+(long rows of short columns reduce and broadcast much faster than the transpose), one pair buffer holding about
+PAIR_TILE_ELEMENTS elements; never (B, L, L) at long rows. With more than one tile the rows are taken longest
+first, so the B' rows that reach a tile's first column are a prefix of the batch: no tile visits the pairs of
+a row past its end but for the tile that holds that end. One host sync reads the rows' lengths, the span of the
+real scores (within the clamp's limit, no pair needs the clamp) and whether every real label is finite.
 """
 
 import bisect
@@ -34,7 +45,7 @@ from .inputs import (SCHEME_LAMBDARANK, SCHEME_NDCGLOSS1, SCHEME_NDCGLOSS2, SCHE
 from .numerics import accumulator_dtype
 
 DIFFERENCE_LIMIT = 1e8  # sentence-transformers clamps score differences to +-1e8
-# Elements of one (B, rows, tile) pair buffer: a tile's dozen float32 buffers stay within about 12 MiB, near the
+# Elements of one (B, tile, rows) pair buffer: a tile's dozen float32 buffers stay within about 12 MiB, near the
 # caches, for elementwise work that is memory-bound on a CPU, and memory stays O(B * L * tile) at any length.
 PAIR_TILE_ELEMENTS = 1 << 18
 CACHED_FACTOR_ELEMENTS = 1 << 12  # position factors of tiles this small are kept between calls
