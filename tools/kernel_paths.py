@@ -3,9 +3,9 @@
 Meant for `compute-sanitizer --tool memcheck python3 -m tools.kernel_paths` on a GPU machine
 (every path launched: masks, lengths (strided too), weights, in-kernel sort, the chunked scan, the sort
 pre-pass, packed short rows, each dtype, the in-place backward; then LambdaLoss's: one kernel, sort and
-tiles, host sort and tiles), and as a quick smoke test of a fresh GPU. Prints one line a path; exit status 1
-if any path disagrees with the float64 PyTorch path (LambdaLoss: with its float64 oracle, so its rows are
-short).
+tiles, host sort and tiles; ListNet's: one block, chunked rows), and as a quick smoke test of a fresh GPU. Prints one line a path; exit status 1
+if any path disagrees with the float64 PyTorch path (LambdaLoss and ListNet: with their float64 oracles, so
+their rows are short).
 Without CUDA it runs the Triton interpreter on the CPU (TRITON_INTERPRET=1 is set for it).
 """
 
@@ -35,6 +35,11 @@ LAMBDALOSS_PATHS = [  # (name, batch, length, dtype, scheme, k, launcher keyword
     ("lambdaloss, sort + tiles, mask, k", 3, 90, torch.bfloat16, "lambdarank", 5, {}),
     ("lambdaloss, host sort + tiles", 2, 70, torch.float32, "ndcgloss1", 0, {"sort_max_block": 64}),
     ("lambdaloss, float64 (host sort)", 3, 40, torch.float64, "none", 0, {}),
+]
+
+LISTNET_PATHS = [  # (name, batch, length, dtype, launcher keywords of triton_listnet)
+    ("listnet, one block, mask", 6, 50, torch.float32, {}),
+    ("listnet, chunked rows, mask", 3, 100, torch.float16, {"max_block": 32}),
 ]
 
 
@@ -88,12 +93,36 @@ def lambdaloss_errors(batch, length, dtype, scheme, k, launch, device, seed):
     return relative_error(loss.cpu().double(), ref_loss.detach()), relative_error(grad.cpu().double(), leaf.grad)
 
 
+def listnet_errors(batch, length, dtype, launch, device, seed):
+    """Relative errors of triton_listnet's row losses and gradient (reduction "mean") against the float64 oracle."""
+    from listmle_kernels.inputs import ListNetInputs
+    from listmle_kernels.triton_listnet import triton_listnet
+    from reference import listnet_reference
+    gen = torch.Generator().manual_seed(seed)
+    scores = (torch.randn(batch, length, generator=gen) * 2).to(dtype)
+    labels = torch.randint(0, 4, (batch, length), generator=gen).float()
+    mask = torch.rand(batch, length, generator=gen) < 0.8
+    mask[:, 0] = True  # every row holds a real document
+    inputs = ListNetInputs(scores.to(device), labels.to(device), mask.to(device), None)
+    loss, grad = triton_listnet(inputs, batch, True, **launch)
+    leaf = scores.double().requires_grad_(True)
+    ref_loss = listnet_reference(leaf, labels, mask=mask, reduction="none")
+    (ref_loss.sum() / batch).backward()
+    return relative_error(loss.cpu().double(), ref_loss.detach()), relative_error(grad.cpu().double(), leaf.grad)
+
+
 def main() -> int:
     device = "cuda" if torch.cuda.is_available() else "cpu"
     failures = 0
     for seed, (name, batch, length, dtype, scheme, k, launch) in enumerate(LAMBDALOSS_PATHS):
         errors = lambdaloss_errors(batch, length, dtype, scheme, k, launch, device, seed)
         ok = max(errors) <= (1e-12 if dtype == torch.float64 else 1e-5)  # float32 accumulation for the others
+        failures += not ok
+        print(f"{'ok  ' if ok else 'FAIL'} {name:38} {batch:4d} x {length:5d} {str(dtype):15} "
+              f"loss rel err {errors[0]:.1e}, grad rel err {errors[1]:.1e}")
+    for seed, (name, batch, length, dtype, launch) in enumerate(LISTNET_PATHS):
+        errors = listnet_errors(batch, length, dtype, launch, device, seed)
+        ok = max(errors) <= (1e-5 if dtype == torch.float32 else 1e-2)  # the gradient in the scores' dtype
         failures += not ok
         print(f"{'ok  ' if ok else 'FAIL'} {name:38} {batch:4d} x {length:5d} {str(dtype):15} "
               f"loss rel err {errors[0]:.1e}, grad rel err {errors[1]:.1e}")
@@ -108,7 +137,7 @@ def main() -> int:
         failures += not ok
         print(f"{'ok  ' if ok else 'FAIL'} {name:38} {batch:4d} x {length:5d} {str(dtype):15} "
               f"loss rel err {errors[0]:.1e}, grad rel err {errors[1]:.1e}")
-    total = len(PATHS) + len(LAMBDALOSS_PATHS)
+    total = len(PATHS) + len(LAMBDALOSS_PATHS) + len(LISTNET_PATHS)
     print(f"{total - failures}/{total} kernel paths agree with float64 on {device}")
     return 1 if failures else 0
 
