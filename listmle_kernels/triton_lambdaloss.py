@@ -69,6 +69,7 @@ from triton.runtime.interpreter import InterpretedFunction
 from ._launch import cdiv, next_power_of_2, on_device_of
 from .inputs import LambdaLossInputs, real_mask
 from .numerics import GAIN_EXPONENT_LIMIT as GAIN_LIMIT, accumulator_dtype, gain_shift, shifted_gains
+from .triton_common import fast_divide, real_kind
 
 # Positions a side of a tile of cells. 32 x 32 at 8 cells a thread (4 warps) for float32: no spills for any scheme
 # and 72-126 registers, at the SASS a pair of 64 x 64 at 16 cells a thread (136-187 registers); 32 a thread spills
@@ -78,7 +79,6 @@ CELLS_PER_THREAD = {torch.float32: 8, torch.float64: 4}
 SORT_MAX_BLOCK = 2048   # longest row sorted in the kernel; longer rows are sorted on the host
 NO_K = 2 ** 31 - 1      # k = 0 (every position) as a position bound no row reaches
 
-REAL_ALL, REAL_MASK, REAL_LENGTHS = 0, 1, 2
 GAIN_EXPONENT_LIMIT = tl.constexpr(GAIN_LIMIT)  # labels past it have their gains scaled (numerics.gain_shift)
 
 
@@ -90,17 +90,6 @@ def _split_float(hi, lo, acc: tl.constexpr):
         return tl.full([], hi, tl.float64) + tl.full([], lo, tl.float64)
     else:
         return tl.full([], hi, tl.float32)
-
-
-@triton.jit
-def _divide(x, y, FAST_MATH: tl.constexpr):
-    """x / y; FAST_MATH (float32 on CUDA): `__fdividef` (x times the hardware reciprocal of y), 2 ulp for |y| in
-    [2^-126, 2^126], the bound of the full-range division without its rescaling of extreme operands. The
-    denominators here, 1 + e and 2 + e with e in [0, 1], are inside it. The interpreter and float64 take `/`."""
-    if FAST_MATH:
-        return libdevice.fast_dividef(x, y)
-    else:
-        return x / y
 
 
 @triton.jit
@@ -127,7 +116,7 @@ def _log1p_of_unit(e, FAST_MATH: tl.constexpr):
         u = 1.0 + e
         return tl.where(u == 1.0, e, tl.log(u) * (e / tl.where(u == 1.0, 1.0, u - 1.0)))
     else:
-        t = _divide(e, 2.0 + e, FAST_MATH)
+        t = fast_divide(e, 2.0 + e, FAST_MATH)  # a denominator in [2, 3]: inside the fast division's range
         z = t * t
         p = 1.0 + z * (0.3333320617675781 + z * (0.2001080960035324 + z * (0.1400042325258255
                                                                          + z * 0.14007562398910522)))
@@ -199,7 +188,7 @@ def _pair_cells(si, yi, gi, ri_hi, ri_lo, pi, sj, yj, gj, rj_hi, rj_lo, pj, k, s
         if SCHEME == 1:
             live = live & (pi != pj)  # d(s_i - s_i) = 0
         # else a_ii = 0: the diagonal adds nothing
-        sigmoid_neg = _divide(tl.where(x >= 0, e, 1.0), 1.0 + e, FAST_MATH)
+        sigmoid_neg = fast_divide(tl.where(x >= 0, e, 1.0), 1.0 + e, FAST_MATH)  # 1 + e in [1, 2]
         grad += tl.where(live, (a_first + a_second) * sigmoid_neg - a_second, 0.0)
     return loss, count, grad
 
@@ -427,10 +416,6 @@ def _halves(value: float) -> tuple[float, float]:
     return hi, _float32(value - hi)
 
 
-def _real_kind(inputs: LambdaLossInputs) -> int:
-    return REAL_MASK if inputs.mask is not None else REAL_LENGTHS if inputs.lengths is not None else REAL_ALL
-
-
 def triton_lambdaloss(inputs: LambdaLossInputs, need_grad: bool, *, tile: int = PAIR_TILE,
                       sort_max_block: int = SORT_MAX_BLOCK):
     """(row_loss (B,), row_pairs (B,) int64, grad (B, L) or None): see the module's docstring.
@@ -486,7 +471,7 @@ def triton_lambdaloss(inputs: LambdaLossInputs, need_grad: bool, *, tile: int = 
                 *scratch,
                 row_loss, row_pairs, grad if grad is not None else row_loss,
                 length, k, *floats["sigma"], *floats["mu"], *floats["eps"], *floats["scale"],
-                REAL=_real_kind(inputs), SCHEME=inputs.scheme, TOP_K=inputs.k > 0, FUSED=fused,
+                REAL=real_kind(inputs.mask, inputs.lengths), SCHEME=inputs.scheme, TOP_K=inputs.k > 0, FUSED=fused,
                 STORE_GRAD=need_grad, BLOCK=block, FAST_MATH=fast_math,
                 num_warps=_warps(block * block, acc) if fused else max(1, min(8, block // 256)),
             )

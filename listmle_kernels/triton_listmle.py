@@ -44,6 +44,7 @@ from triton.runtime.interpreter import InterpretedFunction
 from .inputs import WEIGHTS_TENSOR, ListMLEInputs, real_count, real_mask
 from ._launch import cdiv, next_power_of_2, on_device_of
 from .numerics import LINEAR_SPAN, accumulator_dtype, normalised_rank_weights
+from .triton_common import fast_divide, finite_or_zero, real_kind
 from .target_order import target_order
 
 MAX_BLOCK = 4096        # slots per chunk; longer rows are scanned in chunks
@@ -56,14 +57,7 @@ ROW_TILE = 1024         # short rows are packed ROWS to a program, about this ma
 # S_r / e_r <= L exp(60) stays finite for any list length (with 80 it would overflow past L = 6,000).
 KERNEL_LINEAR_SPAN = {torch.float32: 60.0, torch.float64: LINEAR_SPAN[torch.float64]}
 
-REAL_ALL, REAL_MASK, REAL_LENGTHS = 0, 1, 2
 ORDER_INPUT, ORDER_SORT, ORDER_GIVEN = 0, 1, 2
-
-
-@triton.jit
-def _finite_or_zero(m):
-    """A max to subtract: m, or 0 where m is -inf (nothing real), so x - m is never -inf - -inf."""
-    return tl.where(m == float("-inf"), 0.0, m)
 
 
 @triton.jit
@@ -86,7 +80,7 @@ def _lse_combine(m1, s1, m2, s2):
     exp(-inf - -inf).
     """
     m = tl.maximum(m1, m2)
-    rescale = tl.exp(tl.minimum(m1, m2) - _finite_or_zero(m))
+    rescale = tl.exp(tl.minimum(m1, m2) - finite_or_zero(m))
     return m, tl.where(m1 >= m2, s1 + s2 * rescale, s2 + s1 * rescale)
 
 
@@ -94,14 +88,14 @@ def _lse_combine(m1, s1, m2, s2):
 def _lse_total(x):
     """(max, sum of exp(x - max)) of each row of x; (-inf, 0) for an all -inf row."""
     m = tl.max(x, axis=1)
-    return m, tl.sum(tl.exp(x - _finite_or_zero(m)[:, None]), axis=1)
+    return m, tl.sum(tl.exp(x - finite_or_zero(m)[:, None]), axis=1)
 
 
 @triton.jit
 def _scaled_total(m, s):
     """The merge of each row's pairs (m, s) (`_lse_combine`'s): (max m, sum of s * exp(m - max))."""
     top = tl.max(m, axis=1)
-    return top, tl.sum(s * tl.exp(m - _finite_or_zero(top)[:, None]), axis=1)
+    return top, tl.sum(s * tl.exp(m - finite_or_zero(top)[:, None]), axis=1)
 
 
 @triton.jit
@@ -120,25 +114,6 @@ def _log_of_ratio(x, FAST_MATH: tl.constexpr):
         return libdevice.fast_logf(x)
     else:
         return tl.log(x)
-
-
-@triton.jit
-def _divide(x, y, FAST_MATH: tl.constexpr):
-    """x / y for the linear sums' quotients S_r / e_r and w_r / S_r, at real slots.
-
-    FAST_MATH (float32 on CUDA): `__fdividef` (`div.approx.ftz.f32`, x times the hardware reciprocal of y): at
-    most 2 ulp error for |y| in [2^-126, 2^126] (PTX ISA), the bound of the `div.full.f32` that `/` compiles to,
-    whose further instructions only rescale operands outside that range. Both denominators lie inside it:
-    exp(-span) <= e_r <= S_r <= L at real slots (span <= 60, L < 2^31), and the quotients stay below 2^118. What
-    the flush to zero of subnormal operands and results can change: a weight w_r < 2^-126 (p-ListMLE ranks
-    past 125) or a ratio w_r / S_r < 2^-126 becomes 0, which moves no gradient entry by more than L 2^-126.
-    Slots that are not real (e = 0) may give inf or NaN, as `/` does; callers mask them. The interpreter and
-    float64 take `/`.
-    """
-    if FAST_MATH:
-        return libdevice.fast_dividef(x, y)
-    else:
-        return x / y
 
 
 @triton.jit
@@ -273,7 +248,7 @@ def _listmle_kernel(
         row_max = tl.max(total_m, axis=1)
         linear = _linear_sums_exact(row_max, row_min, row_ok, LINEAR_SPAN)
         # linear: each chunk's sum of exp(s - row max); 0 for empty chunks
-        chunk_sum = total_s * tl.exp(total_m - _finite_or_zero(row_max)[:, None])
+        chunk_sum = total_s * tl.exp(total_m - finite_or_zero(row_max)[:, None])
         suffix_m, suffix_s = tl.associative_scan((total_m, total_s), 1, _lse_combine, reverse=True)
 
     # Pass 2: per chunk, suffix lse (local reverse scan + carry), loss, and the forward scan for P.
@@ -326,18 +301,23 @@ def _listmle_kernel(
             # exp(-span) at real slots, S_r / e_r <= L exp(span) and sum_r w_r / S_r <= exp(span) (1 + log L):
             # no underflow, and no overflow for any L < 2^31 (KERNEL_LINEAR_SPAN).
             # Shifted by the row's max (nothing real: by 0): s - max is then a difference of nearby scores.
-            e = tl.exp(s - _finite_or_zero(row_max)[:, None])  # 0 at padding: s = -inf there
+            e = tl.exp(s - finite_or_zero(row_max)[:, None])  # 0 at padding: s = -inf there
             suffix = tl.cumsum(e, axis=1, reverse=True)
             if CHUNKS > 1:
                 suffix += tl.sum(tl.where(chunk_ids[None, :] > k, chunk_sum, 0.0), axis=1)[:, None]
             # s_r - log S_r as -log(S_r / e_r): the ratio's log is small and exact to a few ulps, while the
             # log of S_r itself (up to LINEAR_SPAN in size) would carry its own ulps, ~2e-6 at 30, into s - lse.
-            log_prob = -_log_of_ratio(_divide(suffix, e, FAST_MATH), FAST_MATH)
+            # The fast division's 2-ulp range holds both denominators: exp(-span) <= e_r <= S_r <= L at real slots
+            # (span <= 60, L < 2^31), and the quotients stay below 2^118. Its flush to zero turns a weight
+            # w_r < 2^-126 (p-ListMLE ranks past 125) or a ratio w_r / S_r < 2^-126 into 0, which moves no
+            # gradient entry by more than L 2^-126. Slots that are not real (e = 0) may give inf or NaN, as `/`
+            # does; they are masked below.
+            log_prob = -_log_of_ratio(fast_divide(suffix, e, FAST_MATH), FAST_MATH)
             if STORE_GRAD:
                 if WEIGHTS == 0:  # w = 1 at real slots: a reciprocal
-                    ratio = _divide(1.0, suffix, FAST_MATH)
+                    ratio = fast_divide(1.0, suffix, FAST_MATH)
                 else:
-                    ratio = _divide(w, suffix, FAST_MATH)
+                    ratio = fast_divide(w, suffix, FAST_MATH)
                 if not (ORDER == 1 or (ORDER == 0 and REAL != 1)):
                     ratio = tl.where(real, ratio, 0.0)
                 # else real slots come first: the inf or NaN of w / 0 past the last one reaches no real slot's
@@ -389,7 +369,7 @@ def _listmle_kernel(
     tl.store(loss_ptr + rows64, -loss, mask=row_ok)
 
 
-# Float32 linear sums take libdevice's fast log and division (`_log_of_ratio`, `_divide`) when compiled for CUDA:
+# Float32 linear sums take libdevice's fast log and division (`_log_of_ratio`, `fast_divide`) when compiled for CUDA:
 # not when Triton interprets the kernel (no libdevice), nor on ROCm (its libdevice has no fast_logf).
 FAST_MATH_FLOAT32 = not isinstance(_listmle_kernel, InterpretedFunction) and torch.version.hip is None
 
@@ -456,7 +436,7 @@ def triton_listmle(inputs: ListMLEInputs, seed: int, row_divisor: int, need_grad
     if inputs.weight_kind == WEIGHTS_TENSOR:
         weights = normalised_rank_weights(inputs.weights, real_count(scores, inputs.mask, inputs.lengths),
                                           row_loss.dtype)
-    real_kind = REAL_MASK if mask is not None else REAL_LENGTHS if inputs.lengths is not None else REAL_ALL
+    real_kind_code = real_kind(mask, inputs.lengths)
     order_kind = ORDER_SORT if sort_in_kernel else ORDER_GIVEN if order is not None else ORDER_INPUT
 
     with on_device_of(scores):
@@ -469,7 +449,7 @@ def triton_listmle(inputs: ListMLEInputs, seed: int, row_divisor: int, need_grad
             *(_strides(weights) or dummy),
             row_loss, *(_strides(grad) or dummy),
             batch, length, cdiv(length, block), row_divisor, seed,
-            REAL=real_kind, ORDER=order_kind, WEIGHTS=inputs.weight_kind,
+            REAL=real_kind_code, ORDER=order_kind, WEIGHTS=inputs.weight_kind,
             RANDOM_TIES=inputs.random_ties, STORE_GRAD=need_grad, ROWS=rows, BLOCK=block, CHUNKS=chunks,
             INDEX_BITS=block.bit_length() - 1, LINEAR_SPAN=KERNEL_LINEAR_SPAN[row_loss.dtype],
             FAST_MATH=FAST_MATH_FLOAT32 and scores.is_cuda and row_loss.dtype == torch.float32,

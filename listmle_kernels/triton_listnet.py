@@ -29,17 +29,9 @@ import triton.language as tl
 from ._launch import cdiv, next_power_of_2, on_device_of
 from .inputs import ListNetInputs
 from .numerics import accumulator_dtype
+from .triton_common import finite_or_zero, real_kind
 
 MAX_BLOCK = 4096  # slots per chunk; longer rows are walked in chunks (any length)
-
-REAL_ALL, REAL_MASK, REAL_LENGTHS = 0, 1, 2
-
-
-@triton.jit
-def _finite_or_zero(m):
-    """A max to subtract: m, or 0 where m is -inf (nothing to sum), so x - m is never -inf - -inf = NaN."""
-    return tl.where(m == float("-inf"), 0.0, m)
-
 
 @triton.jit
 def _merge(m1, s1, m2, s2):
@@ -49,7 +41,7 @@ def _merge(m1, s1, m2, s2):
     (-inf, 0), not to NaN from exp(-inf - -inf).
     """
     m = tl.maximum(m1, m2)
-    shift = _finite_or_zero(m)
+    shift = finite_or_zero(m)
     return m, s1 * tl.exp(m1 - shift) + s2 * tl.exp(m2 - shift)
 
 
@@ -75,17 +67,17 @@ def _chunk_partial(x):
     """(max, sum of exp(x - max)) of one chunk; (-inf, 0) when every entry is -inf (no real document in the chunk,
     or only -inf labels)."""
     m = tl.max(x, axis=0)
-    return m, tl.sum(tl.exp(x - _finite_or_zero(m)), axis=0)
+    return m, tl.sum(tl.exp(x - finite_or_zero(m)), axis=0)
 
 
 @triton.jit
 def _loss_and_grad_terms(s, y, real, m_s, inv_z_s, log_z_s, m_y, inv_z_y):
     """Per slot: the loss term -p_j log q_j (0 where p_j = 0) and the unscaled gradient q_j - p_j (0 at padding)."""
-    p = tl.exp(y - _finite_or_zero(m_y)) * inv_z_y
-    log_q = (s - _finite_or_zero(m_s)) - log_z_s
+    p = tl.exp(y - finite_or_zero(m_y)) * inv_z_y
+    log_q = (s - finite_or_zero(m_s)) - log_z_s
     # p > 0 is False at padding, at -inf labels, and where every real label is -inf (p = 0 / 0): no term there
     term = tl.where(real & (p > 0), -p * log_q, 0.0)
-    grad = tl.where(real, tl.exp(s - _finite_or_zero(m_s)) * inv_z_s - p, 0.0)
+    grad = tl.where(real, tl.exp(s - finite_or_zero(m_s)) * inv_z_s - p, 0.0)
     return term, grad
 
 
@@ -187,7 +179,6 @@ def triton_listnet(inputs: ListNetInputs, row_divisor: int, need_grad: bool, max
     mask = inputs.mask.view(torch.uint8) if inputs.mask is not None else None
     # The kernel reads lengths[row] unstrided, as int64 (a slice or an expanded scalar is copied: O(B)).
     lengths = inputs.lengths.to(torch.int64).contiguous() if inputs.lengths is not None else None
-    real_kind = REAL_MASK if mask is not None else REAL_LENGTHS if lengths is not None else REAL_ALL
     dummy = (row_loss, 0, 0)
 
     with on_device_of(scores):
@@ -198,7 +189,7 @@ def triton_listnet(inputs: ListNetInputs, row_divisor: int, need_grad: bool, max
             lengths if lengths is not None else row_loss,
             row_loss, *(_strides(grad) if grad is not None else dummy),
             length, chunks, row_divisor,
-            REAL=real_kind, STORE_GRAD=need_grad, BLOCK=block, ONE_CHUNK=chunks == 1,
+            REAL=real_kind(mask, lengths), STORE_GRAD=need_grad, BLOCK=block, ONE_CHUNK=chunks == 1,
             num_warps=num_warps_for(block),
         )
     return row_loss, grad

@@ -168,3 +168,23 @@ def real_documents(scores, kwargs):
     if kwargs.get("lengths") is not None:
         return torch.arange(scores.shape[1], device=scores.device)[None, :] < kwargs["lengths"][:, None]
     return torch.ones(scores.shape, dtype=torch.bool, device=scores.device)
+
+
+def loss_and_grad(fn, scores, grad_output):
+    """fn(scores) and its gradient against `grad_output`, from a fresh leaf of the same values."""
+    scores = scores.detach().requires_grad_(True)
+    loss = fn(scores)
+    (grad,) = torch.autograd.grad(loss, scores, grad_output)
+    return loss.detach(), grad
+
+
+def assert_matches_oracle(loss_fn, oracle, scores, labels, kwargs, backend, grad_output):
+    """Loss and gradient of `loss_fn` against `oracle` on the float64 of the same (rounded) scores: dtypes,
+    shape, the per-dtype tolerances, and exactly 0 at padding."""
+    acc = torch.float64 if scores.dtype == torch.float64 else torch.float32
+    loss, grad = loss_and_grad(lambda s: loss_fn(s, labels, backend=backend, **kwargs), scores, grad_output.to(acc))
+    ref_loss, ref_grad = loss_and_grad(lambda s: oracle(s, labels, **kwargs), scores.double(), grad_output.double())
+    assert loss.dtype == acc and grad.dtype == scores.dtype and loss.shape == ref_loss.shape
+    assert_close(loss, ref_loss, scores.dtype, LOSS_TOL, scale=max(1.0, ref_loss.abs().max().item()))
+    assert_close(grad, ref_grad, scores.dtype, GRAD_TOL, scale=max(1.0, ref_grad.abs().max().item()))
+    assert (grad[~real_documents(scores, kwargs)] == 0).all(), "padding must get exactly zero gradient"

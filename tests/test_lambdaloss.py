@@ -11,28 +11,12 @@ from listmle_kernels import LambdaLoss, LambdaLossFunction, RankNetLoss, lambda_
 from listmle_kernels import torch_lambdaloss
 from reference import lambdaloss_reference, ranknet_reference
 
-from cases import (BACKENDS, DEVICE, GRAD_TOL, LOSS_TOL, WEIGHTING_SCHEMES, assert_close, pairwise_problems,
-                   real_documents, to_device)
-
-
-def loss_and_grad(fn, scores, grad_output):
-    scores = scores.detach().requires_grad_(True)
-    loss = fn(scores)
-    (grad,) = torch.autograd.grad(loss, scores, grad_output)
-    return loss.detach(), grad
+from cases import (BACKENDS, DEVICE, LOSS_TOL, WEIGHTING_SCHEMES, assert_close, assert_matches_oracle, loss_and_grad,
+                   pairwise_problems, to_device)
 
 
 def check_against_reference(scores, labels, kwargs, backend, grad_output):
-    """Loss and gradient of `lambda_loss` against the oracle on the float64 of the same (rounded) scores."""
-    acc = torch.float64 if scores.dtype == torch.float64 else torch.float32
-    loss, grad = loss_and_grad(lambda s: lambda_loss(s, labels, backend=backend, **kwargs), scores,
-                               grad_output.to(acc))
-    ref_loss, ref_grad = loss_and_grad(lambda s: lambdaloss_reference(s, labels, **kwargs), scores.double(),
-                                       grad_output.double())
-    assert loss.dtype == acc and grad.dtype == scores.dtype and loss.shape == ref_loss.shape
-    assert_close(loss, ref_loss, scores.dtype, LOSS_TOL, scale=max(1.0, ref_loss.abs().max().item()))
-    assert_close(grad, ref_grad, scores.dtype, GRAD_TOL, scale=max(1.0, ref_grad.abs().max().item()))
-    assert (grad[~real_documents(scores, kwargs)] == 0).all(), "padding must get exactly zero gradient"
+    assert_matches_oracle(lambda_loss, lambdaloss_reference, scores, labels, kwargs, backend, grad_output)
 
 
 @pytest.mark.parametrize("backend", BACKENDS)

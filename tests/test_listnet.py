@@ -8,26 +8,11 @@ from hypothesis import strategies as st
 from listmle_kernels import ListNetFunction, ListNetLoss, listnet_loss
 from reference import listnet_reference
 
-from cases import BACKENDS, DEVICE, GRAD_TOL, LOSS_TOL, assert_close, pairwise_problems, real_documents, to_device
-
-
-def loss_and_grad(fn, scores, grad_output):
-    scores = scores.detach().requires_grad_(True)
-    loss = fn(scores)
-    (grad,) = torch.autograd.grad(loss, scores, grad_output)
-    return loss.detach(), grad
+from cases import BACKENDS, DEVICE, assert_close, assert_matches_oracle, pairwise_problems, to_device
 
 
 def check_against_reference(scores, labels, kwargs, backend, grad_output):
-    acc = torch.float64 if scores.dtype == torch.float64 else torch.float32
-    loss, grad = loss_and_grad(lambda s: listnet_loss(s, labels, backend=backend, **kwargs), scores,
-                               grad_output.to(acc))
-    ref_loss, ref_grad = loss_and_grad(lambda s: listnet_reference(s, labels, **kwargs), scores.double(),
-                                       grad_output.double())
-    assert loss.dtype == acc and grad.dtype == scores.dtype and loss.shape == ref_loss.shape
-    assert_close(loss, ref_loss, scores.dtype, LOSS_TOL, scale=max(1.0, ref_loss.abs().max().item()))
-    assert_close(grad, ref_grad, scores.dtype, GRAD_TOL, scale=max(1.0, ref_grad.abs().max().item()))
-    assert (grad[~real_documents(scores, kwargs)] == 0).all(), "padding must get exactly zero gradient"
+    assert_matches_oracle(listnet_loss, listnet_reference, scores, labels, kwargs, backend, grad_output)
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
