@@ -17,6 +17,16 @@ def sample(seed=0, batch=4, length=7):
     return scores, labels, lengths
 
 
+def assert_compiled_matches_eager(step, features, weight):
+    """step(features) and its gradient in `weight`: torch.compile(fullgraph=True) as eager."""
+    eager = step(features)
+    (eager_grad,) = torch.autograd.grad(eager, weight)
+    compiled = torch.compile(step, fullgraph=True)(features)
+    (compiled_grad,) = torch.autograd.grad(compiled, weight)
+    torch.testing.assert_close(compiled, eager)
+    torch.testing.assert_close(compiled_grad, eager_grad)
+
+
 def test_operator_name_and_schema_are_the_public_ones():
     """Compiled programs and exported graphs name the operator by this string: it must not change."""
     assert str(torch.ops.listmle_kernels.listmle_rows.default._schema) == (
@@ -53,12 +63,7 @@ def test_fullgraph_compile_matches_eager(backend):
         return listmle_loss(scores, labels, lengths=lengths, lambda_weight="plistmle", respect_input_order=False,
                             backend=backend)
 
-    eager = step(features)
-    (eager_grad,) = torch.autograd.grad(eager, model.weight)
-    compiled = torch.compile(step, fullgraph=True)(features)
-    (compiled_grad,) = torch.autograd.grad(compiled, model.weight)
-    torch.testing.assert_close(compiled, eager)
-    torch.testing.assert_close(compiled_grad, eager_grad)
+    assert_compiled_matches_eager(step, features, model.weight)
 
 
 def test_fullgraph_compile_draws_random_ties_from_the_global_generator():
@@ -133,9 +138,4 @@ def test_pairwise_fullgraph_compile_matches_eager(backend, loss, reduction):
         return getattr(listmle_kernels, loss)(scores, labels, lengths=lengths, reduction=reduction, backend=backend,
                                               **options).sum()
 
-    eager = step(features)
-    (eager_grad,) = torch.autograd.grad(eager, model.weight)
-    compiled = torch.compile(step, fullgraph=True)(features)
-    (compiled_grad,) = torch.autograd.grad(compiled, model.weight)
-    torch.testing.assert_close(compiled, eager)
-    torch.testing.assert_close(compiled_grad, eager_grad)
+    assert_compiled_matches_eager(step, features, model.weight)
