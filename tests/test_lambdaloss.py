@@ -291,3 +291,32 @@ def test_one_document_lists_warn():
     with pytest.warns(UserWarning, match=r"shape \(6, 1\).*reshaped to \(B, L\)"):
         loss = ranknet_loss(torch.randn(6, 1), torch.arange(6.0)[:, None])
     assert loss == 0
+
+
+def ranknet_in_row_blocks(scores, labels, block=1024):
+    """RankNet's row loss and gradient over one long row, from its definition in float64, a block of rows of the
+    (L, L) pair matrix at a time (the whole matrix at L = 16384 would take 2 GiB)."""
+    s, y = scores.double(), labels.double()
+    loss, grad = torch.zeros((), dtype=torch.float64), torch.zeros_like(s)
+    for start in range(0, len(s), block):
+        d = s[start:start + block, None] - s[None, :]
+        counted = y[start:start + block, None] > y[None, :]
+        loss -= torch.where(counted, torch.nn.functional.logsigmoid(d), 0).sum()
+        pull = torch.where(counted, torch.sigmoid(-d), 0)  # d/ds_i of -logsigmoid(s_i - s_j) is -sigmoid(-d)
+        grad[start:start + block] -= pull.sum(1)
+        grad += pull.sum(0)
+    return loss / math.log(2), grad / math.log(2)
+
+
+@pytest.mark.parametrize("backend", ["torch", "triton"] if DEVICE == "cuda" else ["torch"])
+def test_a_row_of_16384_documents(backend):
+    """The longest row the pairwise losses promise, against the definition (the interpreter would take hours for the
+    kernel's 2^28 pairs: the Triton backend is checked where it runs natively)."""
+    gen = torch.Generator().manual_seed(0)
+    scores = torch.randn(1, 16384, generator=gen) * 3
+    labels = torch.randint(0, 5, (1, 16384), generator=gen).float()
+    loss, grad = loss_and_grad(lambda s: ranknet_loss(s, labels.to(DEVICE), reduction="sum", backend=backend),
+                               scores.to(DEVICE), torch.ones((), device=DEVICE))
+    ref_loss, ref_grad = ranknet_in_row_blocks(scores[0], labels[0])
+    torch.testing.assert_close(loss.cpu().double(), ref_loss, rtol=1e-5, atol=0)
+    torch.testing.assert_close(grad[0].cpu().double(), ref_grad, rtol=0, atol=1e-5 * float(ref_grad.abs().max()))
