@@ -4,7 +4,7 @@
   python -m bench --out DIR           # JSON, CSV and PNGs under DIR (default output/bench/, git-ignored)
   python -m bench.plots RUN.json      # redraw a run's PNGs from its JSON file
   python -m bench --B 64,1024 --L 100,1024 --sweep 64x100 --impls listmle_kernels_torch,reference_eager
-  python -m bench pairwise --quick    # LambdaLoss, RankNet and ListNet on the CPU (bench/pairwise.py)
+  python -m bench pairwise --quick    # LambdaLoss, RankNet and ListNet, on the CPU or --device cuda (bench/pairwise.py)
 
 Without CUDA only the PyTorch implementations are timed, at small sizes: GPU numbers need CUDA, and
 interpreted Triton (TRITON_INTERPRET=1) is never timed.

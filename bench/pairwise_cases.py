@@ -45,7 +45,15 @@ class PairwiseInputs:
     lengths: torch.Tensor  # (B,) int64, real documents first in each row
 
     def valid_mask(self) -> torch.Tensor:
-        return torch.arange(self.scores.shape[1]) < self.lengths[:, None]
+        return torch.arange(self.scores.shape[1], device=self.lengths.device) < self.lengths[:, None]
+
+    def to(self, device: torch.device) -> "PairwiseInputs":
+        """The same batch on `device`, its scores a leaf there (`scores.to` alone would be a non-leaf copy, whose
+        gradient autograd.grad could not return); itself where it is on `device` already."""
+        if self.scores.device == torch.device(device):
+            return self
+        return PairwiseInputs(self.scores.detach().to(device).requires_grad_(True), self.labels.to(device),
+                              self.lengths.to(device))
 
 
 def cases_for(losses, shapes) -> list[PairwiseCase]:

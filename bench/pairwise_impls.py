@@ -1,7 +1,8 @@
 """Every implementation of LambdaLoss (NDCGLoss2++), RankNet and ListNet the pairwise benchmark compares,
 behind bench.impls' calling convention (`prepare(case, inputs)` -> `Prepared`).
 
-  ours                   listmle_kernels.lambda_loss / ranknet_loss / listnet_loss (the PyTorch path on the CPU)
+  ours                   listmle_kernels.lambda_loss / ranknet_loss / listnet_loss: backend "torch" on the CPU,
+                         "auto" on CUDA (the Triton kernels)
   sentence-transformers  its own LambdaLoss / RankNetLoss / ListNetLoss classes, fed the scores through a stub
                          CrossEncoder: the timed code is theirs, from the flat logits to the loss
   allRank                its own lambdaLoss (ndcgLoss2PP_scheme; no scheme for RankNet) and listNet functions
@@ -108,7 +109,7 @@ class SentenceTransformers(PairwiseImpl):
         labels = [inputs.labels[rows][i, :n] for i, n in enumerate(row_lengths)]
 
         def grad_to_padded(grad_flat):
-            out = torch.zeros(valid.shape, dtype=grad_flat.dtype)
+            out = torch.zeros(valid.shape, dtype=grad_flat.dtype, device=grad_flat.device)
             out[valid] = grad_flat
             return out
 
@@ -148,6 +149,7 @@ def materialises_pairs(impl: PairwiseImpl, loss: str) -> bool:
     return impl.name in ("sentence_transformers", "allrank") and loss in ("lambdaloss", "ranknet")
 
 
-def all_impls() -> list[PairwiseImpl]:
-    """In table order: ours first, then the peers."""
-    return [Ours("torch"), SentenceTransformers(), AllRank()]
+def all_impls(device: torch.device = torch.device("cpu")) -> list[PairwiseImpl]:
+    """In table order: ours first (the PyTorch path on the CPU; on CUDA what backend="auto" picks there, the
+    Triton kernels), then the peers."""
+    return [Ours("auto" if torch.device(device).type == "cuda" else "torch"), SentenceTransformers(), AllRank()]

@@ -610,8 +610,8 @@ def test_pairwise_cli_checks_measures_and_times_every_implementation(tmp_path, c
     from bench import pairwise
     from bench.pairwise_impls import AllRank, Ours, SentenceTransformers
     monkeypatch.setitem(sys.modules, "fake_pairwise_losses", _fake_ours())
-    monkeypatch.setattr(pairwise, "all_impls", lambda: [Ours(package="fake_pairwise_losses"), SentenceTransformers(),
-                                                        AllRank()])
+    monkeypatch.setattr(pairwise, "all_impls", lambda device: [Ours(package="fake_pairwise_losses"),
+                                                              SentenceTransformers(), AllRank()])
     assert main(["pairwise", "--shapes", "3x6", "--out", str(tmp_path)]) == 0  # through python -m bench
     (result_json,) = tmp_path.glob("pairwise-cpu-*.json")
     data = json.loads(result_json.read_text())
@@ -671,3 +671,45 @@ def test_pairwise_table_fits_100_columns_at_the_widest_cells():
                                 "allrank": "allrank"})
     assert all(len(line) <= report.TABLE_WIDTH for line in table.splitlines())
     assert "1234.5" in table and "skip" in table and "wrong" in table
+
+
+def test_pairwise_device_option_defaults_to_the_cpu_and_refuses_cuda_without_a_device(monkeypatch, capsys):
+    from bench import pairwise
+    assert pairwise.parse_args([]).device == "cpu"
+    assert pairwise.parse_args(["--device", "cpu"]).device == "cpu"
+    with pytest.raises(SystemExit) as refused:
+        pairwise.parse_args(["--device", "tpu"])
+    assert refused.value.code == 2 and "--device" in capsys.readouterr().err
+    # What a machine without CUDA answers, whether or not this one has a GPU: an argparse error, before any work.
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(SystemExit) as refused:
+        pairwise.parse_args(["--device", "cuda", "--quick"])
+    err = capsys.readouterr().err
+    assert refused.value.code == 2 and "--device cuda" in err and "is_available() is False" in err
+
+
+def test_pairwise_memory_reader_and_limit_follow_the_device():
+    """The CPU's reader counts a known allocation; CUDA's is the allocator-statistics one (bench.timing); the
+    (B, L, L) estimate's limit is --max-gib, capped by the free memory where the device reports it."""
+    from bench import pairwise, timing
+    from bench.cpu_memory import peak_extra_bytes_cpu
+    reader = pairwise.peak_reader(torch.device("cpu"))
+    assert reader is peak_extra_bytes_cpu
+    assert reader(lambda: torch.ones(1 << 18)) >= 4 << 18
+    assert pairwise.peak_reader(torch.device("cuda")) is timing.peak_extra_bytes_cuda
+    assert pairwise.memory_limit_bytes(4.0, None) == 4 << 30
+    assert pairwise.memory_limit_bytes(4.0, 1 << 30) == 1 << 30
+    assert pairwise.memory_limit_bytes(0.5, 8 << 30) == 1 << 29
+
+
+def test_pairwise_inputs_move_as_a_leaf_and_ours_follow_the_device():
+    from bench.pairwise_cases import PairwiseCase, make_inputs
+    from bench.pairwise_impls import all_impls
+    inputs = make_inputs(PairwiseCase("listnet", 3, 6), seed=0)
+    assert inputs.to(torch.device("cpu")) is inputs
+    moved = inputs.to("meta")  # a device other than the CPU that every torch build has
+    assert moved.scores.is_leaf and moved.scores.requires_grad and moved.scores.device.type == "meta"
+    assert moved.valid_mask().device.type == "meta"
+    assert [i.name for i in all_impls(torch.device("cpu"))][0] == "listmle_kernels_torch"
+    assert [i.name for i in all_impls(torch.device("cuda"))] == ["listmle_kernels_auto", "sentence_transformers",
+                                                                 "allrank"]

@@ -7,7 +7,9 @@
 #   1. device and versions (nvidia-smi, torch, triton, commit)                        gpu.txt
 #   2. the kernel tests natively, Triton compiled (train tests left out), <= 150 s      pytest.log, pytest.xml
 #   3. compute-sanitizer memcheck over every kernel path (tools.kernel_paths), <= 60 s  memcheck.log
-#   4. a compact benchmark grid (python -m bench), cases cut at 150 s, <= 240 s in all  bench/*.json|csv|png
+#   4. a compact benchmark grid (python -m bench), cases cut at 110 s, <= 180 s in all  bench/*.json|csv|png
+#   5. the pairwise family on CUDA (python -m bench.pairwise --device cuda --quick), <= 60 s
+#                                                                                      bench-pairwise/*.json|csv
 #
 # Each stage has its own timeout, so a hung stage costs its cap, not the rest of the run; a failed stage is reported and
 # the next one runs. The static cost model (python -m tools.sass_count) needs no GPU: run it beside, on any
@@ -57,10 +59,25 @@ fi
 #    at the recipe's two shapes and the largest; cases run in priority order until the budget is spent.
 t=$SECONDS
 train_step=$("$py" -c 'import torch; print("" if torch.cuda.is_available() else "--no-train-step")' 2>/dev/null)
-timeout 240 "$py" -m bench $train_step --B 16,64,256,4096,16384,65536 --L 10,100,1024,4096 --max-elements $((1 << 26)) \
-    --sweep 16x10,64x100,16384x4096 --dtypes float32 --time-budget-s 150 --out "$out/bench" > "$out/bench.log" 2>&1
+timeout 180 "$py" -m bench $train_step --B 16,64,256,4096,16384,65536 --L 10,100,1024,4096 --max-elements $((1 << 26)) \
+    --sweep 16x10,64x100,16384x4096 --dtypes float32 --time-budget-s 110 --out "$out/bench" > "$out/bench.log" 2>&1
 rc=$?
 status bench "$([ $rc = 0 ] && echo ok || echo "rc=$rc")" $((SECONDS - t)) "$(ls "$out"/bench/*.json 2>/dev/null | head -1)"
+
+# 5. LambdaLoss, RankNet and ListNet on CUDA tensors, ours (the Triton kernels) against sentence-transformers' and
+#    allRank's (each skipped with the reason where not installed). Without CUDA it refuses at once (an argparse
+#    error), which is reported as a skip with that error.
+t=$SECONDS
+timeout 60 "$py" -m bench.pairwise --device cuda --quick --time-budget-s 40 --out "$out/bench-pairwise" \
+    > "$out/bench-pairwise.log" 2>&1
+rc=$?
+if [ $rc = 0 ]; then
+    status pairwise ok $((SECONDS - t)) "$(ls "$out"/bench-pairwise/*.json 2>/dev/null | head -1)"
+elif grep -q 'torch sees no CUDA device' "$out/bench-pairwise.log"; then
+    status pairwise skipped $((SECONDS - t)) "$(tail -1 "$out/bench-pairwise.log")"
+else
+    status pairwise "rc=$rc" $((SECONDS - t)) "$(tail -1 "$out/bench-pairwise.log")"
+fi
 
 echo "== gpu check: $((SECONDS - start)) s; files under $out"
 cat "$out/summary.txt"
@@ -71,3 +88,11 @@ run = json.load(open(sys.argv[1]))
 kind = run["meta"]["device_type"]
 print(report.format_table(run["results"], kind))
 print(report.format_targets(run["results"], kind))' "$(ls "$out"/bench/*.json | tail -1)"
+# The pairwise family's table, where its run wrote a JSON
+if ls "$out"/bench-pairwise/*.json > /dev/null 2>&1; then
+    "$py" -c 'import json, sys
+from bench.pairwise import format_table
+run = json.load(open(sys.argv[1]))
+labels = {r["impl"]: r["label"] for r in run["results"]}
+print(format_table(run["results"], labels, run["meta"]["device_type"]))' "$(ls "$out"/bench-pairwise/*.json | tail -1)"
+fi
