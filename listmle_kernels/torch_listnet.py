@@ -8,6 +8,7 @@ Per row, over its real documents, with target p = softmax(labels) (a label of -i
 Both come from torch's own log_softmax and softmax over the real entries (the others -inf), which shift by the
 row's max, so neither overflows. Terms with p_j = 0 are left out, so a real score of -inf costs nothing where its
 label is -inf too. A row with no real document (every entry -inf: its softmaxes are NaN): loss 0, gradient 0.
+A NaN or +inf real score makes its row's softmax NaN, its loss and real gradient NaN, its padding's gradient 0.
 
 Why it is written as it is: on a CPU a small batch (16 x 10) costs what its operator calls cost, a few
 microseconds each whatever they compute, so each elementwise pass here is one the result needs, and the fills
@@ -47,13 +48,16 @@ def _real_mask(scores, mask, lengths):
     return None
 
 
-def _has_empty_row(real, lengths):
-    """Whether a row has no real document (its softmaxes are NaN throughout). Asked only on the CPU, where reading
-    the answer costs no device sync; elsewhere the answer is taken as yes."""
+def _padding_may_be_nan(real, lengths, row_loss):
+    """Whether softmax(s) may be NaN at some row's padding, so its gradient there needs clearing: a row with no
+    real document (its softmaxes are NaN throughout), or a row holding a NaN or +inf real score (its softmax is
+    NaN throughout, the padding's -inf included; its loss then is NaN too, as every checked row has a p_j > 0).
+    Asked only on the CPU, where reading the answer costs no device sync; elsewhere the answer is taken as yes."""
     if not real.is_cpu:
         return True
     # a length below 0 is checked by validate=True; unchecked, it is an empty row too
-    return int(lengths.min()) <= 0 if lengths is not None else not bool(real.any(1).all())
+    empty = int(lengths.min()) <= 0 if lengths is not None else not bool(real.any(1).all())
+    return empty or not bool(torch.isfinite(row_loss).all())
 
 
 def torch_listnet(inputs: ListNetInputs, row_divisor: int, need_grad: bool):
@@ -77,6 +81,6 @@ def torch_listnet(inputs: ListNetInputs, row_divisor: int, need_grad: bool):
     grad = torch.softmax(scores, 1, dtype=acc).sub_(target)  # 0 at padding: 0 - 0
     if row_divisor != 1:
         grad.div_(_scalar(row_divisor, acc))
-    if real is not None and _has_empty_row(real, inputs.lengths):
+    if real is not None and _padding_may_be_nan(real, inputs.lengths, row_loss):
         grad = torch.where(real, grad, ZERO)
     return row_loss, grad if dtype == acc else grad.to(dtype)

@@ -229,10 +229,12 @@ def _check_k(k):
     return int(k)
 
 
-def _graded_labels(labels, scores, mask, lengths, checking_values, value_checks):
+def _graded_labels(labels, scores, mask, lengths, checking_values, value_checks,
+                   why_inf_fails="its gain 2^label is infinite"):
     """labels checked (required, scores' shape and device, a real dtype) and returned as float32, the dtype both
     backends compare and weigh them in; NaN or +inf at a real document added to `value_checks` (padding may hold
-    anything). The checks read the float32 labels: a float64 label past float32's range is +inf there."""
+    anything). The checks read the float32 labels: a float64 label past float32's range is +inf there.
+    `why_inf_fails`: what +inf breaks in the loss at hand, for the error."""
     if labels is None:
         raise ValueError("labels are required: the relevance of each document")
     _check_like_scores("labels", labels, scores)
@@ -245,7 +247,7 @@ def _graded_labels(labels, scores, mask, lengths, checking_values, value_checks)
                 raise ValueError("labels contain NaN at a real document; NaN has no rank order")
             if bool((graded == float("inf")).logical_and_(real).any()):
                 raise ValueError("labels contain +inf at a real document (or a value past float32's range, "
-                                 "where labels are compared): its gain 2^label is infinite")
+                                 f"where labels are compared): {why_inf_fails}")
         # A sum that is neither NaN nor +inf proves there is neither anywhere (one reduction); the masked check
         # runs only when it is: a NaN or +inf label, +inf meeting -inf, or an overflow.
         total = graded.sum()
@@ -270,7 +272,10 @@ def parse_lambdaloss_inputs(scores, labels, mask, lengths, weighting_scheme, k, 
     checking_values = validate and not compiling()
     value_checks = []  # read together at the end: one host sync on CUDA
     _check_padding(scores, mask, lengths, checking_values, value_checks)
-    graded = _graded_labels(labels, scores, mask, lengths, checking_values, value_checks)
+    # RankNet has no gains: what +inf breaks there is the labels' order itself
+    why_inf_fails = ("its gain 2^label is infinite" if weighting_scheme != "none"
+                     else "two of them have no order (+inf - +inf is NaN)")
+    graded = _graded_labels(labels, scores, mask, lengths, checking_values, value_checks, why_inf_fails)
     _raise_failed_checks(value_checks)
     return LambdaLossInputs(scores=scores, labels=graded, mask=mask, lengths=lengths,
                             scheme=WEIGHTING_SCHEMES.index(weighting_scheme), k=k, sigma=sigma, mu=mu, eps=eps,
@@ -285,7 +290,8 @@ def parse_listnet_inputs(scores, labels, mask, lengths, reduction, validate, bac
     checking_values = validate and not compiling()
     value_checks = []
     _check_padding(scores, mask, lengths, checking_values, value_checks)
-    graded = _graded_labels(labels, scores, mask, lengths, checking_values, value_checks)
+    graded = _graded_labels(labels, scores, mask, lengths, checking_values, value_checks,
+                            why_inf_fails="softmax(labels), the target distribution, is NaN there")
     if checking_values and labels.is_floating_point() and scores.numel():
         real = real_mask(graded, mask, lengths)
         no_target = real.any(1) & (torch.where(real, graded, float("-inf")).amax(1) == float("-inf"))

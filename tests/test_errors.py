@@ -295,6 +295,16 @@ def test_pairwise_and_listnet_bad_inputs_are_named(loss, args, kwargs, error, ma
         getattr(listmle_kernels, loss)(*args, **kwargs)
 
 
+@pytest.mark.parametrize("loss, why", [("lambda_loss", r"its gain 2\^label is infinite"),
+                                       ("ranknet_loss", r"two of them have no order"),
+                                       ("listnet_loss", r"softmax\(labels\), the target distribution, is NaN")])
+def test_infinite_label_error_names_what_it_breaks_in_that_loss(loss, why):
+    """RankNet and ListNet have no gains: their +inf label errors name what +inf breaks there instead."""
+    import listmle_kernels
+    with pytest.raises(ValueError, match=r"labels contain \+inf at a real document.*" + why):
+        getattr(listmle_kernels, loss)(S, torch.tensor([[0.0, float("inf"), 1.0], [0.0] * 3]))
+
+
 def test_label_checks_ignore_padding_and_infinite_sums():
     """NaN and +inf at padding are fine; -inf at a real document is a label (no pairs / probability 0); +inf
     meeting -inf at padding asks for the masked check, which finds nothing."""

@@ -107,3 +107,24 @@ def test_modules_and_function_call_the_same_loss():
     assert torch.equal(ListNetFunction.apply(scores, labels, None, None, "none", True, "torch"),
                        listnet_loss(scores, labels, reduction="none"))
     assert "reduction='mean'" in repr(ListNetLoss())
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("bad_score", [float("nan"), float("inf")])
+def test_a_nan_or_inf_score_leaves_the_padding_gradient_zero(backend, bad_score):
+    """A NaN or +inf real score makes its row's softmax NaN throughout, the padding's -inf entries included: the
+    row's loss and real gradient are NaN, but padding (after the row's end, or a hole in the mask) still gets 0,
+    on both backends, and the other rows are untouched."""
+    scores = torch.tensor([[0.5, bad_score, 1.0, 2.0], [0.0, 1.0, 2.0, 3.0]], device=DEVICE)
+    labels = torch.tensor([[1.0, 0.0, 2.0, 0.0], [1.0, 0.0, 2.0, 3.0]], device=DEVICE)
+    real = torch.tensor([[True, True, False, True], [True, True, True, False]], device=DEVICE)
+    for padding in (dict(lengths=torch.tensor([2, 3], device=DEVICE)), dict(mask=real)):
+        s = scores.clone().requires_grad_()
+        loss = listnet_loss(s, labels, reduction="none", backend=backend, **padding)
+        loss.sum().backward()
+        pad = ~(real if "mask" in padding else torch.arange(4, device=DEVICE) < padding["lengths"][:, None])
+        assert torch.isnan(loss[0]) and torch.isnan(s.grad[0][~pad[0]]).all()
+        assert (s.grad[pad] == 0).all(), s.grad
+        ref = listnet_reference(scores[1:].double(), labels[1:].double(),
+                                **{name: value[1:] for name, value in padding.items()}, reduction="none")
+        torch.testing.assert_close(loss[1].double(), ref[0].to(loss.device), rtol=2e-6, atol=2e-6)
