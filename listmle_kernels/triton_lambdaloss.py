@@ -302,6 +302,16 @@ def _sort_rows_kernel(
         tl.store(count_ptr + row64, n)
 
 
+@triton.jit
+def _load_positions(p, is_doc, base, sorted_s_ptr, sorted_y_ptr, sorted_g_ptr, tables_ptr, size):
+    """Score, label (NaN past the real documents: no pairs), gain and the inverse discount's two halves at
+    score-order positions p of a row's sorted scratch."""
+    s = tl.load(sorted_s_ptr + base + p, mask=is_doc, other=0.0)
+    y = tl.load(sorted_y_ptr + base + p, mask=is_doc, other=float("nan"))
+    g = tl.load(sorted_g_ptr + base + p, mask=is_doc, other=0.0)
+    return s, y, g, tl.load(tables_ptr + p), tl.load(tables_ptr + size + p)
+
+
 @triton.jit(do_not_specialize=["k"])
 def _pair_tiles_kernel(
     sorted_s_ptr, sorted_y_ptr, sorted_g_ptr, sorted_i_ptr, count_ptr, tables_ptr, size,
@@ -326,11 +336,8 @@ def _pair_tiles_kernel(
     # i along axis 0, loaded once; j along axis 1, loaded as (1, TILE) so that it is born in the tile's layout
     pi = (first + lanes)[:, None]
     is_doc = pi < n
-    si = tl.load(sorted_s_ptr + base + pi, mask=is_doc, other=0.0)
-    yi = tl.load(sorted_y_ptr + base + pi, mask=is_doc, other=float("nan"))
-    gi = tl.load(sorted_g_ptr + base + pi, mask=is_doc, other=0.0)
-    ri_hi = tl.load(tables_ptr + pi)
-    ri_lo = tl.load(tables_ptr + size + pi)
+    si, yi, gi, ri_hi, ri_lo = _load_positions(pi, is_doc, base, sorted_s_ptr, sorted_y_ptr, sorted_g_ptr,
+                                               tables_ptr, size)
     loss = tl.zeros([TILE, TILE], dtype=acc)
     count = tl.zeros([TILE, TILE], dtype=tl.int32)
     grad = tl.zeros([TILE, TILE], dtype=acc)
@@ -341,11 +348,8 @@ def _pair_tiles_kernel(
     for start in range(0, last, TILE):
         pj = start + lanes[None, :]
         real_j = pj < last
-        sj = tl.load(sorted_s_ptr + base + pj, mask=real_j, other=0.0)
-        yj = tl.load(sorted_y_ptr + base + pj, mask=real_j, other=float("nan"))
-        gj = tl.load(sorted_g_ptr + base + pj, mask=real_j, other=0.0)
-        rj_hi = tl.load(tables_ptr + pj)
-        rj_lo = tl.load(tables_ptr + size + pj)
+        sj, yj, gj, rj_hi, rj_lo = _load_positions(pj, real_j, base, sorted_s_ptr, sorted_y_ptr, sorted_g_ptr,
+                                                   tables_ptr, size)
         loss, count, grad = _pair_cells(si, yi, gi, ri_hi, ri_lo, pi, sj, yj, gj, rj_hi, rj_lo, pj, k, sigma, mu,
                                         tables_ptr, size, loss, count, grad, SCHEME, TOP_K, STORE_GRAD, FAST_MATH)
 
