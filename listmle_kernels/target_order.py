@@ -17,6 +17,13 @@ The key is built in 32 bits and widened once, and padding is OR-ed in (an arithm
 than filled in by a mask: masked writes cost 3-6x more than arithmetic on CPU, in torch and numpy
 alike, and each int64 pass costs twice an int32 one.
 
+The numpy build packs a row of at least COMPACT_MIN_LENGTH documents whose real labels are few-bit (graded
+relevance, 0/1, halves: finite, >= +0.0, with only a few distinct significant bits) into uint32 instead:
+
+    compact = (top - label_bits >> shift) << (32 - key_bits) | top tie bits << index_bits | position
+
+the same order for stable ties, at 2.5x numpy's speed for 64-bit values (`_compact_order`).
+
 Two builds of the same keys: numpy for CPU tensors, torch for the rest. On small CPU arrays numpy's
 ops cost a fraction of torch's dispatch, and its SIMD sort of values takes ~0.1 ms at 256 x 100 here
 against ~1 ms for torch.sort's values and indices. Random tie bits: numpy's seeded PCG64; the torch
@@ -31,6 +38,13 @@ import torch
 
 KEY_SHIFT = 31  # bits below the key: random tie bits, then the position
 SIGN_BIT = -(2 ** 31)  # int32 with only the top bit set
+FLOAT32_INF_BITS = 0x7F800000  # +inf's bits; finite non-negative floats' are below
+# Random tie bits a compact (32-bit) key keeps at least: 1 in 4096 that two tied documents draw the same
+# and keep their input order, as wide keys have at rows of 2^20 documents.
+COMPACT_TIE_BITS = 12
+# Shorter rows keep the wide keys: there the sort is a few us a row either way, less than the dozen numpy calls
+# that check whether the compact keys fit (64 x 240: 0.74-0.87x with them, 256 x 500: 1.25-1.67x, graded labels).
+COMPACT_MIN_LENGTH = 512
 
 
 def index_bits(length: int) -> int:
@@ -91,28 +105,96 @@ def torch_target_order(labels, real, random_ties: bool, seed: int, first_row: in
     return torch.sort(packed, dim=1).values.bitwise_and_((1 << bits) - 1)
 
 
-def numpy_target_order(labels, real, random_ties: bool, seed: int, first_row: int = 0) -> torch.Tensor:
-    """target_order in numpy (CPU tensors only): the same keys as torch_target_order.
+def _random_words(batch: int, length: int, seed: int, first_row: int):
+    """(B, L) uint32: the raw stream of a seeded PCG64, 32 bits a document, from document first_row * L on
+    (numpy's ranged integers cost twice as much)."""
+    stream = np.random.PCG64(seed).advance(first_row * length // 2)  # two documents a 64-bit draw
+    return stream.random_raw((batch * length + 1) // 2).view(np.uint32)[:batch * length].reshape(batch, length)
 
-    first_row * L must be even: the tie bits are the stream's 32-bit halves from that document on.
-    """
-    batch, length = labels.shape
-    bits = index_bits(length)
-    negated = np.subtract(np.float32(0.0), labels.detach().to(torch.float32).numpy(), dtype=np.float32)
+
+def _wide_order(values, real, words, bits: int):
+    """(b, L) int64 positions in target order from the packed int64 keys (module docstring); any labels."""
+    negated = np.subtract(np.float32(0.0), values, dtype=np.float32)
     key = unsigned_order_bits_(negated.view(np.int32))
-    key |= np.subtract(real.numpy().view(np.uint8), 1, dtype=np.int32)  # padding: all 32 bits set
+    key |= np.subtract(real.view(np.uint8), 1, dtype=np.int32)  # padding: all 32 bits set
     packed = np.left_shift(key.view(np.uint32), KEY_SHIFT, dtype=np.int64)  # widened and shifted in one pass
-    low = np.arange(length, dtype=np.uint32)
-    if random_ties:
-        # The raw stream of a seeded PCG64, 32 bits a document, keeps its top 31 - bits (numpy's ranged
-        # integers cost twice as much): random tie bits above the position.
-        stream = np.random.PCG64(seed).advance(first_row * length // 2)  # two documents a 64-bit draw
-        raw = stream.random_raw((batch * length + 1) // 2).view(np.uint32)[:batch * length]
-        low = (raw.reshape(batch, length) >> 1) & np.uint32(2 ** KEY_SHIFT - 2 ** bits) | low
+    low = np.arange(values.shape[1], dtype=np.uint32)
+    if words is not None:  # the top 31 - bits bits of each word: random tie bits above the position
+        low = (words >> 1) & np.uint32(2 ** KEY_SHIFT - 2 ** bits) | low
     packed |= low
     packed.sort(axis=1)
     packed &= (1 << bits) - 1
-    return torch.from_numpy(packed)
+    return packed
+
+
+def _compact_fields(label_bits, real, bits: int, random_ties: bool):
+    """Per row, where its keys fit 32 bits: (fits (b,) bool, shift, top, key_bits (b, 1) int32).
+
+    A row whose real labels are finite, >= 0 and few-bit (graded relevance 0-4 or 0/1, halves, ...) orders
+    them as the integers label_bits >> shift, shift the trailing zero bits all its real labels share. Each of
+    those is at most top = (OR of the row's label bits) >> shift, so the key top - that integer takes key_bits
+    bits, with all ones left for padding. It fits where key_bits + position bits, plus at least COMPACT_TIE_BITS
+    random tie bits, make 32. Rows of continuous labels fail on the width, before the min and max are read.
+    """
+    row_bits = label_bits & -real.view(np.int8)  # padding -> 0: changes no row's OR, min or max below
+    common = np.bitwise_or.reduce(row_bits, axis=1, keepdims=True)
+    shift = np.maximum(np.frexp(common & -common)[1] - 1, 0)  # trailing zeros (frexp's exponent is exact)
+    top = common >> shift
+    key_bits = np.frexp(top + 1)[1]  # bits of top + 1: the padding's all-ones key lies above every real key
+    fits = key_bits[:, 0] + (bits + (COMPACT_TIE_BITS if random_ties else 0)) <= 32
+    if fits.any():  # -0.0, negative, infinite or NaN labels do not fit
+        fits &= (row_bits.min(1) >= 0) & (row_bits.max(1) < FLOAT32_INF_BITS)
+    return fits, shift, top, key_bits
+
+
+def _compact_order(label_bits, real, words, bits: int, shift, top, key_bits):
+    """(b, L) int64 positions in target order from packed uint32 keys, for rows that `_compact_fields` fit:
+
+        packed = (top - label_bits >> shift) << (32 - key_bits) | tie_bits << bits | position   (padding: key all ones)
+
+    The tie bits are the top 32 - key_bits - bits bits of the wide keys' (the same words): the two orders differ
+    only where two tied documents share those, which the wide keys might still separate.
+    """
+    key = top - (label_bits >> shift)
+    key |= np.subtract(real.view(np.uint8), 1, dtype=np.int32)  # padding: all ones, shifted into the key field
+    packed = key.view(np.uint32) << (32 - key_bits).astype(np.uint32)
+    packed |= np.arange(label_bits.shape[1], dtype=np.uint32)
+    if words is not None:
+        tie_bits = (32 - key_bits - bits).astype(np.uint32)
+        packed |= (words >> (32 - tie_bits)) << np.uint32(bits)
+    packed.sort(axis=1)
+    packed &= np.uint32((1 << bits) - 1)
+    return packed.astype(np.int64)
+
+
+def numpy_target_order(labels, real, random_ties: bool, seed: int, first_row: int = 0) -> torch.Tensor:
+    """target_order in numpy (CPU tensors only): the keys of torch_target_order, in 32 bits where they fit.
+
+    Rows of few-bit labels (`_compact_fields`) sort packed uint32 keys, the others int64: numpy sorts 32-bit
+    values 2.5x faster (1024 x 1000: 5.0 against 12.6 ms). Each row's keys depend on that row alone, so a batch
+    taken in blocks gets the order it gets whole. first_row * L must be even: the tie bits are the stream's
+    32-bit halves from that document on.
+    """
+    batch, length = labels.shape
+    bits = index_bits(length)
+    values = labels.detach().to(torch.float32).numpy()
+    real = real.numpy()
+    words = _random_words(batch, length, seed, first_row) if random_ties else None
+    if length < COMPACT_MIN_LENGTH:
+        return torch.from_numpy(_wide_order(values, real, words, bits))
+    label_bits = values.view(np.int32)
+    fits, shift, top, key_bits = _compact_fields(label_bits, real, bits, random_ties)
+    if fits.all():
+        return torch.from_numpy(_compact_order(label_bits, real, words, bits, shift, top, key_bits))
+    if not fits.any():
+        return torch.from_numpy(_wide_order(values, real, words, bits))
+    order = np.empty((batch, length), dtype=np.int64)
+    rows = fits.nonzero()[0]
+    order[rows] = _compact_order(label_bits[rows], real[rows], None if words is None else words[rows], bits,
+                                 shift[rows], top[rows], key_bits[rows])
+    rows = (~fits).nonzero()[0]
+    order[rows] = _wide_order(values[rows], real[rows], None if words is None else words[rows], bits)
+    return torch.from_numpy(order)
 
 
 def target_order(labels, real, random_ties: bool, seed: int, first_row: int = 0) -> torch.Tensor:

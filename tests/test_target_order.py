@@ -3,17 +3,28 @@
 Both builds run here: numpy's (CPU tensors) and torch's (CUDA tensors; run on the CPU too).
 """
 
+from unittest import mock
+
+import numpy as np
 import pytest
 import torch
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from listmle_kernels import target_order as target_order_module
 from listmle_kernels.target_order import numpy_target_order, target_order, torch_target_order
 
 from cases import DEVICE
 
+
+def numpy_compact_everywhere(*args):
+    """The numpy build with 32-bit keys wherever they fit, not only in rows of COMPACT_MIN_LENGTH or more."""
+    with mock.patch.object(target_order_module, "COMPACT_MIN_LENGTH", 0):
+        return numpy_target_order(*args)
+
+
 BUILDS = {"dispatch": lambda labels, real, *args: target_order(labels.to(DEVICE), real.to(DEVICE), *args).cpu(),
-          "numpy": numpy_target_order, "torch": torch_target_order}
+          "numpy": numpy_target_order, "numpy-compact": numpy_compact_everywhere, "torch": torch_target_order}
 
 
 @st.composite
@@ -44,6 +55,10 @@ def test_random_order_sorts_labels_and_shuffles_only_ties(build, rows, seed):
     labels, real = rows
     order = BUILDS[build](labels, real, True, seed)
     assert torch.equal(order, BUILDS[build](labels, real, True, seed))  # seeded
+    assert_sorts_labels_and_shuffles_only_ties(order, labels, real)
+
+
+def assert_sorts_labels_and_shuffles_only_ties(order, labels, real):
     assert torch.equal(order.sort(1).values, torch.arange(labels.shape[1]).expand_as(order))  # a permutation
     key = torch.where(real, labels + 0.0, float("nan")).gather(1, order)
     literal_key = torch.where(real, labels + 0.0, float("nan")).gather(1, literal_order(labels, real))
@@ -74,3 +89,42 @@ def test_torch_build_draws_from_no_generator(monkeypatch):
     monkeypatch.setattr(torch, "randint", refuse)
     labels, real = torch.zeros(4, 9), torch.ones(4, 9, dtype=torch.bool)
     assert not torch.equal(torch_target_order(labels, real, True, 1), torch_target_order(labels, real, True, 2))
+
+
+def long_rows(batch, length, seed):
+    """Rows of graded labels (0-4, halves), binary labels, continuous labels and negative labels, with padding."""
+    generator = torch.Generator().manual_seed(seed)
+    kinds = [torch.randint(0, 5, (length,), generator=generator).float(),
+             torch.randint(0, 9, (length,), generator=generator).float() / 2,
+             torch.randint(0, 2, (length,), generator=generator).float(),
+             torch.rand(length, generator=generator),
+             torch.randint(-2, 3, (length,), generator=generator).float()]
+    labels = torch.stack([kinds[row % len(kinds)] for row in range(batch)])
+    real = torch.rand(batch, length, generator=generator) < 0.9
+    labels[~real] = float("nan")  # padding labels are never read
+    return labels, real
+
+
+@pytest.mark.parametrize("random_ties", [False, True])
+def test_graded_rows_sort_32_bit_keys(random_ties):
+    """Long rows of few-bit labels (grades, halves, 0/1) take the compact keys; continuous or negative labels the
+    wide ones, and the stable order is the literal sort either way."""
+    labels, real = long_rows(10, target_order_module.COMPACT_MIN_LENGTH, seed=0)
+    fits = target_order_module._compact_fields(labels.numpy().view(np.int32), real.numpy(),
+                                               target_order_module.index_bits(labels.shape[1]), random_ties)[0]
+    assert fits.tolist() == [True, True, True, False, False] * 2
+    if not random_ties:
+        assert torch.equal(numpy_target_order(labels, real, False, 0), literal_order(labels, real))
+
+
+@settings(max_examples=10, deadline=None)
+@given(seed=st.integers(0, 2 ** 31 - 1), length=st.sampled_from([512, 514, 1030]))
+def test_each_row_orders_as_it_would_alone(seed, length):
+    """Compact and wide keys mixed in one batch: each row's random order is the one it gets alone (at its row),
+    so a batch taken in blocks of rows gets the order it gets whole."""
+    labels, real = long_rows(6, length, seed)
+    order = numpy_target_order(labels, real, True, seed)
+    for row in range(labels.shape[0]):
+        alone = numpy_target_order(labels[row:row + 1], real[row:row + 1], True, seed, first_row=row)
+        assert torch.equal(order[row:row + 1], alone)
+    assert_sorts_labels_and_shuffles_only_ties(order, labels, real)
