@@ -170,11 +170,11 @@ def real_documents(scores, kwargs):
     return torch.ones(scores.shape, dtype=torch.bool, device=scores.device)
 
 
-def loss_and_grad(fn, scores, grad_output):
-    """fn(scores) and its gradient against `grad_output`, from a fresh leaf of the same values."""
-    scores = scores.detach().requires_grad_(True)
+def loss_and_grad(fn, scores, grad_output=None):
+    """fn(scores) and its gradient against `grad_output` (None: of its sum), from a fresh leaf of the same values."""
+    scores = scores.detach().clone().requires_grad_(True)
     loss = fn(scores)
-    (grad,) = torch.autograd.grad(loss, scores, grad_output)
+    (grad,) = torch.autograd.grad(loss if grad_output is not None else loss.sum(), scores, grad_output)
     return loss.detach(), grad
 
 

@@ -16,6 +16,7 @@ from listmle_kernels import listmle_loss
 from reference import listmle_reference
 
 from cases import BACKENDS, DEVICE, GRAD_TOL, LOSS_TOL, SCORE_PLANS, assert_close, extreme_row
+from cases import loss_and_grad as loss_and_grad_of
 
 pytestmark = pytest.mark.parametrize("backend", BACKENDS)
 
@@ -23,17 +24,12 @@ DTYPES = (torch.float32, torch.float64, torch.bfloat16)  # float16 cannot hold s
 
 
 def loss_and_grad(scores, labels, kwargs, backend):
-    scores = scores.detach().clone().requires_grad_(True)
-    loss = listmle_loss(scores, labels, reduction="none", backend=backend, **kwargs)
-    (grad,) = torch.autograd.grad(loss.sum(), scores)
-    return loss.detach(), grad
+    return loss_and_grad_of(lambda s: listmle_loss(s, labels, reduction="none", backend=backend, **kwargs), scores)
 
 
 def stagewise_reference(scores, labels, kwargs):
-    scores = scores.detach().double().requires_grad_(True)
-    loss = listmle_reference(scores, labels, reduction="none", stagewise=True, **kwargs)
-    (grad,) = torch.autograd.grad(loss.sum(), scores)
-    return loss.detach(), grad
+    return loss_and_grad_of(lambda s: listmle_reference(s, labels, reduction="none", stagewise=True, **kwargs),
+                            scores.double())
 
 
 def assert_rows_close(got, want, dtype):

@@ -10,6 +10,7 @@ from listmle_kernels import listmle_loss
 from reference import listmle_reference
 
 from cases import BACKENDS, DEVICE, GRAD_TOL, LOSS_TOL, assert_close
+from cases import loss_and_grad as loss_and_grad_of
 
 pytestmark = pytest.mark.parametrize("backend", BACKENDS)
 
@@ -17,18 +18,14 @@ JUNK = (float("nan"), float("inf"), float("-inf"), -1.0, 3e38)
 
 
 def loss_and_grad(scores, labels, backend, **kwargs):
-    scores = scores.detach().clone().to(DEVICE).requires_grad_(True)
     moved = {k: v.to(DEVICE) if isinstance(v, torch.Tensor) else v for k, v in kwargs.items()}
-    loss = listmle_loss(scores, labels.to(DEVICE), reduction="none", backend=backend, **moved)
-    (grad,) = torch.autograd.grad(loss.sum(), scores)
-    return loss.detach().cpu(), grad.cpu()
+    loss, grad = loss_and_grad_of(lambda s: listmle_loss(s, labels.to(DEVICE), reduction="none", backend=backend,
+                                                         **moved), scores.to(DEVICE))
+    return loss.cpu(), grad.cpu()
 
 
 def reference(scores, labels, **kwargs):
-    scores = scores.detach().double().requires_grad_(True)
-    loss = listmle_reference(scores, labels, reduction="none", **kwargs)
-    (grad,) = torch.autograd.grad(loss.sum(), scores)
-    return loss.detach(), grad
+    return loss_and_grad_of(lambda s: listmle_reference(s, labels, reduction="none", **kwargs), scores.double())
 
 
 def assert_matches(got, want, dtype):

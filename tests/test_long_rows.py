@@ -12,14 +12,8 @@ import listmle_kernels.triton_listmle as triton_listmle
 from listmle_kernels import listmle_loss
 from reference import listmle_reference
 
-from cases import DEVICE, GRAD_TOL, LOSS_TOL, SCORE_PLANS, assert_close, extreme_row, listmle_problems, to_device
-
-
-def loss_and_grad(fn, scores):
-    scores = scores.detach().clone().requires_grad_(True)
-    loss = fn(scores)
-    (grad,) = torch.autograd.grad(loss.sum(), scores)
-    return loss.detach(), grad
+from cases import (DEVICE, GRAD_TOL, LOSS_TOL, SCORE_PLANS, assert_close, extreme_row, listmle_problems, loss_and_grad,
+                   to_device)
 
 
 def assert_kernel_matches_reference(scores, labels, kwargs):

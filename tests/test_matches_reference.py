@@ -8,14 +8,7 @@ from hypothesis import strategies as st
 from listmle_kernels import listmle_loss
 from reference import listmle_reference
 
-from cases import BACKENDS, GRAD_TOL, LOSS_TOL, assert_close, listmle_problems, to_device
-
-
-def loss_and_grad(fn, scores, grad_output):
-    scores = scores.detach().requires_grad_(True)
-    loss = fn(scores)
-    (grad,) = torch.autograd.grad(loss, scores, grad_output)
-    return loss.detach(), grad
+from cases import BACKENDS, GRAD_TOL, LOSS_TOL, assert_close, listmle_problems, loss_and_grad, to_device
 
 
 @pytest.mark.parametrize("backend", BACKENDS)

@@ -12,15 +12,13 @@ from listmle_kernels import listmle_loss
 from reference import listmle_reference
 
 from cases import BACKENDS, DEVICE, GRAD_TOL, LOSS_TOL, assert_close
+from cases import loss_and_grad as loss_and_grad_of
 
 pytestmark = pytest.mark.parametrize("backend", BACKENDS)
 
 
 def loss_and_grad(scores, labels=None, **kwargs):
-    scores = scores.detach().clone().requires_grad_(True)
-    loss = listmle_loss(scores, labels, **kwargs)
-    (grad,) = torch.autograd.grad(loss.sum(), scores)
-    return loss.detach(), grad
+    return loss_and_grad_of(lambda s: listmle_loss(s, labels, **kwargs), scores)
 
 
 def randn(*shape, seed, dtype=torch.float32):
