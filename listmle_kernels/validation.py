@@ -173,7 +173,8 @@ def parse_inputs(scores, labels, mask, lengths, lambda_weight, respect_input_ord
         if checking_values:
             # Weights are divided by their row's sum, which weights of mixed signs can bring to 0; a NaN or
             # infinite weight has no ratio to the others. Padded ranks are not read.
-            bad = ~(torch.isfinite(weights) & (weights >= 0)) & real_mask(scores, None, real_count(scores, mask, lengths))
+            real_ranks = real_mask(scores, None, real_count(scores, mask, lengths))
+            bad = ~(torch.isfinite(weights) & (weights >= 0)) & real_ranks
 
             def raise_bad_weights(name=name, weights=weights):
                 raise ValueError(f"{name} must be finite and >= 0 at real ranks, got {weights[bad][0].item()}")
