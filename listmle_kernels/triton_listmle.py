@@ -230,16 +230,19 @@ def _partitioned_by_labels(group, real, n, rows64, cols, inside, L, scratch_ptr,
     field = ((above[:, None] + tl.cumsum(one, axis=1)) >> shift).to(tl.int32)
     slot = (field - 1) & (BLOCK - 1)
     row_base = scratch_ptr + rows64[:, None] * stride_xb
-    tl.store(row_base + slot * stride_xl, cols[None, :].to(scratch_ptr.dtype.element_ty), mask=real)
-    tl.debug_barrier()
-    # The whole row, 16 bytes at a time where the row allows it: what lies past slot n is not a position
-    stored = tl.load(row_base + cols[None, :] * stride_xl, mask=inside).to(tl.int32)
-    tl.debug_barrier()
-    slots = tl.arange(0, BLOCK)[None, :]
     if REAL == 1:
-        pos = tl.where(slots < n[:, None], stored, L)
+        tl.store(row_base + slot * stride_xl, cols[None, :].to(scratch_ptr.dtype.element_ty), mask=real)
+        tl.debug_barrier()
+        stored = tl.load(row_base + cols[None, :] * stride_xl, mask=inside)
+        pos = tl.where(tl.arange(0, BLOCK)[None, :] < n[:, None], stored, L)  # past slot n: not a position
     else:
-        pos = tl.where(slots < n[:, None], stored, slots)
+        # The padding is the row's tail: each padding position is its own slot, and every slot of the row is
+        # stored and read back 16 bytes at a time, with no mask but the row's end
+        slot = tl.where(real, slot, tl.arange(0, BLOCK)[None, :])
+        tl.store(row_base + slot * stride_xl, cols[None, :].to(scratch_ptr.dtype.element_ty), mask=inside)
+        tl.debug_barrier()
+        pos = tl.load(row_base + cols[None, :] * stride_xl, mask=inside, other=L)
+    tl.debug_barrier()
     return pos.to(tl.int64)
 
 

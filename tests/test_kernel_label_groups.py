@@ -21,7 +21,8 @@ from reference import listmle_reference
 
 from cases import DEVICE, GRAD_TOL, LOSS_TOL, assert_close
 
-LABEL_DTYPES = (torch.int64, torch.int32, torch.uint8, torch.float32, torch.float16, torch.bfloat16, torch.float64)
+LABEL_DTYPES = (torch.int64, torch.int32, torch.uint8, torch.bool, torch.float32, torch.float16, torch.bfloat16,
+                torch.float64)
 INTERPRETED = DEVICE == "cpu"  # only the interpreter runs the kernel's Python, where a helper can be watched
 
 
@@ -97,9 +98,9 @@ def graded_problems(draw, max_batch=4, max_length=40):
     batch, length = draw(st.integers(1, max_batch)), draw(st.integers(1, max_length))
     generator = torch.Generator().manual_seed(draw(st.integers(0, 2 ** 31 - 1)))
     label_dtype = draw(st.sampled_from(LABEL_DTYPES))
-    span = draw(st.integers(0, groups_at(length) - 1))
+    span = draw(st.integers(0, 1 if label_dtype == torch.bool else groups_at(length) - 1))
     labels = torch.randint(0, span + 1, (batch, length), generator=generator)
-    if label_dtype != torch.uint8:
+    if label_dtype not in (torch.uint8, torch.bool):
         labels += draw(st.sampled_from([0, -3, 1000]))  # the groups count down from each row's top, wherever it is
     labels = labels.to(label_dtype)
     score_dtype = draw(st.sampled_from([torch.float32, torch.float64, torch.float16]))
@@ -108,7 +109,8 @@ def graded_problems(draw, max_batch=4, max_length=40):
     kwargs = {}
     if padding == "mask":
         kwargs["mask"] = torch.rand(batch, length, generator=generator) < 0.7
-        labels = labels.masked_fill(~kwargs["mask"], 99) if label_dtype != torch.uint8 else labels  # padding ignored
+        if label_dtype not in (torch.uint8, torch.bool):
+            labels = labels.masked_fill(~kwargs["mask"], 99)  # padding ignored
     elif padding == "lengths":
         kwargs["lengths"] = torch.randint(0, length + 1, (batch,), generator=generator)
     return scores, labels, kwargs
@@ -170,10 +172,11 @@ def test_steps_of_one_that_are_not_integers_are_counted():
 
 
 @pytest.mark.parametrize("labels", [[1.0, 1e-9, 0.0, 1e-9, 1.0, 0.0], [3.0, 2.0000002, 2.0, 1.0, 2.0000002, 3.0],
-                                    [0.0, 0.3, 0.3, 0.0, 1.0, 0.3]])
+                                    [0.0, 0.3, 0.3, 0.0, 1.0, 0.3], [1e-40, 0.0, 1.0, 1e-40, 0.0, 1.0]])
 def test_labels_that_round_onto_a_group_are_sorted(labels):
     """1 - 1e-9 rounds to 1 in float32, as 1 - 0 does: the group would merge two labels; top - group does not give
-    1e-9 back, so the program sorts, and 1e-9 stays above 0."""
+    1e-9 back, so the program sorts, and 1e-9 stays above 0. A subnormal label is not 0 either (a compare that
+    flushed subnormals to zero would merge them on a GPU)."""
     labels = torch.tensor([labels])
     assert_matches_oracle(torch.randn(1, 6, generator=torch.Generator().manual_seed(7)), labels, counted=0)
 
