@@ -243,7 +243,7 @@ def _partitioned_by_labels(group, real, n, rows64, cols, inside, L, scratch_ptr,
         tl.debug_barrier()
         pos = tl.load(row_base + cols[None, :] * stride_xl, mask=inside, other=L)
     tl.debug_barrier()
-    return pos.to(tl.int64)
+    return pos.to(tl.int32)
 
 
 @triton.jit
@@ -272,7 +272,7 @@ def _sorted_positions(label, real, rows64, cols, L, seed, RANDOM_TIES: tl.conste
         rand = tl.randint(seed, rows64[:, None] * L + cols[None, :])  # 64-bit offsets: no repeats past 2^32
         low = low | ((rand >> INDEX_BITS).to(tl.int64) << INDEX_BITS)
     packed = tl.sort((key.to(tl.int64) << 32) | low, dim=1, descending=True)
-    return BLOCK - 1 - (packed & (BLOCK - 1))
+    return (BLOCK - 1 - (packed & (BLOCK - 1))).to(tl.int32)
 
 
 @triton.jit
@@ -312,7 +312,9 @@ def _sorted_by_labels(rows64, row_ok, cols, L, seed, labels_ptr, stride_yb, stri
     else:
         n = tl.sum(real.to(tl.int32), axis=1)
         pos = _sorted_positions(label, real, rows64, cols, L, seed, RANDOM_TIES, BLOCK, INDEX_BITS)
-    return pos, n
+    # Both ways meet with 32-bit positions (< BLOCK), widened after: with int64 ones ptxas took 128 registers and
+    # spilled 20 B at 2048 slots, 8 warps, unaligned rows (python tests/compile_for_gpu.py --resources)
+    return pos.to(tl.int64), n
 
 
 # The seed changes every call with random ties and the divisor with the batch: specialising on
