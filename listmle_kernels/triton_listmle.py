@@ -181,15 +181,88 @@ def _load_chunk(start, rows64, row_ok, cols, L,
 
 
 @triton.jit
-def _sorted_by_labels(rows64, row_ok, cols, L, seed, labels_ptr, stride_yb, stride_yl,
-                      mask_ptr, stride_mb, stride_ml, lengths_ptr,
-                      REAL: tl.constexpr, RANDOM_TIES: tl.constexpr, BLOCK: tl.constexpr,
+def _label_groups(label, real, GROUPS: tl.constexpr, INTEGER_LABELS: tl.constexpr):
+    """Each document's label group g = top - label (top: its row's greatest real label), and whether a real
+    document misses the groups: g must be an integer in [0, GROUPS) that gives the label back exactly.
+
+    Then the map label -> g is one to one on the real labels and reverses their order (float subtraction is
+    monotone, and top - g is one value for one g, so two labels cannot share a group): sorting by labels
+    descending is sorting by g ascending. Integer labels (compared as float32, as the sort does) are integral
+    floats, so top - label is exact wherever the true difference is below 2^24 and >= 2^24 where it is not:
+    the check is only g < GROUPS. NaN and infinite labels miss (their g is NaN or inf, clamped to GROUPS).
+    """
+    top = tl.max(tl.where(real, label, float("-inf")), axis=1)
+    below = top[:, None] - label
+    group = tl.where(below < GROUPS, below, GROUPS).to(tl.int32)  # no float-to-int of NaN or inf
+    misses = group >= GROUPS
+    if not INTEGER_LABELS:
+        misses |= (top[:, None] - group.to(tl.float32)) != label
+    return group, real & misses
+
+
+@triton.jit
+def _partitioned_by_labels(group, real, n, rows64, cols, inside, L, scratch_ptr, stride_xb, stride_xl,
+                           REAL: tl.constexpr, BLOCK: tl.constexpr, FIELD_BITS: tl.constexpr, GROUPS: tl.constexpr):
+    """Positions in target order (stable ties) by counting instead of sorting: the document at position j of
+    label group g goes to slot
+
+        t_j = (real documents of the groups before g) + (real documents of group g left of j),
+
+    each count from one int64 scan: group g counts in bits [g F, g F + F) (F = FIELD_BITS = log2 BLOCK), so one
+    cumsum of 2^(g F) a real document keeps every group's running count, and the row's totals times
+    sum_{k >= 1} 2^(k F) put in field g the documents of the groups before g. No field below g carries into
+    field g: at a document of group g each holds at most n - (documents of g) <= BLOCK - 1 (the totals' own
+    field may hold BLOCK, but only as an integer, whose product is exact modulo 2^64, and the fields used
+    lie below bit 63). Field g of (above + inclusive count) is t_j + 1 <= BLOCK, read as
+    ((value >> g F) - 1) mod 2^F.
+
+    Registers cannot be scattered: each position is stored at its slot of `scratch_ptr` (the gradient's row,
+    reinterpreted as integers of its width) and the row read back in slot order; a barrier orders the two for
+    the other threads of the program, and one more the reads before anything else writes that row. Slots from
+    n on: with lengths (or no padding) the padding is the row's tail in input order, so slot t holds position t
+    there and the gradient's store writes its zeros; with a mask they get position L (no document), and the
+    caller zeroes the padding.
+    """
+    ABOVE: tl.constexpr = ((1 << (GROUPS * FIELD_BITS)) - 1) // ((1 << FIELD_BITS) - 1) - 1  # sum_{k>=1} 2^(k F)
+    shift = (group * FIELD_BITS).to(tl.int64)
+    one = tl.where(real, tl.full(group.shape, 1, tl.int64) << shift, 0)
+    above = tl.sum(one, axis=1) * ABOVE
+    field = ((above[:, None] + tl.cumsum(one, axis=1)) >> shift).to(tl.int32)
+    slot = (field - 1) & (BLOCK - 1)
+    row_base = scratch_ptr + rows64[:, None] * stride_xb
+    if REAL == 1:
+        tl.store(row_base + slot * stride_xl, cols[None, :].to(scratch_ptr.dtype.element_ty), mask=real)
+        tl.debug_barrier()
+        stored = tl.load(row_base + cols[None, :] * stride_xl, mask=inside)
+        pos = tl.where(tl.arange(0, BLOCK)[None, :] < n[:, None], stored, L)  # past slot n: not a position
+    else:
+        # The padding is the row's tail: each padding position is its own slot, and every slot of the row is
+        # stored and read back 16 bytes at a time, with no mask but the row's end
+        slot = tl.where(real, slot, tl.arange(0, BLOCK)[None, :])
+        tl.store(row_base + slot * stride_xl, cols[None, :].to(scratch_ptr.dtype.element_ty), mask=inside)
+        tl.debug_barrier()
+        pos = tl.load(row_base + cols[None, :] * stride_xl, mask=inside, other=L)
+    tl.debug_barrier()
+    return pos.to(tl.int32)
+
+
+@triton.jit
+def _as_integers(ptr):
+    """The pointer to the same bytes read as signed integers of the element's width."""
+    bits: tl.constexpr = ptr.dtype.element_ty.primitive_bitwidth
+    if bits == 16:
+        return ptr.to(tl.pointer_type(tl.int16), bitcast=True)
+    elif bits == 32:
+        return ptr.to(tl.pointer_type(tl.int32), bitcast=True)
+    else:
+        return ptr.to(tl.pointer_type(tl.int64), bitcast=True)
+
+
+@triton.jit
+def _sorted_positions(label, real, rows64, cols, L, seed, RANDOM_TIES: tl.constexpr, BLOCK: tl.constexpr,
                       INDEX_BITS: tl.constexpr):
-    """Positions of the row in target order (labels descending) and the number of real documents."""
-    inside = row_ok[:, None] & (cols < L)[None, :]
-    real = _is_real(rows64, row_ok, cols[None, :], inside, mask_ptr, stride_mb, stride_ml, lengths_ptr, REAL)
-    label = tl.load(labels_ptr + rows64[:, None] * stride_yb + cols[None, :] * stride_yl, mask=real,
-                    other=0).to(tl.float32)
+    """Positions in target order by a sort: pack (label key, tie bits, position) into int64 and tl.sort it
+    descending; padding (any label) sorts last, in input order."""
     label = tl.where(label == 0, 0.0, label)  # -0.0 ties with 0.0
     bits = label.to(tl.int32, bitcast=True)
     key = bits ^ ((bits >> 31) & 0x7FFFFFFF)  # order-preserving: flip negative floats' magnitude bits
@@ -199,8 +272,49 @@ def _sorted_by_labels(rows64, row_ok, cols, L, seed, labels_ptr, stride_yb, stri
         rand = tl.randint(seed, rows64[:, None] * L + cols[None, :])  # 64-bit offsets: no repeats past 2^32
         low = low | ((rand >> INDEX_BITS).to(tl.int64) << INDEX_BITS)
     packed = tl.sort((key.to(tl.int64) << 32) | low, dim=1, descending=True)
-    pos = BLOCK - 1 - (packed & (BLOCK - 1))
-    return pos, tl.sum(real.to(tl.int32), axis=1)
+    return (BLOCK - 1 - (packed & (BLOCK - 1))).to(tl.int32)
+
+
+@triton.jit
+def _sorted_by_labels(rows64, row_ok, cols, L, seed, labels_ptr, stride_yb, stride_yl,
+                      mask_ptr, stride_mb, stride_ml, lengths_ptr, grad_ptr, stride_gb, stride_gl,
+                      REAL: tl.constexpr, RANDOM_TIES: tl.constexpr, BLOCK: tl.constexpr,
+                      INDEX_BITS: tl.constexpr, LABEL_GROUPS: tl.constexpr, STORE_GRAD: tl.constexpr):
+    """Positions of the row in target order (labels descending) and the number of real documents.
+
+    Programs whose rows' labels all lie a whole number of steps, fewer than LABEL_GROUPS, below their row's top
+    label (graded relevance; LABEL_GROUPS = 0 with random ties) count the order (`_partitioned_by_labels`),
+    and zero the gradient's padding themselves where a mask leaves holes that the counted positions do not
+    reach; the others sort (`_sorted_positions`). Both give the same order with stable ties.
+    """
+    inside = row_ok[:, None] & (cols < L)[None, :]
+    real = _is_real(rows64, row_ok, cols[None, :], inside, mask_ptr, stride_mb, stride_ml, lengths_ptr, REAL)
+    fetch = real
+    if REAL == 2:  # as in _load_chunk: a mask constant over groups of 8 slots, vectorised; padding is masked below
+        length = tl.load(lengths_ptr + rows64, mask=row_ok, other=0)
+        fetch = inside & (((cols // 8) * 8)[None, :] < length[:, None])
+    label = tl.load(labels_ptr + rows64[:, None] * stride_yb + cols[None, :] * stride_yl, mask=fetch,
+                    other=0).to(tl.float32)
+    if LABEL_GROUPS > 0:
+        group, misses = _label_groups(label, real, LABEL_GROUPS, labels_ptr.dtype.element_ty.is_int())
+        # one reduction for both: real documents in the low 16 bits (n <= BLOCK <= 2^15), misses above them
+        tally = tl.sum(real.to(tl.int32) + (misses.to(tl.int32) << 16), axis=1)
+        n = tally & 0xFFFF
+        counted = tl.max(tally, axis=0) < 65536
+        if counted:
+            pos = _partitioned_by_labels(group, real, n, rows64, cols, inside, L, _as_integers(grad_ptr), stride_gb,
+                                         stride_gl, REAL, BLOCK, max(INDEX_BITS, 1), LABEL_GROUPS)
+            if STORE_GRAD and REAL == 1:
+                tl.store(grad_ptr + rows64[:, None] * stride_gb + cols[None, :] * stride_gl, 0,
+                         mask=inside & ~real)
+        else:
+            pos = _sorted_positions(label, real, rows64, cols, L, seed, RANDOM_TIES, BLOCK, INDEX_BITS)
+    else:
+        n = tl.sum(real.to(tl.int32), axis=1)
+        pos = _sorted_positions(label, real, rows64, cols, L, seed, RANDOM_TIES, BLOCK, INDEX_BITS)
+    # Both ways meet with 32-bit positions (< BLOCK), widened after: with int64 ones ptxas took 128 registers and
+    # spilled 20 B at 2048 slots, 8 warps, unaligned rows (python tests/compile_for_gpu.py --resources)
+    return pos.to(tl.int64), n
 
 
 # The seed changes every call with random ties and the divisor with the batch: specialising on
@@ -217,7 +331,7 @@ def _listmle_kernel(
     B, L, num_chunks, row_divisor, seed,
     REAL: tl.constexpr, ORDER: tl.constexpr, WEIGHTS: tl.constexpr, RANDOM_TIES: tl.constexpr,
     STORE_GRAD: tl.constexpr, ROWS: tl.constexpr, BLOCK: tl.constexpr, CHUNKS: tl.constexpr,
-    INDEX_BITS: tl.constexpr, LINEAR_SPAN: tl.constexpr, FAST_MATH: tl.constexpr,
+    INDEX_BITS: tl.constexpr, LABEL_GROUPS: tl.constexpr, LINEAR_SPAN: tl.constexpr, FAST_MATH: tl.constexpr,
 ):
     acc = loss_ptr.dtype.element_ty  # float32, or float64 for float64 scores
     inv_divisor = 1.0 / tl.full([], row_divisor, acc)  # 1/B of reduction="mean", exact in float64 too
@@ -260,8 +374,8 @@ def _listmle_kernel(
     for k in range(0, num_chunks):
         if ORDER == 1:  # one block: sort, then read scores in target order
             pos, n = _sorted_by_labels(rows64, row_ok, cols, L, seed, labels_ptr, stride_yb, stride_yl,
-                                       mask_ptr, stride_mb, stride_ml, lengths_ptr, REAL, RANDOM_TIES,
-                                       BLOCK, INDEX_BITS)
+                                       mask_ptr, stride_mb, stride_ml, lengths_ptr, grad_ptr, stride_gb, stride_gl,
+                                       REAL, RANDOM_TIES, BLOCK, INDEX_BITS, LABEL_GROUPS, STORE_GRAD)
             real = cols[None, :] < n[:, None]
             s = tl.load(scores_ptr + rows64[:, None] * stride_sb + pos * stride_sl, mask=real,
                         other=float("-inf"))
@@ -382,6 +496,13 @@ def row_geometry(length: int, sort_by_labels: bool) -> tuple[bool, int, int]:
     return sort_in_kernel, block, next_power_of_2(cdiv(length, block))
 
 
+def label_groups(block: int, random_ties: bool) -> int:
+    """Label groups a program sorting `block` slots may count instead of sort (`_partitioned_by_labels`): as
+    many fields of log2(block) bits as fit below bit 63 of an int64; 0 with random ties, whose order among
+    equal labels comes from sorting their random bits."""
+    return 0 if random_ties else 63 // max(1, block.bit_length() - 1)
+
+
 def launch_config(block: int, chunks: int, batch: int, sort_in_kernel: bool, sm_count: int = 0) -> tuple[int, int]:
     """(rows packed into one program, num_warps) for rows scanned in blocks of `block` slots.
 
@@ -425,6 +546,12 @@ def triton_listmle(inputs: ListMLEInputs, seed: int, row_divisor: int, need_grad
     rows, num_warps = launch_config(block, chunks, batch, sort_in_kernel, sm_count(scores.device))
 
     grad = torch.empty((batch, length), dtype=scores.dtype, device=scores.device) if need_grad else None
+    groups = label_groups(block, inputs.random_ties) if sort_in_kernel else 0
+    # A counted target order passes each row's positions through its gradient row; without a gradient, through
+    # a row of 16-bit integers (positions < SORT_MAX_BLOCK)
+    grad_rows = grad
+    if groups and grad is None:
+        grad_rows = torch.empty((batch, length), dtype=torch.int16, device=scores.device)
     dummy = (row_loss, 0, 0)
     labels = inputs.labels
     if labels is not None and labels.dtype == torch.bool:
@@ -447,11 +574,11 @@ def triton_listmle(inputs: ListMLEInputs, seed: int, row_divisor: int, need_grad
             lengths if lengths is not None else row_loss,
             *(_strides(order) or dummy),
             *(_strides(weights) or dummy),
-            row_loss, *(_strides(grad) or dummy),
+            row_loss, *(_strides(grad_rows) or dummy),
             batch, length, cdiv(length, block), row_divisor, seed,
             REAL=real_kind_code, ORDER=order_kind, WEIGHTS=inputs.weight_kind,
             RANDOM_TIES=inputs.random_ties, STORE_GRAD=need_grad, ROWS=rows, BLOCK=block, CHUNKS=chunks,
-            INDEX_BITS=block.bit_length() - 1, LINEAR_SPAN=KERNEL_LINEAR_SPAN[row_loss.dtype],
+            INDEX_BITS=block.bit_length() - 1, LABEL_GROUPS=groups, LINEAR_SPAN=KERNEL_LINEAR_SPAN[row_loss.dtype],
             FAST_MATH=FAST_MATH_FLOAT32 and scores.is_cuda and row_loss.dtype == torch.float32,
             num_warps=num_warps,
         )

@@ -5,9 +5,11 @@ Compute, docs/performance-record.md). How many instructions a thread runs can be
 GPU: Triton's bundled ptxas compiles for sm_90 and cuobjdump disassembles the result.
 
 For each shape and variant (float32 scores, ragged lengths: ListMLE in input order, p-ListMLE in input
-order, and ListMLE sorted by labels in the kernel where the launcher sorts there), at the configuration the
-launcher picks, this prints registers and the SASS count of the linear-sums path: the kernel compiled with
-its log-space branch cut out. That path is straight-line code for one-chunk rows (checked: no backward
+order, and, where the launcher orders rows by labels in the kernel, ListMLE by labels three ways: counted, the
+path of graded labels; sorted, the path of any other labels with stable ties; and random ties, always sorted),
+at the configuration the launcher picks, this prints registers and the SASS count of the linear-sums path: the
+kernel compiled with its log-space branch cut out, and for the by-labels variants with the branch between
+counting and sorting cut to the one taken (the check that chooses stays: its result also gives the row's count). That path is straight-line code for one-chunk rows (checked: no backward
 branch), so its count is what every thread of a program on that path issues, for
 ROWS * BLOCK / (32 * warps) slots each: "a slot" below. Beside it: the ratio to the minimal kernel
 (tools/minimal_listmle.py, the simplest case's sums and nothing else) compiled at the same tile, the ratio to
@@ -50,24 +52,45 @@ from compile_for_gpu import compile_for_h100, compile_lambdaloss_for_h100, ptxas
 
 H100_SMS = 132
 LOG_SPACE_BRANCH = "        if linear:\n"  # the kernel's choice between its two ways to take the sums
+BY_LABELS_BRANCH = "        if counted:\n"  # its choice between counting label groups and sorting (_sorted_by_labels)
 SASS_LINE = re.compile(r"/\*([0-9a-f]{4,})\*/\s+(?:@!?U?P\w+\s+)?([A-Z][A-Z0-9_.]*)([^;]*);")
 MEMORY_OP = re.compile(r"^(LDG|STG)")
-# (name, constexprs over the launcher's); sorted by labels only where the launcher sorts in the kernel
-VARIANTS = (("ListMLE, input order", dict(ORDER=0, WEIGHTS=0)),
-            ("p-ListMLE, input order", dict(ORDER=0, WEIGHTS=1)),
-            ("ListMLE, sorted in kernel", dict(ORDER=1, WEIGHTS=0)))
+# (name, constexprs over the launcher's, by-labels branch kept: True counts, False sorts, None input order); by
+# labels only where the launcher orders rows in the kernel
+VARIANTS = (("ListMLE, input order", dict(ORDER=0, WEIGHTS=0), None),
+            ("p-ListMLE, input order", dict(ORDER=0, WEIGHTS=1), None),
+            ("ListMLE, counted in kernel", dict(ORDER=1, WEIGHTS=0), True),
+            ("ListMLE, sorted in kernel", dict(ORDER=1, WEIGHTS=0), False),
+            ("ListMLE, random ties", dict(ORDER=1, WEIGHTS=0, RANDOM_TIES=True), False))
 LABELS = "fp32"  # the bench's labels
+# Which labels take each by-labels variant's path
+LABEL_CASES = {
+    "ListMLE, counted in kernel": "stable ties, every row's labels a whole number of steps, fewer than the "
+                                  "launcher's label_groups(block), below its top (graded relevance 0..4)",
+    "ListMLE, sorted in kernel": "stable ties, labels that miss those groups in some row of the program (float "
+                                 "relevance, wide grades): the check, then tl.sort of int64 keys",
+    "ListMLE, random ties": "random ties, any labels: tl.sort of int64 keys with random tie bits, no check",
+}
 
 
-def linear_path_only(package_dir: Path, into: Path):
-    """A copy of the package in `package_dir` whose kernel always takes the linear sums, imported."""
-    copy = into / "linear_only_src"
+def linear_path_only(package_dir: Path, into: Path, counted: bool | None = None):
+    """A copy of the package in `package_dir` whose kernel always takes the linear sums, imported; `counted` True
+    or False: by labels, it also always counts label groups or always sorts. None where the package has no such
+    branch (it predates counting) and `counted` is True; with `counted` False such a package is only cut once."""
+    copy = into / f"linear_only_src_{counted}"
     shutil.copytree(package_dir, copy)
     source = copy / "triton_listmle.py"
     text = source.read_text()
     if text.count(LOG_SPACE_BRANCH) != 1:
         raise ValueError(f"{package_dir}/triton_listmle.py: expected one {LOG_SPACE_BRANCH.strip()!r} line to cut")
-    source.write_text(text.replace(LOG_SPACE_BRANCH, "        if True:\n"))
+    text = text.replace(LOG_SPACE_BRANCH, "        if True:\n")
+    if counted is not None:
+        if text.count(BY_LABELS_BRANCH) > 1:
+            raise ValueError(f"{package_dir}/triton_listmle.py: more than one {BY_LABELS_BRANCH.strip()!r} line")
+        if counted and BY_LABELS_BRANCH not in text:
+            return None
+        text = text.replace(BY_LABELS_BRANCH, f"        if {counted}:\n")
+    source.write_text(text)
     return import_package_at("linear-only", into, copy)
 
 
@@ -135,27 +158,34 @@ def compile_bare_sort(keys: str, rows: int, block: int, warps: int):
 
 def count(package, shapes, label: str) -> list[dict]:
     results = []
-    minimal = {}
+    minimal, whole = {}, {}
     with tempfile.TemporaryDirectory() as tmp:
-        linear_only = linear_path_only(Path(package.__file__).parent, Path(tmp))
+        copies = {cut: linear_path_only(Path(package.__file__).parent, Path(tmp), cut) for cut in (None, True, False)}
         for batch, length in shapes:
             aligned = length % 16 == 0 and batch % 16 == 0
             input_order = None
-            for variant, change in VARIANTS:
+            for variant, change, cut in VARIANTS:
                 config = launcher_config(package, batch, length, sort_by_labels=change["ORDER"] == 1)
-                if config is None:
+                if config is None or copies[cut] is None:
                     continue
+                linear_only = copies[cut]
                 constants, warps = config
                 constants.update(change)
                 tile = (constants["ROWS"], constants["BLOCK"], warps)
                 if (tile, aligned) not in minimal:
                     minimal[tile, aligned] = summary(compile_minimal(*tile, aligned))
                 row = dict(shape=f"{batch}x{length}", package=label, variant=variant, warps=warps, **constants,
-                           minimal=minimal[tile, aligned])
+                           labels=LABEL_CASES.get(variant, "not read"), minimal=minimal[tile, aligned])
+                compiled = {}
                 for path, copy in (("whole", package), ("linear", linear_only)):
-                    kernel = importlib.import_module(copy.__name__ + ".triton_listmle")._listmle_kernel
-                    row[path] = summary(compile_for_h100("fp32", constants, warps, aligned, kernel,
-                                                         pointers=dict(labels_ptr=LABELS)))
+                    key = (path, tuple(sorted(constants.items())), warps, aligned)
+                    if path == "linear" or key not in whole:  # counted and sorted share the uncut kernel
+                        kernel = importlib.import_module(copy.__name__ + ".triton_listmle")._listmle_kernel
+                        compiled[key] = summary(compile_for_h100("fp32", constants, warps, aligned, kernel,
+                                                                 pointers=dict(labels_ptr=LABELS)))
+                        if path == "whole":
+                            whole[key] = compiled[key]
+                    row[path] = whole[key] if path == "whole" else compiled[key]
                 slots = constants["ROWS"] * constants["BLOCK"] / (32 * warps)
                 per_slot = constants["CHUNKS"] == 1 and row["linear"]["straight_line"]
                 row["slots_per_thread"] = slots
@@ -165,10 +195,11 @@ def count(package, shapes, label: str) -> list[dict]:
                 row["over_input_order"] = row["linear"]["sass"] / input_order["linear"]["sass"]
                 results.append(row)
                 print(line(row), flush=True)
-                if change["ORDER"] == 1:
+                if change["ORDER"] == 1 and cut is False and not constants["RANDOM_TIES"]:
                     for keys in ("i64", "i32"):
                         alone = summary(compile_bare_sort(keys, constants["ROWS"], constants["BLOCK"], warps))
                         sort_row = dict(row, variant=f"tl.sort alone, {keys} keys", linear=alone, whole=alone,
+                                        labels="keys only",
                                         linear_sass_per_slot=alone["sass"] / slots if alone["straight_line"] else None,
                                         over_minimal=alone["sass"] / row["minimal"]["sass"],
                                         over_input_order=alone["sass"] / input_order["linear"]["sass"])
@@ -262,6 +293,8 @@ def main(argv=None):
 
     print(f"triton {triton.__version__}, sm_90 via Triton's ptxas; float32 scores, int64 lengths, float32 labels; "
           "registers and SASS of the linear-sums path; a slot = rows x block / (32 x warps) of a thread")
+    for variant, labels in LABEL_CASES.items():
+        print(f"  {variant}: {labels}")
     print(HEADER, flush=True)
     with tempfile.TemporaryDirectory() as tmp:
         if args.package_dir is not None:
