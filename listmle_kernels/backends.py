@@ -34,7 +34,7 @@ def auto_backend(device) -> str:
         >>> auto_backend("cpu")
         'torch'
     """
-    device = torch.device(device)
+    device = device if isinstance(device, torch.device) else torch.device(device)
     return "triton" if device.type == "cuda" and triton_unavailable_reason(device) is None else "torch"
 
 

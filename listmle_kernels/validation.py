@@ -20,7 +20,6 @@ TIES = ("stable", "random")
 # The floating dtypes scores, float labels and lambda weights may have (float8 has no sum, isfinite or kernel path)
 FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 FLOAT_NAMES = "float16, bfloat16, float32 or float64"
-DEVICE_TYPES = ("cpu", "cuda")
 
 
 def _check_like_scores(name, tensor, scores):
@@ -84,7 +83,7 @@ def _check_scores(scores, loss_name):
         hint = " (a model's (B, L, 1) logits: pass scores.squeeze(-1))" if trailing_one else ""
         raise ValueError(f"scores must be 2-D (batch, list_length), got shape {tuple(scores.shape)}{hint}")
     _check_float("scores", scores)
-    if scores.device.type not in DEVICE_TYPES:  # e.g. meta: no values to compute with
+    if not (scores.is_cpu or scores.is_cuda):  # e.g. meta: no values to compute with (flags: no device object)
         raise ValueError(f"scores are on {scores.device}; {loss_name} takes CPU or CUDA tensors")
 
 
