@@ -181,7 +181,7 @@ def parse_inputs(scores, labels, mask, lengths, lambda_weight, respect_input_ord
 
     _raise_failed_checks(value_checks)
 
-    backend = resolve_backend(backend, scores.device)
+    backend = resolve_backend(backend, scores)
 
     return ListMLEInputs(scores=scores, mask=mask, lengths=lengths,
                          labels=None if respect_input_order else labels,
@@ -279,7 +279,7 @@ def parse_lambdaloss_inputs(scores, labels, mask, lengths, weighting_scheme, k, 
     return LambdaLossInputs(scores=scores, labels=graded, mask=mask, lengths=lengths,
                             scheme=WEIGHTING_SCHEMES.index(weighting_scheme), k=k, sigma=sigma, mu=mu, eps=eps,
                             log_scale=1 / math.log(2) if reduction_log == "binary" else 1.0,
-                            backend=resolve_backend(backend, scores.device))
+                            backend=resolve_backend(backend, scores))
 
 
 def parse_listnet_inputs(scores, labels, mask, lengths, reduction, validate, backend) -> ListNetInputs:
@@ -302,4 +302,4 @@ def parse_listnet_inputs(scores, labels, mask, lengths, reduction, validate, bac
         value_checks.append((no_target.any(), raise_no_target))
     _raise_failed_checks(value_checks)
     return ListNetInputs(scores=scores, labels=graded, mask=mask, lengths=lengths,
-                         backend=resolve_backend(backend, scores.device))
+                         backend=resolve_backend(backend, scores))
