@@ -28,8 +28,11 @@ def graph_freed_after_backward() -> bool:
     PyTorch's own AOTAutograd asks the engine the same question before donating saved buffers; where
     the query is missing, the answer is the safe one (kept).
     """
-    keep_graph = getattr(torch._C._autograd, "_get_current_graph_task_keep_graph", None)
-    return keep_graph is not None and not keep_graph()
+    return _KEEP_GRAPH is not None and not _KEEP_GRAPH()
+
+
+# Looked up once: at small shapes each attribute lookup on a backward's path is a measurable part of it
+_KEEP_GRAPH = getattr(torch._C._autograd, "_get_current_graph_task_keep_graph", None)
 
 
 # Smallest saved gradient (elements) that the backward scales with the Triton kernel of triton_scale.py, which

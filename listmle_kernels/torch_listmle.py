@@ -102,7 +102,7 @@ def _linear_sums(s, realf, w, need_grad, row_divisor, grad_out=None):
     rows too wide get finite values here, which the caller replaces.
     """
     span = LINEAR_SPAN[s.dtype]
-    z = s - s.amax(1, keepdim=True)
+    z = s - torch.amax(s, 1, True)
     wide = None
     if not float(z.amin()) >= -span:  # NaN (a NaN or +inf score) and -inf fail too
         z = torch.where(realf.bool(), s, float("-inf"))
