@@ -90,6 +90,12 @@ def _rank_weights(weight_kind, weights, holes, realf, acc):
     return w.gather(1, rank.expand_as(realf).clamp(min=0)).mul_(realf)
 
 
+@functools.lru_cache(maxsize=16)
+def _negative_divisor(row_divisor, dtype, device):
+    """-row_divisor as a 0-d tensor (read only): a Python number is wrapped in a tensor and cast at every division."""
+    return torch.tensor(-row_divisor, dtype=dtype, device=device)
+
+
 def _linear_sums(s, realf, w, need_grad, row_divisor, grad_out=None):
     """(lse - s at real slots, gradient or None, rows too wide for them: (b,) bool, or None if there are none).
 
@@ -119,7 +125,8 @@ def _linear_sums(s, realf, w, need_grad, row_divisor, grad_out=None):
     grad = torch.div(w, suffix, out=grad_out).cumsum_(1)
     if row_divisor == 1:
         return neg_log_prob, grad.mul_(e).sub_(w), wide
-    return neg_log_prob, torch.addcmul(w, grad, e, value=-1, out=grad).div_(-row_divisor), wide  # one pass less
+    divisor = _negative_divisor(row_divisor, grad.dtype, grad.device)
+    return neg_log_prob, torch.addcmul(w, grad, e, value=-1, out=grad).div_(divisor), wide  # one pass less
 
 
 def _log_space_sums(s, real, w, need_grad):
