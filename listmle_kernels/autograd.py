@@ -28,8 +28,11 @@ def graph_freed_after_backward() -> bool:
     PyTorch's own AOTAutograd asks the engine the same question before donating saved buffers; where
     the query is missing, the answer is the safe one (kept).
     """
-    keep_graph = getattr(torch._C._autograd, "_get_current_graph_task_keep_graph", None)
-    return keep_graph is not None and not keep_graph()
+    return _KEEP_GRAPH is not None and not _KEEP_GRAPH()
+
+
+# Looked up once: at small shapes each attribute lookup on a backward's path is a measurable part of it
+_KEEP_GRAPH = getattr(torch._C._autograd, "_get_current_graph_task_keep_graph", None)
 
 
 # Smallest saved gradient (elements) that the backward scales with the Triton kernel of triton_scale.py, which
@@ -46,11 +49,11 @@ def scale_saved_gradient(grad, grad_output, backend, in_place):
     """grad_output ((B,) for reduction "none", else a scalar) * the saved gradient: in place (the saved
     buffer is read this once), else a new tensor; in grad_output's precision, rounded once (`scaled_gradient`).
     """
-    large_or_half = grad.numel() >= TRITON_SCALE_MIN_ELEMENTS or grad.dtype != grad_output.dtype
-    if in_place and backend == "triton" and large_or_half:
+    if in_place and backend == "triton" and (grad.numel() >= TRITON_SCALE_MIN_ELEMENTS
+                                             or grad.dtype != grad_output.dtype):
         from .triton_scale import scale_rows_
         return scale_rows_(grad, grad_output)  # skips the multiply on the device where grad_output is 1
-    if in_place and grad_output.device.type == "cpu" and grad_output.numel() == 1 and grad_output.item() == 1:
+    if in_place and grad_output.is_cpu and grad_output.numel() == 1 and grad_output.item() == 1:
         return grad  # loss.backward(): the saved gradient is the answer (a host read, so no sync)
     scale = grad_output[:, None] if grad_output.dim() == 1 else grad_output
     if not in_place:

@@ -34,17 +34,19 @@ def auto_backend(device) -> str:
         >>> auto_backend("cpu")
         'torch'
     """
-    device = torch.device(device)
+    device = device if isinstance(device, torch.device) else torch.device(device)
     return "triton" if device.type == "cuda" and triton_unavailable_reason(device) is None else "torch"
 
 
-def resolve_backend(backend: str, device: torch.device) -> str:
-    """`backend` ("auto", "triton" or "torch", already checked) as the one that runs: ValueError when
+def resolve_backend(backend: str, scores: torch.Tensor) -> str:
+    """`backend` ("auto", "triton" or "torch", already checked) as the one that runs for `scores`: ValueError when
     "triton" is asked for where it cannot run."""
     if backend == "auto":
-        return auto_backend(device)
+        # CPU scores read a flag, not their device: on each call's path, where a device object and its type
+        # string cost more than the rest of the choice
+        return "torch" if scores.is_cpu else auto_backend(scores.device)
     if backend == "triton":
-        reason = triton_unavailable_reason(device)
+        reason = triton_unavailable_reason(scores.device)
         if reason is not None:
             raise ValueError(f"backend='triton' cannot run: {reason}")
     return backend

@@ -24,6 +24,8 @@ gradient written straight into the outputs: the temporaries of a block stay in c
 of a call is the gradient plus a block's temporaries, not a dozen (B, L) buffers.
 """
 
+import functools
+
 import torch
 
 from .inputs import WEIGHTS_NONE, WEIGHTS_PLISTMLE, ListMLEInputs
@@ -49,53 +51,67 @@ def row_blocks(batch: int, length: int, device: torch.device):
     return tuple((first, min(first + rows, batch)) for first in range(0, batch, rows))
 
 
-def _rank_weights(weight_kind, weights, holes, real, realf, acc):
-    """(b, L) normalised lambda weight of each slot's rank (0 at padding). holes: real slots need not come
-    first (a mask in input order)."""
+@functools.lru_cache(maxsize=64)
+def _positions(length, dtype, device):
+    """0, 1, ..., length - 1 in `dtype` (read only; kept because at small shapes the arange is a tenth of a mask)."""
+    return torch.arange(length, dtype=dtype, device=device)
+
+
+@functools.lru_cache(maxsize=64)
+def _rank_halves(length, dtype, device):
+    """2^-(r+1) for ranks r = 0 .. length - 1 (read only: p-ListMLE's numerators, kept as `_positions` is)."""
+    return torch.arange(-1, -length - 1, -1, dtype=dtype, device=device).exp2_()
+
+
+def _rank_weights(weight_kind, weights, holes, realf, acc):
+    """(b, L) normalised lambda weight of each slot's rank (0 at padding). holes: the (b, L) bool mask when real
+    slots need not come first (input order with a mask), else None (real slots come first)."""
     if weight_kind == WEIGHTS_NONE:
         return realf
-    if weight_kind == WEIGHTS_PLISTMLE and not holes:
+    length = realf.shape[1]
+    if weight_kind == WEIGHTS_PLISTMLE and holes is None:
         # (2^(n-1-r) - 1) / sum, scaled by 2^-n so it never overflows: 2^-(r+1) - 2^-n over its row's sum.
         # Slot r has rank r (real slots come first), so 2^-(r+1) is one row for all. n <= 1: every numerator
         # is 0, and so are the weights (0 / tiny).
         tail = realf.sum(1, keepdim=True).neg_().exp2_()
-        numerators = torch.arange(-1, -real.shape[1] - 1, -1, dtype=acc, device=real.device).exp2_().sub(tail)
-        numerators.mul_(realf)
+        numerators = torch.sub(_rank_halves(length, acc, realf.device), tail).mul_(realf)
         return numerators.div_(numerators.sum(1, keepdim=True).clamp_min_(LEAST_NORMAL[acc]))
-    if holes:
-        rank = real.cumsum(1) - 1  # holes: a slot's rank counts the real slots before it
+    if holes is not None:
+        rank = holes.cumsum(1) - 1  # a slot's rank counts the real slots before it
     else:
-        rank = torch.arange(real.shape[1], device=real.device).unsqueeze(0)  # real slots come first
+        rank = torch.arange(length, device=realf.device).unsqueeze(0)  # real slots come first
     if weight_kind == WEIGHTS_PLISTMLE:
         # as above, with each slot's own rank, and the sum in closed form: 1 - (n+1) 2^-n
         n = realf.sum(1, keepdim=True)
         tail = torch.exp2(-n)
         total = (1 - (n + 1) * tail).clamp_min_(LEAST_NORMAL[acc])
         return (torch.exp2(-(rank + 1).to(acc)) - tail).mul_(realf).div_(total)
-    w = normalised_rank_weights(weights, real.sum(1), acc)  # finite, 0 at padded ranks
-    return w.gather(1, rank.expand_as(real).clamp(min=0)).mul_(realf)
+    w = normalised_rank_weights(weights, realf.bool().sum(1), acc)  # finite, 0 at padded ranks
+    return w.gather(1, rank.expand_as(realf).clamp(min=0)).mul_(realf)
 
 
-def _linear_sums(s, real, realf, w, grad_out, row_divisor):
+@functools.lru_cache(maxsize=16)
+def _negative_divisor(row_divisor, dtype, device):
+    """-row_divisor as a 0-d tensor (read only): a Python number is wrapped in a tensor and cast at every division."""
+    return torch.tensor(-row_divisor, dtype=dtype, device=device)
+
+
+def _linear_sums(s, realf, w, need_grad, row_divisor, grad_out=None):
     """(lse - s at real slots, gradient or None, rows too wide for them: (b,) bool, or None if there are none).
 
-    Few full-size ops and few fresh buffers, on purpose (this is the CPU hot path): where the whole block's
-    scores span at most the linear span (one reduction says so), z = s - row max over all slots; otherwise one
+    Few full-size ops and few fresh buffers, on purpose (this is the CPU hot path, and at small shapes each op's
+    fixed cost is the time): z = s - row max over all slots, and where every slot, padding included, lies within
+    the linear span below its row's max (one reduction and one host read say so) that is all; otherwise one
     `where` removes padding (which may hold NaN) and z is clamped so exp never takes its slow underflow path.
     Padding is zeroed by a multiply, so it drops out of every sum. Later steps reuse earlier buffers in place, and the
-    gradient, divided by row_divisor, is built in `grad_out` (a (b, L) buffer, or None for no gradient). The
+    gradient, divided by row_divisor, is built in `grad_out` (a (b, L) buffer, or None for a fresh one). The
     rows too wide get finite values here, which the caller replaces.
     """
     span = LINEAR_SPAN[s.dtype]
-    low, high = torch.aminmax(s)
-    if float(high - low) <= span:
-        # Every slot, padding included, lies within the span of every other (so nothing is NaN or infinite):
-        # shifted by its row's max over all slots, each real score stays within the span below it, and no
-        # `where`, clamp or per-row check is needed (the sums do not depend on the shift).
-        z = s - s.amax(1, keepdim=True)
-        wide = None
-    else:
-        z = torch.where(real, s, float("-inf"))
+    z = s - torch.amax(s, 1, True)
+    wide = None
+    if not float(z.amin()) >= -span:  # NaN (a NaN or +inf score) and -inf fail too
+        z = torch.where(realf.bool(), s, float("-inf"))
         z.sub_(z.amax(1, keepdim=True).clamp_min_(LEAST_FINITE[s.dtype]))  # empty rows: no -inf - -inf
         z.clamp_min_(-(span + 4))  # exp stays normal: no slow underflow path
         real_z = torch.mul(z, realf)
@@ -104,12 +120,13 @@ def _linear_sums(s, real, realf, w, grad_out, row_divisor):
     e = torch.exp(z).mul_(realf)
     suffix = e.flip(1).cumsum_(1).flip(1).clamp_min_(LEAST_NORMAL[s.dtype])  # >= e at real slots; 0 at trailing padding
     neg_log_prob = torch.log(suffix).sub_(z)  # finite everywhere; padding is weighted by w = 0
-    if grad_out is None:
+    if not need_grad:
         return neg_log_prob, None, wide
     grad = torch.div(w, suffix, out=grad_out).cumsum_(1)
     if row_divisor == 1:
         return neg_log_prob, grad.mul_(e).sub_(w), wide
-    return neg_log_prob, torch.addcmul(w, grad, e, value=-1, out=grad).div_(-row_divisor), wide  # one pass less
+    divisor = _negative_divisor(row_divisor, grad.dtype, grad.device)
+    return neg_log_prob, torch.addcmul(w, grad, e, value=-1, out=grad).div_(divisor), wide  # one pass less
 
 
 def _log_space_sums(s, real, w, need_grad):
@@ -141,53 +158,71 @@ def _log_space_sums(s, real, w, need_grad):
     return neg_log_prob, torch.where(real, torch.exp(below_top) * prefix - w, 0)
 
 
-def _real_mask(scores, mask, lengths):
-    """(b, L) bool, True at real documents (inputs.real_mask without its int64 cast and indexing: this runs
-    once a call and once a block)."""
+def _prefix_slots(like, counts, acc):
+    """(b, L) in dtype acc, on like's device: 1 at the first counts[b] slots of row b, 0 after.
+
+    Compared in floating point straight into a float buffer: on the CPU a bool result costs ~6x more (neither
+    the int64 compare nor the bool store is vectorised, nor the cast to float after). Positions are exact in
+    float32 up to 2^24, and so are counts up to there; past them any count is at least L."""
+    length = like.shape[1]
+    positions = _positions(length, acc if length <= 1 << 24 else torch.float64, like.device)
+    # empty_like, not empty(shape, dtype, device): at 16 x 10 a device to parse costs as much as the compare
+    return torch.lt(positions, counts.unsqueeze(1), out=torch.empty_like(like, dtype=acc))
+
+
+def _real_slots(scores, mask, lengths, acc):
+    """(b, L) in dtype acc: 1 at real documents, 0 at padding (the float mask every sum is weighted by)."""
     if mask is not None:
-        return mask
-    positions = torch.arange(scores.shape[1], device=scores.device)
+        return mask.view(torch.uint8).to(acc)  # bool -> float casts are not vectorised on CPU: 3x slower
     if lengths is None:
-        return positions.lt(scores.shape[1]).expand(scores.shape)
-    return positions < lengths.unsqueeze(1)
+        return torch.ones(scores.shape, dtype=acc, device=scores.device)
+    return _prefix_slots(scores, lengths, acc)
 
 
-def _block_rows(inputs, first_row, scores, mask, lengths, labels, weights, seed, row_divisor, row_loss, grad):
-    """Writes the losses of a block of rows (scores, mask, lengths, labels, weights: those rows of the
-    inputs, first_row the first one's row in the batch) into row_loss (b,) and, unless grad is None, the
-    gradient of their sum / row_divisor into grad (b, L) (views of the whole batch's outputs)."""
-    real = _real_mask(scores, mask, lengths)
+def _block_rows(inputs, first_row, scores, mask, lengths, labels, weights, seed, row_divisor, need_grad,
+                row_loss=None, grad=None):
+    """(row losses (b,), gradient of their sum / row_divisor (b, L) or None) of a block of rows (scores, mask,
+    lengths, labels, weights: those rows of the inputs, first_row the first one's row in the batch). Written
+    into row_loss and grad when they are given (views of the whole batch's outputs), else into new tensors."""
+    acc = accumulator_dtype(scores.dtype)
+    realf = _real_slots(scores, mask, lengths, acc)
     order = None
     s = scores
     if labels is not None:
-        order = target_order(labels, real, inputs.random_ties, seed, first_row)
+        order = target_order(labels, realf.bool() if mask is None else mask, inputs.random_ties, seed, first_row)
         s = s.gather(1, order)
         if mask is not None:
-            # In target order the real documents come first (from lengths, `real` already is that prefix).
-            real = _real_mask(scores, None, mask.sum(1))
-    acc = row_loss.dtype
+            # In target order the real documents come first (from lengths, `realf` already is that prefix).
+            realf = _prefix_slots(s, mask.sum(1), acc)
     if s.dtype != acc:
         s = s.to(acc)
-    realf = real.view(torch.uint8).to(acc)  # bool -> float casts are not vectorised on CPU: 3x slower
-    w = _rank_weights(inputs.weight_kind, weights, mask is not None and order is None, real, realf, acc)
+    w = _rank_weights(inputs.weight_kind, weights, mask if order is None and mask is not None else None, realf, acc)
 
-    # In input order a float32/float64 gradient is built where it is returned; otherwise in a temporary.
-    in_place = grad is not None and order is None and grad.dtype == acc
-    work = grad if in_place else (None if grad is None else torch.empty(s.shape, dtype=acc, device=s.device))
-    neg_log_prob, block_grad, wide = _linear_sums(s, real, realf, w, work, row_divisor)
+    # In input order a float32/float64 gradient is built where it is returned; otherwise in a fresh buffer.
+    in_place = order is None and scores.dtype == acc
+    neg_log_prob, block_grad, wide = _linear_sums(s, realf, w, need_grad, row_divisor, grad if in_place else None)
     if wide is not None:  # rows beyond the linear sums' reach: each takes the log-space sums on its own
         wide_rows = wide.nonzero().squeeze(1)
-        wide_neg_log_prob, wide_grad = _log_space_sums(s[wide_rows], real[wide_rows], w[wide_rows], grad is not None)
+        wide_neg_log_prob, wide_grad = _log_space_sums(s[wide_rows], realf[wide_rows].bool(), w[wide_rows],
+                                                       need_grad)
         neg_log_prob[wide_rows] = wide_neg_log_prob
         if block_grad is not None:
             block_grad[wide_rows] = wide_grad if row_divisor == 1 else wide_grad.div_(row_divisor)
-    torch.sum(neg_log_prob.mul_(w), 1, out=row_loss)
-    if block_grad is None:
-        return
+    # a multiply and a sum, not vecdot: under autocast vecdot runs in half precision
+    row_loss = torch.sum(neg_log_prob.mul_(w), 1, out=row_loss)
+    if block_grad is None or (in_place and grad is not None):
+        return row_loss, block_grad
     if order is not None:
-        grad.scatter_(1, order, block_grad.to(grad.dtype))
-    elif not in_place:
-        grad.copy_(block_grad)
+        if grad is None:
+            grad = torch.empty(scores.shape, dtype=scores.dtype, device=scores.device)
+        return row_loss, grad.scatter_(1, order, block_grad if block_grad.dtype == grad.dtype else
+                                       block_grad.to(grad.dtype))
+    if grad is not None:
+        return row_loss, grad.copy_(block_grad)
+    if block_grad.dtype != scores.dtype:
+        block_grad = block_grad.to(scores.dtype)
+    # A fresh gradient has its inputs' layout (transposed scores or mask give a transposed one)
+    return row_loss, block_grad.contiguous()
 
 
 def torch_listmle(inputs: ListMLEInputs, seed: int, row_divisor: int, need_grad: bool):
@@ -195,18 +230,18 @@ def torch_listmle(inputs: ListMLEInputs, seed: int, row_divisor: int, need_grad:
 
     The gradient is contiguous, like the Triton backend's (and as the operator's fake promises torch.compile).
     """
-    scores = inputs.scores.detach()
+    scores = inputs.scores
+    if torch.is_grad_enabled():  # called outside autograd.Function.forward: out= ops refuse graph inputs
+        scores = scores.detach()
     batch, length = scores.shape
+    if batch * length <= CPU_BLOCK_ELEMENTS or not scores.is_cpu:  # one block, no slicing (a slice costs a few us)
+        return _block_rows(inputs, 0, scores, inputs.mask, inputs.lengths, inputs.labels, inputs.weights, seed,
+                           row_divisor, need_grad)
     row_loss = torch.empty(batch, dtype=accumulator_dtype(scores.dtype), device=scores.device)
     grad = torch.empty((batch, length), dtype=scores.dtype, device=scores.device) if need_grad else None
-    blocks = row_blocks(batch, length, scores.device)
-    if len(blocks) == 1:  # no slicing: each slice of a tensor costs a few us
-        _block_rows(inputs, 0, scores, inputs.mask, inputs.lengths, inputs.labels, inputs.weights, seed,
-                    row_divisor, row_loss, grad)
-        return row_loss, grad
-    for first, last in blocks:
+    for first, last in row_blocks(batch, length, scores.device):
         mask, lengths, labels, weights, block_grad = (None if tensor is None else tensor[first:last] for tensor in
                                                       (inputs.mask, inputs.lengths, inputs.labels, inputs.weights, grad))
-        _block_rows(inputs, first, scores[first:last], mask, lengths, labels, weights, seed, row_divisor,
+        _block_rows(inputs, first, scores[first:last], mask, lengths, labels, weights, seed, row_divisor, need_grad,
                     row_loss[first:last], block_grad)
     return row_loss, grad

@@ -20,7 +20,6 @@ TIES = ("stable", "random")
 # The floating dtypes scores, float labels and lambda weights may have (float8 has no sum, isfinite or kernel path)
 FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 FLOAT_NAMES = "float16, bfloat16, float32 or float64"
-DEVICE_TYPES = ("cpu", "cuda")
 
 
 def _check_like_scores(name, tensor, scores):
@@ -84,7 +83,7 @@ def _check_scores(scores, loss_name):
         hint = " (a model's (B, L, 1) logits: pass scores.squeeze(-1))" if trailing_one else ""
         raise ValueError(f"scores must be 2-D (batch, list_length), got shape {tuple(scores.shape)}{hint}")
     _check_float("scores", scores)
-    if scores.device.type not in DEVICE_TYPES:  # e.g. meta: no values to compute with
+    if not (scores.is_cpu or scores.is_cuda):  # e.g. meta: no values to compute with (flags: no device object)
         raise ValueError(f"scores are on {scores.device}; {loss_name} takes CPU or CUDA tensors")
 
 
@@ -183,7 +182,7 @@ def parse_inputs(scores, labels, mask, lengths, lambda_weight, respect_input_ord
 
     _raise_failed_checks(value_checks)
 
-    backend = resolve_backend(backend, scores.device)
+    backend = resolve_backend(backend, scores)
 
     return ListMLEInputs(scores=scores, mask=mask, lengths=lengths,
                          labels=None if respect_input_order else labels,
@@ -281,7 +280,7 @@ def parse_lambdaloss_inputs(scores, labels, mask, lengths, weighting_scheme, k, 
     return LambdaLossInputs(scores=scores, labels=graded, mask=mask, lengths=lengths,
                             scheme=WEIGHTING_SCHEMES.index(weighting_scheme), k=k, sigma=sigma, mu=mu, eps=eps,
                             log_scale=1 / math.log(2) if reduction_log == "binary" else 1.0,
-                            backend=resolve_backend(backend, scores.device))
+                            backend=resolve_backend(backend, scores))
 
 
 def parse_listnet_inputs(scores, labels, mask, lengths, reduction, validate, backend) -> ListNetInputs:
@@ -304,4 +303,4 @@ def parse_listnet_inputs(scores, labels, mask, lengths, reduction, validate, bac
         value_checks.append((no_target.any(), raise_no_target))
     _raise_failed_checks(value_checks)
     return ListNetInputs(scores=scores, labels=graded, mask=mask, lengths=lengths,
-                         backend=resolve_backend(backend, scores.device))
+                         backend=resolve_backend(backend, scores))

@@ -146,3 +146,29 @@ def test_torch_padding_above_the_real_scores(padding_offset, respect_input_order
     assert_close(loss, ref_loss, torch.float32, LOSS_TOL, scale=max(1.0, ref_loss.abs().max().item()))
     assert_close(grad, ref_grad, torch.float32, GRAD_TOL, scale=max(1.0, ref_grad.abs().max().item()))
     assert (grad[padding] == 0).all()
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.float32, torch.float64])
+@pytest.mark.parametrize("respect_input_order", [True, False])
+@pytest.mark.parametrize("padding", ["mask", "lengths"])
+@pytest.mark.parametrize("lambda_weight", [None, "plistmle"])
+def test_torch_gradient_is_contiguous_whatever_the_layout(dtype, respect_input_order, padding, lambda_weight):
+    """The PyTorch path returns a contiguous gradient (the operator's fake promises one to torch.compile) also where
+    it builds the gradient in a fresh buffer, whose layout would follow transposed scores or a transposed mask; and
+    the same values as for contiguous inputs."""
+    from listmle_kernels.dispatch import compute_rows
+    from listmle_kernels.validation import prepare
+
+    scores = torch.randn(7, 5, generator=torch.Generator().manual_seed(21)).to(dtype).t().contiguous().t()
+    labels = torch.randn(5, 7, generator=torch.Generator().manual_seed(22)).t()
+    mask = (torch.randn(7, 5, generator=torch.Generator().manual_seed(23)) > -0.5).t().contiguous().t()
+    mask, lengths = (mask, None) if padding == "mask" else (None, torch.tensor([5, 0, 3, 5, 1, 4, 2]))
+    results = []
+    for s, m in ((scores, mask), (scores.contiguous(), None if mask is None else mask.contiguous())):
+        inputs, seed = prepare(s, labels, m, lengths, lambda_weight, respect_input_order, "stable", None, "mean",
+                               True, "torch")
+        results.append(compute_rows(inputs, seed, 7, True))
+    (loss, grad), (ref_loss, ref_grad) = results
+    assert grad.is_contiguous() and grad.dtype == dtype
+    torch.testing.assert_close(loss, ref_loss, rtol=0, atol=0)
+    torch.testing.assert_close(grad, ref_grad, rtol=0, atol=0)
