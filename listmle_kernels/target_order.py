@@ -153,10 +153,14 @@ def _compact_order(label_bits, real, words, bits: int, shift, top, key_bits):
         packed = (top - label_bits >> shift) << (32 - key_bits) | tie_bits << bits | position   (padding: key all ones)
 
     The tie bits are the top 32 - key_bits - bits bits of the wide keys' (the same words): the two orders differ
-    only where two tied documents share those, which the wide keys might still separate.
+    only where two tied documents share those, which the wide keys might still separate. Stable ties with keys of
+    at most 16 bits need no packing: numpy's stable argsort of 16-bit integers is a radix sort, which keeps input
+    order among ties (1024 x 1000: 4.5 ms, against 6.9 for the packed sort, its mask and widening; ad hoc).
     """
     key = top - (label_bits >> shift)
     key |= np.subtract(real.view(np.uint8), 1, dtype=np.int32)  # padding: all ones, shifted into the key field
+    if words is None and key_bits.max() <= 16:
+        return np.argsort(key.astype(np.uint16), axis=1, kind="stable")  # padding: 0xFFFF > top
     packed = key.view(np.uint32) << (32 - key_bits).astype(np.uint32)
     packed |= np.arange(label_bits.shape[1], dtype=np.uint32)
     if words is not None:

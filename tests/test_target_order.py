@@ -92,13 +92,16 @@ def test_torch_build_draws_from_no_generator(monkeypatch):
 
 
 def long_rows(batch, length, seed):
-    """Rows of graded labels (0-4, halves), binary labels, continuous labels and negative labels, with padding."""
+    """Rows of graded labels (0-4, halves), binary, continuous, negative and 17-bit labels, with padding."""
     generator = torch.Generator().manual_seed(seed)
     kinds = [torch.randint(0, 5, (length,), generator=generator).float(),
              torch.randint(0, 9, (length,), generator=generator).float() / 2,
              torch.randint(0, 2, (length,), generator=generator).float(),
              torch.rand(length, generator=generator),
-             torch.randint(-2, 3, (length,), generator=generator).float()]
+             torch.randint(-2, 3, (length,), generator=generator).float(),
+             # subnormal labels whose bits are 1, 2^16 and 2^16 + 1: keys spanning 17 bits
+             torch.tensor([1, 2 ** 16, 2 ** 16 + 1], dtype=torch.int32).view(torch.float32)[
+                 torch.randint(0, 3, (length,), generator=generator)]]
     labels = torch.stack([kinds[row % len(kinds)] for row in range(batch)])
     real = torch.rand(batch, length, generator=generator) < 0.9
     labels[~real] = float("nan")  # padding labels are never read
@@ -108,11 +111,12 @@ def long_rows(batch, length, seed):
 @pytest.mark.parametrize("random_ties", [False, True])
 def test_graded_rows_sort_32_bit_keys(random_ties):
     """Long rows of few-bit labels (grades, halves, 0/1) take the compact keys; continuous or negative labels the
-    wide ones, and the stable order is the literal sort either way."""
-    labels, real = long_rows(10, target_order_module.COMPACT_MIN_LENGTH, seed=0)
+    wide ones, labels of 17 key bits the compact ones with stable ties only (a packed sort, not the 16-bit
+    argsort), and the stable order is the literal sort either way."""
+    labels, real = long_rows(12, target_order_module.COMPACT_MIN_LENGTH, seed=0)
     fits = target_order_module._compact_fields(labels.numpy().view(np.int32), real.numpy(),
                                                target_order_module.index_bits(labels.shape[1]), random_ties)[0]
-    assert fits.tolist() == [True, True, True, False, False] * 2
+    assert fits.tolist() == [True, True, True, False, False, not random_ties] * 2
     if not random_ties:
         assert torch.equal(numpy_target_order(labels, real, False, 0), literal_order(labels, real))
 
