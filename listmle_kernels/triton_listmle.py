@@ -193,7 +193,9 @@ def _label_groups(label, real, GROUPS: tl.constexpr, INTEGER_LABELS: tl.constexp
     """
     top = tl.max(tl.where(real, label, float("-inf")), axis=1)
     below = top[:, None] - label
-    group = tl.where(below < GROUPS, below, GROUPS).to(tl.int32)  # no float-to-int of NaN or inf
+    # Converted only where in range: a float-to-int of NaN, inf or a negative (padding above the top, or a row
+    # with no real document, whose top is -inf) has no defined result
+    group = tl.where((below >= 0) & (below < GROUPS), below, GROUPS).to(tl.int32)
     misses = group >= GROUPS
     if not INTEGER_LABELS:
         misses |= (top[:, None] - group.to(tl.float32)) != label
