@@ -240,8 +240,8 @@ def torch_listmle(inputs: ListMLEInputs, seed: int, row_divisor: int, need_grad:
     row_loss = torch.empty(batch, dtype=accumulator_dtype(scores.dtype), device=scores.device)
     grad = torch.empty((batch, length), dtype=scores.dtype, device=scores.device) if need_grad else None
     for first, last in row_blocks(batch, length, scores.device):
-        mask, lengths, labels, weights, block_grad = (None if tensor is None else tensor[first:last] for tensor in
-                                                      (inputs.mask, inputs.lengths, inputs.labels, inputs.weights, grad))
+        rows = (inputs.mask, inputs.lengths, inputs.labels, inputs.weights, grad)
+        mask, lengths, labels, weights, block_grad = (None if tensor is None else tensor[first:last] for tensor in rows)
         _block_rows(inputs, first, scores[first:last], mask, lengths, labels, weights, seed, row_divisor, need_grad,
                     row_loss[first:last], block_grad)
     return row_loss, grad

@@ -106,11 +106,12 @@ def test_torch_row_blocks_change_no_bit(problem, ties, block_elements):
     scores, labels, kwargs = problem
     kwargs = dict(kwargs, reduction="none", ties=ties)
 
+    grad_output = torch.ones(scores.shape[0], dtype=torch.float64 if scores.dtype == torch.float64 else torch.float32)
+
     def run():
-        return loss_and_grad(lambda s: listmle_loss(s, labels, backend="torch", generator=torch.Generator().manual_seed(3),
-                                                    **kwargs), scores, torch.ones(scores.shape[0], dtype=torch.float64
-                                                                                  if scores.dtype == torch.float64
-                                                                                  else torch.float32))
+        generator = torch.Generator().manual_seed(3)
+        return loss_and_grad(lambda s: listmle_loss(s, labels, backend="torch", generator=generator, **kwargs), scores,
+                             grad_output)
 
     whole = run()
     with pytest.MonkeyPatch.context() as patch:
@@ -119,8 +120,9 @@ def test_torch_row_blocks_change_no_bit(problem, ties, block_elements):
     for got, expected in zip(blocked, whole):
         torch.testing.assert_close(got, expected, rtol=0, atol=0, equal_nan=True)
     if ties == "stable":
-        ref_loss, ref_grad = loss_and_grad(lambda s: listmle_reference(s, labels, **{k: v for k, v in kwargs.items() if k != "ties"}),
-                                           scores.double(), torch.ones(scores.shape[0], dtype=torch.float64))
+        ref_kwargs = {k: v for k, v in kwargs.items() if k != "ties"}
+        ref_loss, ref_grad = loss_and_grad(lambda s: listmle_reference(s, labels, **ref_kwargs), scores.double(),
+                                           torch.ones(scores.shape[0], dtype=torch.float64))
         assert_close(blocked[0], ref_loss, scores.dtype, LOSS_TOL, scale=max(1.0, ref_loss.abs().max().item()))
         assert_close(blocked[1], ref_grad, scores.dtype, GRAD_TOL, scale=max(1.0, ref_grad.abs().max().item()))
 

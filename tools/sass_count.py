@@ -9,9 +9,10 @@ order, and, where the launcher orders rows by labels in the kernel, ListMLE by l
 path of graded labels; sorted, the path of any other labels with stable ties; and random ties, always sorted),
 at the configuration the launcher picks, this prints registers and the SASS count of the linear-sums path: the
 kernel compiled with its log-space branch cut out, and for the by-labels variants with the branch between
-counting and sorting cut to the one taken (the check that chooses stays: its result also gives the row's count). That path is straight-line code for one-chunk rows (checked: no backward
-branch), so its count is what every thread of a program on that path issues, for
-ROWS * BLOCK / (32 * warps) slots each: "a slot" below. Beside it: the ratio to the minimal kernel
+counting and sorting cut to the one taken (the check that chooses stays: its result also gives the row's
+count). That path is straight-line code for one-chunk rows (checked: no backward branch), so its count is
+what every thread of a program on that path issues, for ROWS * BLOCK / (32 * warps) slots each: "a slot"
+below. Beside it: the ratio to the minimal kernel
 (tools/minimal_listmle.py, the simplest case's sums and nothing else) compiled at the same tile, the ratio to
 ListMLE in input order at the same shape, the whole kernel's count, and the global loads and stores by
 width (LDG.E.128 moves 16 bytes a thread). Where the kernel sorts, two more lines count tl.sort alone at that
