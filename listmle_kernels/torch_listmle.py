@@ -26,6 +26,7 @@ of a call is the gradient plus a block's temporaries, not a dozen (B, L) buffers
 
 import functools
 
+import numpy as np
 import torch
 
 from .inputs import WEIGHTS_NONE, WEIGHTS_PLISTMLE, ListMLEInputs
@@ -96,6 +97,29 @@ def _negative_divisor(row_divisor, dtype, device):
     return torch.tensor(-row_divisor, dtype=dtype, device=device)
 
 
+# From this many elements a CPU exp or log is numpy's (below, its two array conversions cost more than it saves).
+NUMPY_UNARY_MIN_ELEMENTS = 1 << 12
+
+
+def _unary(x, numpy_ufunc, torch_fn):
+    """torch_fn(x) as a new tensor; numpy's SIMD ufunc for large CPU tensors. On AVX-512 numpy's float32 exp is
+    1.7x and its log 3x as fast as torch's (at most 2.52 / 3.83 ulp against torch's 1; float64: 1 ulp both),
+    and the CPU path's time at 1024 x 1000 is a sixth exp and log."""
+    if not x.is_cpu or x.requires_grad or x.numel() < NUMPY_UNARY_MIN_ELEMENTS:
+        return torch_fn(x)
+    out = torch.empty_like(x)
+    numpy_ufunc(x.numpy(), out=out.numpy())
+    return out
+
+
+def _exp(x):
+    return _unary(x, np.exp, torch.exp)
+
+
+def _log(x):
+    return _unary(x, np.log, torch.log)
+
+
 def _linear_sums(s, realf, w, need_grad, row_divisor, grad_out=None):
     """(lse - s at real slots, gradient or None, rows too wide for them: (b,) bool, or None if there are none).
 
@@ -117,9 +141,9 @@ def _linear_sums(s, realf, w, need_grad, row_divisor, grad_out=None):
         real_z = torch.mul(z, realf)
         wide = (real_z.amin(1) < -span) if float(real_z.amin()) < -span else None  # per row only when needed
         del real_z
-    e = torch.exp(z).mul_(realf)
+    e = _exp(z).mul_(realf)
     suffix = e.flip(1).cumsum_(1).flip(1).clamp_min_(LEAST_NORMAL[s.dtype])  # >= e at real slots; 0 at trailing padding
-    neg_log_prob = torch.log(suffix).sub_(z)  # finite everywhere; padding is weighted by w = 0
+    neg_log_prob = _log(suffix).sub_(z)  # finite everywhere; padding is weighted by w = 0
     if not need_grad:
         return neg_log_prob, None, wide
     grad = torch.div(w, suffix, out=grad_out).cumsum_(1)
