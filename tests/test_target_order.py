@@ -132,3 +132,29 @@ def test_each_row_orders_as_it_would_alone(seed, length):
         alone = numpy_target_order(labels[row:row + 1], real[row:row + 1], True, seed, first_row=row)
         assert torch.equal(order[row:row + 1], alone)
     assert_sorts_labels_and_shuffles_only_ties(order, labels, real)
+
+
+@pytest.mark.parametrize("in_runs", [False, True])
+@pytest.mark.parametrize("length", [1, 255, 256, 257, 301, 512, 1000, 1025])
+def test_rows_sort_whole_or_in_runs(in_runs, length):
+    """Either way of sorting the packed keys sorts every row, whatever is left over past equal runs."""
+    values = np.random.default_rng(length).integers(-2 ** 62, 2 ** 62, (3, length))
+    values[1] = values[1, ::-1]
+    values[2, : length // 2] = 7  # ties
+    sorted_rows = values.copy()
+    target_order_module.sort_rows_(sorted_rows, in_runs)
+    assert np.array_equal(sorted_rows, np.sort(values, axis=1))
+
+
+@pytest.mark.parametrize("in_runs", [False, True])
+@pytest.mark.parametrize("random_ties", [False, True])
+def test_wide_keys_order_either_way(in_runs, random_ties, monkeypatch):
+    """The target order of long rows of wide keys is the literal sort (stable ties) and sorts the labels (random
+    ties) whichever way the rows are sorted."""
+    monkeypatch.setattr(target_order_module, "sort_in_runs", lambda: in_runs)
+    labels, real = long_rows(12, 700, seed=1)
+    order = numpy_target_order(labels, real, random_ties, 3)
+    if random_ties:
+        assert_sorts_labels_and_shuffles_only_ties(order, labels, real)
+    else:
+        assert torch.equal(order, literal_order(labels, real))
