@@ -24,9 +24,11 @@ relevance, 0/1, halves: finite, >= +0.0, with only a few distinct significant bi
 
 the same order for stable ties, at 2.5x numpy's speed for 64-bit values (`_compact_order`).
 
-Two builds of the same keys: numpy for CPU tensors, torch for the rest. On small CPU arrays numpy's
-ops cost a fraction of torch's dispatch, and its SIMD sort of values takes ~0.1 ms at 256 x 100 here
-against ~1 ms for torch.sort's values and indices. Random tie bits: numpy's seeded PCG64; the torch
+Two builds of the same keys: numpy for CPU tensors, torch for the rest. numpy's SIMD sort of values takes
+~0.1 ms at 256 x 100 here against ~1 ms for torch.sort's values and indices; but in the smallest batches a
+call's time is its count of ops, and a dozen numpy calls among torch's cost more than four torch ops, so CPU
+batches under SMALL_ORDER_MAX_ELEMENTS documents with stable ties take one torch sort of float64 keys
+(`small_stable_order`). Random tie bits: numpy's seeded PCG64; the torch
 build hashes (seed, document index) with plain integer ops instead of drawing from a torch.Generator,
 because a CUDA graph cannot capture a draw from a generator it does not own (the seed, a host integer,
 is captured, and replays repeat the captured order, as in the kernel). So the random order differs
@@ -52,6 +54,10 @@ COMPACT_MIN_LENGTH = 512
 # first partitions with AVX-512 compress stores, which some CPUs run slowly (AMD Zen 4: 8 ns a value at 512, 12
 # at 1000, against 1.9 at 256).
 NETWORK_SORT_MAX = 256
+# CPU batches of fewer documents than this take stable ties from `small_stable_order`: at 16 x 10 a block's
+# numpy order cost about 60 us inside a call (its dozen numpy calls among torch's), four torch ops about 25;
+# the two meet near 4096 documents.
+SMALL_ORDER_MAX_ELEMENTS = 2048
 
 
 def index_bits(length: int) -> int:
@@ -238,6 +244,16 @@ def numpy_target_order(labels, real, random_ties: bool, seed: int, first_row: in
     return torch.from_numpy(order)
 
 
+def small_stable_order(labels, real) -> torch.Tensor:
+    """target_order with stable ties in four torch ops: one stable descending sort of float64 keys, each real
+    label's float32 value (-inf raised to -1e300, still below every float32) and -inf at padding, so that padding
+    comes last and in input order. -0.0 and +0.0 compare equal, as the packed keys make them."""
+    if labels.dtype != torch.float32:
+        labels = labels.to(torch.float32)
+    key = torch.where(real, labels.to(torch.float64).clamp_min_(-1e300), float("-inf"))
+    return torch.sort(key, dim=1, descending=True, stable=True).indices
+
+
 def target_order(labels, real, random_ties: bool, seed: int, first_row: int = 0) -> torch.Tensor:
     """(B, L) int64: the positions of each row in target order, real documents first.
 
@@ -245,6 +261,8 @@ def target_order(labels, real, random_ties: bool, seed: int, first_row: int = 0)
     first_row: where these rows start in the batch (an even row where L is odd), so that a batch taken in
     blocks of rows gets the random tie order it gets whole.
     """
-    if labels.device.type == "cpu":
+    if labels.is_cpu:
+        if not random_ties and labels.numel() < SMALL_ORDER_MAX_ELEMENTS:
+            return small_stable_order(labels, real)
         return numpy_target_order(labels, real, random_ties, seed, first_row)
     return torch_target_order(labels, real, random_ties, seed, first_row)

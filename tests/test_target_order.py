@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from listmle_kernels import target_order as target_order_module
-from listmle_kernels.target_order import numpy_target_order, target_order, torch_target_order
+from listmle_kernels.target_order import numpy_target_order, small_stable_order, target_order, torch_target_order
 
 from cases import DEVICE
 
@@ -47,6 +47,18 @@ def literal_order(labels, real):
 def test_stable_order_is_the_literal_sort(build, rows):
     labels, real = rows
     assert torch.equal(BUILDS[build](labels, real, False, 0), literal_order(labels, real))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.float16, torch.bfloat16, torch.int64])
+@given(rows=labelled_rows())
+def test_small_stable_order_is_the_literal_sort(dtype, rows):
+    """The torch order of small CPU batches, for every label dtype (compared as float32; -inf labels beside
+    padding holes still come before the padding)."""
+    labels, real = rows
+    if not dtype.is_floating_point:
+        labels = labels.clamp(-1e6, 1e6).nan_to_num()
+    labels = labels.to(dtype)
+    assert torch.equal(small_stable_order(labels, real), literal_order(labels.float(), real))
 
 
 @pytest.mark.parametrize("build", BUILDS)
