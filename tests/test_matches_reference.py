@@ -127,6 +127,42 @@ def test_torch_row_blocks_change_no_bit(problem, ties, block_elements):
         assert_close(blocked[1], ref_grad, scores.dtype, GRAD_TOL, scale=max(1.0, ref_grad.abs().max().item()))
 
 
+@given(problem=listmle_problems())
+def test_torch_exp_and_log_by_numpy_match_reference(problem):
+    """CPU blocks that torch would take on one thread get their exp and log from numpy (a few ulp, against torch's
+    one): forced at every size, the losses and gradient still match the reference."""
+    from listmle_kernels import torch_listmle
+
+    scores, labels, kwargs = problem
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(torch_listmle, "NUMPY_UNARY_MIN_ELEMENTS", 0)
+        loss, grad = loss_and_grad(lambda s: listmle_loss(s, labels, backend="torch", **kwargs), scores)
+    ref_loss, ref_grad = loss_and_grad(lambda s: listmle_reference(s, labels, **kwargs), scores.double())
+    assert_close(loss, ref_loss, scores.dtype, LOSS_TOL, scale=max(1.0, ref_loss.abs().max().item()))
+    assert_close(grad, ref_grad, scores.dtype, GRAD_TOL, scale=max(1.0, ref_grad.abs().max().item()))
+
+
+@pytest.mark.parametrize("elements, threads, by_numpy", [(100, 1, False), (5000, 1, True), (5000, 2, True),
+                                                         (40000, 1, True), (40000, 2, False)])
+def test_exp_and_log_by_numpy_where_torch_takes_one_thread(elements, threads, by_numpy, monkeypatch):
+    from listmle_kernels import torch_listmle
+
+    calls = []
+    for name in ("exp", "log"):
+        ufunc = getattr(torch_listmle.np, name)
+        monkeypatch.setattr(torch_listmle.np, name, lambda *args, ufunc=ufunc, **kwargs: calls.append(ufunc)
+                            or ufunc(*args, **kwargs))
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        x = torch.rand(elements) + 0.5
+        torch.testing.assert_close(torch_listmle._exp(x), torch.exp(x))
+        torch.testing.assert_close(torch_listmle._log(x), torch.log(x))
+    finally:
+        torch.set_num_threads(previous)
+    assert len(calls) == (2 if by_numpy else 0)
+
+
 @pytest.mark.parametrize("padding_offset", [70.0, 79.0, 200.0, float("nan")])
 @pytest.mark.parametrize("respect_input_order", [True, False])
 def test_torch_padding_above_the_real_scores(padding_offset, respect_input_order):
