@@ -28,11 +28,11 @@ Two builds of the same keys: numpy for CPU tensors, torch for the rest. numpy's 
 ~0.1 ms at 256 x 100 here against ~1 ms for torch.sort's values and indices; but in the smallest batches a
 call's time is its count of ops, and a dozen numpy calls among torch's cost more than four torch ops, so CPU
 batches under SMALL_ORDER_MAX_ELEMENTS documents with stable ties take one torch sort of float64 keys
-(`small_stable_order`). Random tie bits: numpy's seeded PCG64; the torch
-build hashes (seed, document index) with plain integer ops instead of drawing from a torch.Generator,
-because a CUDA graph cannot capture a draw from a generator it does not own (the seed, a host integer,
-is captured, and replays repeat the captured order, as in the kernel). So the random order differs
-between the two builds; each is reproducible from the seed.
+(`small_stable_order`). Random tie bits: numpy's seeded PCG64; the torch build hashes (seed, document index)
+with plain integer ops instead of drawing from a torch.Generator, because a CUDA graph cannot capture a draw
+from a generator it does not own (the seed, a host integer, is captured, and replays repeat the captured
+order, as in the kernel). So the random order differs between the two builds; each is reproducible from the
+seed.
 """
 
 import functools
@@ -55,8 +55,8 @@ COMPACT_MIN_LENGTH = 512
 # at 1000, against 1.9 at 256).
 NETWORK_SORT_MAX = 256
 # CPU batches of fewer documents than this take stable ties from `small_stable_order`: at 16 x 10 a block's
-# numpy order cost about 60 us inside a call (its dozen numpy calls among torch's), four torch ops about 25;
-# the two meet near 4096 documents.
+# numpy order cost about 60 us inside a call (its dozen numpy calls among torch's), four torch ops about 25.
+# The two meet between 2048 and 4096 documents (graded labels); from 2048 on the numpy order is kept.
 SMALL_ORDER_MAX_ELEMENTS = 2048
 
 
