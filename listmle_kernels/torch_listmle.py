@@ -105,28 +105,34 @@ NUMPY_UNARY_MIN_ELEMENTS = 1 << 12
 TORCH_PARALLEL_MIN_ELEMENTS = 1 << 15
 
 
-def _unary(x, numpy_ufunc, torch_fn):
-    """torch_fn(x) as a new tensor; numpy's SIMD ufunc for CPU tensors that torch would take on one thread. On
-    AVX-512 numpy's float32 exp is 1.7x and its log 3x as fast as torch's (at most 2.52 / 3.83 ulp against
-    torch's 1; float64: 1 ulp both): torch's took a quarter of the CPU path's time at 1024 x 1000, input order."""
-    numel = x.numel()
-    if (not x.is_cpu or x.requires_grad or numel < NUMPY_UNARY_MIN_ELEMENTS
-            or (numel >= TORCH_PARALLEL_MIN_ELEMENTS and torch.get_num_threads() > 1)):
+def numpy_unary(elements: int, device) -> bool:
+    """Whether a call of `elements` documents takes its exp and log from numpy: on the CPU where torch would take
+    them on one thread. Chosen once for the whole batch, not per block of rows: a short last block would otherwise
+    take torch's and its rows other bits than they get in a full block (numpy's are a few ulp from torch's)."""
+    return (device.type == "cpu" and elements >= NUMPY_UNARY_MIN_ELEMENTS
+            and (elements < TORCH_PARALLEL_MIN_ELEMENTS or torch.get_num_threads() == 1))
+
+
+def _unary(x, by_numpy, numpy_ufunc, torch_fn):
+    """torch_fn(x) as a new tensor; numpy's SIMD ufunc where `numpy_unary` chose it. On AVX-512 numpy's float32
+    exp is 1.7x and its log 3x as fast as torch's (at most 2.52 / 3.83 ulp against torch's 1; float64: 1 ulp
+    both): torch's took a quarter of the CPU path's time at 1024 x 1000, input order."""
+    if not by_numpy or x.requires_grad:
         return torch_fn(x)
     out = torch.empty_like(x)
     numpy_ufunc(x.numpy(), out=out.numpy())
     return out
 
 
-def _exp(x):
-    return _unary(x, np.exp, torch.exp)
+def _exp(x, by_numpy):
+    return _unary(x, by_numpy, np.exp, torch.exp)
 
 
-def _log(x):
-    return _unary(x, np.log, torch.log)
+def _log(x, by_numpy):
+    return _unary(x, by_numpy, np.log, torch.log)
 
 
-def _linear_sums(s, realf, w, need_grad, row_divisor, grad_out=None):
+def _linear_sums(s, realf, w, need_grad, row_divisor, by_numpy, grad_out=None):
     """(lse - s at real slots, gradient or None, rows too wide for them: (b,) bool, or None if there are none).
 
     Few full-size ops and few fresh buffers, on purpose (this is the CPU hot path, and at small shapes each op's
@@ -135,7 +141,7 @@ def _linear_sums(s, realf, w, need_grad, row_divisor, grad_out=None):
     `where` removes padding (which may hold NaN) and z is clamped so exp never takes its slow underflow path.
     Padding is zeroed by a multiply, so it drops out of every sum. Later steps reuse earlier buffers in place, and the
     gradient, divided by row_divisor, is built in `grad_out` (a (b, L) buffer, or None for a fresh one). The
-    rows too wide get finite values here, which the caller replaces.
+    rows too wide get finite values here, which the caller replaces. by_numpy: exp and log from numpy (`numpy_unary`).
     """
     span = LINEAR_SPAN[s.dtype]
     z = s - torch.amax(s, 1, True)
@@ -147,9 +153,9 @@ def _linear_sums(s, realf, w, need_grad, row_divisor, grad_out=None):
         real_z = torch.mul(z, realf)
         wide = (real_z.amin(1) < -span) if float(real_z.amin()) < -span else None  # per row only when needed
         del real_z
-    e = _exp(z).mul_(realf)
+    e = _exp(z, by_numpy).mul_(realf)
     suffix = e.flip(1).cumsum_(1).flip(1).clamp_min_(LEAST_NORMAL[s.dtype])  # >= e at real slots; 0 at trailing padding
-    neg_log_prob = _log(suffix).sub_(z)  # finite everywhere; padding is weighted by w = 0
+    neg_log_prob = _log(suffix, by_numpy).sub_(z)  # finite everywhere; padding is weighted by w = 0
     if not need_grad:
         return neg_log_prob, None, wide
     grad = torch.div(w, suffix, out=grad_out).cumsum_(1)
@@ -209,7 +215,7 @@ def _real_slots(scores, mask, lengths, acc):
     return _prefix_slots(scores, lengths, acc)
 
 
-def _block_rows(inputs, first_row, scores, mask, lengths, labels, weights, seed, row_divisor, need_grad,
+def _block_rows(inputs, first_row, scores, mask, lengths, labels, weights, seed, row_divisor, need_grad, by_numpy,
                 row_loss=None, grad=None):
     """(row losses (b,), gradient of their sum / row_divisor (b, L) or None) of a block of rows (scores, mask,
     lengths, labels, weights: those rows of the inputs, first_row the first one's row in the batch). Written
@@ -230,7 +236,8 @@ def _block_rows(inputs, first_row, scores, mask, lengths, labels, weights, seed,
 
     # In input order a float32/float64 gradient is built where it is returned; otherwise in a fresh buffer.
     in_place = order is None and scores.dtype == acc
-    neg_log_prob, block_grad, wide = _linear_sums(s, realf, w, need_grad, row_divisor, grad if in_place else None)
+    neg_log_prob, block_grad, wide = _linear_sums(s, realf, w, need_grad, row_divisor, by_numpy,
+                                                  grad if in_place else None)
     if wide is not None:  # rows beyond the linear sums' reach: each takes the log-space sums on its own
         wide_rows = wide.nonzero().squeeze(1)
         wide_neg_log_prob, wide_grad = _log_space_sums(s[wide_rows], realf[wide_rows].bool(), w[wide_rows],
@@ -264,14 +271,15 @@ def torch_listmle(inputs: ListMLEInputs, seed: int, row_divisor: int, need_grad:
     if torch.is_grad_enabled():  # called outside autograd.Function.forward: out= ops refuse graph inputs
         scores = scores.detach()
     batch, length = scores.shape
+    by_numpy = numpy_unary(batch * length, scores.device)
     if batch * length <= CPU_BLOCK_ELEMENTS or not scores.is_cpu:  # one block, no slicing (a slice costs a few us)
         return _block_rows(inputs, 0, scores, inputs.mask, inputs.lengths, inputs.labels, inputs.weights, seed,
-                           row_divisor, need_grad)
+                           row_divisor, need_grad, by_numpy)
     row_loss = torch.empty(batch, dtype=accumulator_dtype(scores.dtype), device=scores.device)
     grad = torch.empty((batch, length), dtype=scores.dtype, device=scores.device) if need_grad else None
     for first, last in row_blocks(batch, length, scores.device):
         rows = (inputs.mask, inputs.lengths, inputs.labels, inputs.weights, grad)
         mask, lengths, labels, weights, block_grad = (None if tensor is None else tensor[first:last] for tensor in rows)
         _block_rows(inputs, first, scores[first:last], mask, lengths, labels, weights, seed, row_divisor, need_grad,
-                    row_loss[first:last], block_grad)
+                    by_numpy, row_loss[first:last], block_grad)
     return row_loss, grad

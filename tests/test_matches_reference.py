@@ -127,6 +127,34 @@ def test_torch_row_blocks_change_no_bit(problem, ties, block_elements):
         assert_close(blocked[1], ref_grad, scores.dtype, GRAD_TOL, scale=max(1.0, ref_grad.abs().max().item()))
 
 
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("respect_input_order", [True, False])
+def test_row_blocks_change_no_bit_where_numpy_takes_exp_and_log(threads, respect_input_order, monkeypatch):
+    """A batch of 4 x 1100 documents (one block) takes its exp and log from numpy; in blocks of two rows (2200
+    documents, below NUMPY_UNARY_MIN_ELEMENTS) it must take the same ones, or a row's bits would depend on the
+    block it falls in (the last, short block of a large batch)."""
+    from listmle_kernels import torch_listmle
+
+    gen = torch.Generator().manual_seed(5)
+    scores = torch.randn(4, 1100, generator=gen) * 3
+    labels = torch.randint(0, 5, (4, 1100), generator=gen)
+
+    def run():
+        return loss_and_grad(lambda s: listmle_loss(s, labels, backend="torch", reduction="none",
+                                                    respect_input_order=respect_input_order), scores)
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        whole = run()
+        monkeypatch.setattr(torch_listmle, "CPU_BLOCK_ELEMENTS", 2200)
+        blocked = run()
+    finally:
+        torch.set_num_threads(previous)
+    for got, expected in zip(blocked, whole):
+        torch.testing.assert_close(got, expected, rtol=0, atol=0)
+
+
 @given(problem=listmle_problems())
 def test_torch_exp_and_log_by_numpy_match_reference(problem):
     """CPU blocks that torch would take on one thread get their exp and log from numpy (a few ulp, against torch's
@@ -156,8 +184,9 @@ def test_exp_and_log_by_numpy_where_torch_takes_one_thread(elements, threads, by
     torch.set_num_threads(threads)
     try:
         x = torch.rand(elements) + 0.5
-        torch.testing.assert_close(torch_listmle._exp(x), torch.exp(x))
-        torch.testing.assert_close(torch_listmle._log(x), torch.log(x))
+        chosen = torch_listmle.numpy_unary(elements, x.device)
+        torch.testing.assert_close(torch_listmle._exp(x, chosen), torch.exp(x))
+        torch.testing.assert_close(torch_listmle._log(x, chosen), torch.log(x))
     finally:
         torch.set_num_threads(previous)
     assert len(calls) == (2 if by_numpy else 0)
