@@ -105,11 +105,11 @@ NUMPY_UNARY_MIN_ELEMENTS = 1 << 12
 TORCH_PARALLEL_MIN_ELEMENTS = 1 << 15
 
 
-def numpy_unary(elements: int, device) -> bool:
+def numpy_unary(elements: int, is_cpu: bool) -> bool:
     """Whether a call of `elements` documents takes its exp and log from numpy: on the CPU where torch would take
     them on one thread. Chosen once for the whole batch, not per block of rows: a short last block would otherwise
     take torch's and its rows other bits than they get in a full block (numpy's are a few ulp from torch's)."""
-    return (device.type == "cpu" and elements >= NUMPY_UNARY_MIN_ELEMENTS
+    return (is_cpu and elements >= NUMPY_UNARY_MIN_ELEMENTS
             and (elements < TORCH_PARALLEL_MIN_ELEMENTS or torch.get_num_threads() == 1))
 
 
@@ -271,7 +271,7 @@ def torch_listmle(inputs: ListMLEInputs, seed: int, row_divisor: int, need_grad:
     if torch.is_grad_enabled():  # called outside autograd.Function.forward: out= ops refuse graph inputs
         scores = scores.detach()
     batch, length = scores.shape
-    by_numpy = numpy_unary(batch * length, scores.device)
+    by_numpy = numpy_unary(batch * length, scores.is_cpu)
     if batch * length <= CPU_BLOCK_ELEMENTS or not scores.is_cpu:  # one block, no slicing (a slice costs a few us)
         return _block_rows(inputs, 0, scores, inputs.mask, inputs.lengths, inputs.labels, inputs.weights, seed,
                            row_divisor, need_grad, by_numpy)
