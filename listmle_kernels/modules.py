@@ -1,8 +1,10 @@
-"""`nn.Module` wrappers around the functional losses."""
+"""`nn.Module` wrappers around the functional losses. Each checks its options when it is built: a misspelt
+reduction fails where the loss is configured, not at the first batch of a training run."""
 
 from torch import nn
 
 from .functional import lambda_loss, listmle_loss, listnet_loss
+from .validation import check_choices, check_generator, check_lambdaloss_options, check_listmle_options
 
 
 class ListMLELoss(nn.Module):
@@ -36,6 +38,8 @@ class ListMLELoss(nn.Module):
     def __init__(self, lambda_weight=None, respect_input_order=True, ties="stable", reduction="mean",
                  generator=None, backend="auto"):
         super().__init__()
+        check_listmle_options(lambda_weight, respect_input_order, ties, reduction, backend)
+        check_generator(generator)
         self.lambda_weight = lambda_weight
         self.respect_input_order = respect_input_order
         self.ties = ties
@@ -101,6 +105,7 @@ class LambdaLoss(nn.Module):
     def __init__(self, weighting_scheme="ndcgloss2pp", k=None, sigma=1.0, mu=10.0, eps=1e-10, reduction_log="binary",
                  reduction="mean", backend="auto"):
         super().__init__()
+        check_lambdaloss_options(weighting_scheme, k, sigma, mu, eps, reduction_log, reduction, backend)
         self.weighting_scheme = weighting_scheme
         self.k = k
         self.sigma = sigma
@@ -161,6 +166,7 @@ class ListNetLoss(nn.Module):
 
     def __init__(self, reduction="mean", backend="auto"):
         super().__init__()
+        check_choices(reduction, backend)
         self.reduction = reduction
         self.backend = backend
 

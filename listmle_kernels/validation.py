@@ -87,7 +87,8 @@ def _check_scores(scores, loss_name):
         raise ValueError(f"scores are on {scores.device}; {loss_name} takes CPU or CUDA tensors")
 
 
-def _check_choices(reduction, backend):
+def check_choices(reduction, backend):
+    """reduction and backend: the options every loss takes (ListNet's only ones)."""
     if reduction not in REDUCTIONS:
         raise ValueError(f"reduction must be one of {REDUCTIONS}, got {reduction!r}")
     if backend not in BACKENDS:
@@ -120,16 +121,33 @@ def _check_padding(scores, mask, lengths, checking_values, value_checks):
             value_checks.append(((wide.clamp(0, length) != wide).any(), raise_bad_lengths))
 
 
+def check_listmle_options(lambda_weight, respect_input_order, ties, reduction, backend):
+    """`listmle_loss`'s options that need no tensor to check (the modules check them when they are built)."""
+    if not isinstance(respect_input_order, bool):  # a "False" string from a config would be truthy
+        raise TypeError(f"respect_input_order must be a bool, got {type(respect_input_order).__name__} "
+                        f"{respect_input_order!r}")
+    check_choices(reduction, backend)
+    if ties not in TIES:
+        raise ValueError(f"ties must be one of {TIES}, got {ties!r}")
+    if isinstance(lambda_weight, str):
+        if lambda_weight != "plistmle":
+            raise ValueError(f"lambda_weight must be None, 'plistmle', a (B, L) tensor or a callable; "
+                             f"got the string {lambda_weight!r}")
+    elif not (lambda_weight is None or isinstance(lambda_weight, torch.Tensor) or callable(lambda_weight)):
+        raise TypeError(f"lambda_weight must be None, 'plistmle', a tensor or a callable, "
+                        f"got {type(lambda_weight).__name__}")
+
+
+def check_generator(generator):
+    if generator is not None and not isinstance(generator, torch.Generator):
+        raise TypeError(f"generator must be a torch.Generator or None, got {type(generator).__name__}")
+
+
 def parse_inputs(scores, labels, mask, lengths, lambda_weight, respect_input_order, ties,
                  reduction, validate, backend) -> ListMLEInputs:
     """The public arguments (`listmle_loss`'s) checked and resolved into one `ListMLEInputs`."""
     _check_scores(scores, "listmle_loss")
-    if not isinstance(respect_input_order, bool):  # a "False" string from a config would be truthy
-        raise TypeError(f"respect_input_order must be a bool, got {type(respect_input_order).__name__} "
-                        f"{respect_input_order!r}")
-    _check_choices(reduction, backend)
-    if ties not in TIES:
-        raise ValueError(f"ties must be one of {TIES}, got {ties!r}")
+    check_listmle_options(lambda_weight, respect_input_order, ties, reduction, backend)
     checking_values = validate and not compiling()
     value_checks = []  # read together at the end: one host sync on CUDA
     _check_padding(scores, mask, lengths, checking_values, value_checks)
@@ -150,22 +168,15 @@ def parse_inputs(scores, labels, mask, lengths, lambda_weight, respect_input_ord
     weights = None
     if lambda_weight is None:
         weight_kind = WEIGHTS_NONE
-    elif isinstance(lambda_weight, str):
-        if lambda_weight != "plistmle":
-            raise ValueError(f"lambda_weight must be None, 'plistmle', a (B, L) tensor or a callable; "
-                             f"got the string {lambda_weight!r}")
+    elif isinstance(lambda_weight, str):  # "plistmle", the one string check_listmle_options lets through
         weight_kind = WEIGHTS_PLISTMLE
     else:
-        if callable(lambda_weight) and not isinstance(lambda_weight, torch.Tensor):
-            # ranks 0..n-1 of each row are the real ones: the mask sentence-transformers passes
+        if isinstance(lambda_weight, torch.Tensor):
+            weights, name = lambda_weight, "lambda_weight"
+        else:  # a callable: ranks 0..n-1 of each row are the real ones, the mask sentence-transformers passes
             rank_mask = real_mask(scores, None, real_count(scores, mask, lengths))
             weights = lambda_weight(rank_mask)
             name = "lambda_weight(rank_mask)"
-        elif isinstance(lambda_weight, torch.Tensor):
-            weights, name = lambda_weight, "lambda_weight"
-        else:
-            raise TypeError(f"lambda_weight must be None, 'plistmle', a tensor or a callable, "
-                            f"got {type(lambda_weight).__name__}")
         _check_like_scores(name, weights, scores)
         _check_float(name, weights)
         weights = weights.detach()
@@ -199,8 +210,7 @@ def draw_seed(generator) -> int:
 def prepare(scores, labels, mask, lengths, lambda_weight, respect_input_order, ties, generator, reduction,
             validate, backend):
     """Checked inputs and the seed of the random tie order (0 when unused)."""
-    if generator is not None and not isinstance(generator, torch.Generator):
-        raise TypeError(f"generator must be a torch.Generator or None, got {type(generator).__name__}")
+    check_generator(generator)
     inputs = parse_inputs(scores, labels, mask, lengths, lambda_weight, respect_input_order, ties,
                           reduction, validate, backend)
     return inputs, (draw_seed(generator) if inputs.random_ties else 0)
@@ -255,10 +265,9 @@ def _graded_labels(labels, scores, mask, lengths, checking_values, value_checks,
     return graded
 
 
-def parse_lambdaloss_inputs(scores, labels, mask, lengths, weighting_scheme, k, sigma, mu, eps, reduction_log,
-                            reduction, validate, backend, loss_name="lambda_loss") -> LambdaLossInputs:
-    """The public arguments of `lambda_loss` / `ranknet_loss` checked and resolved into one `LambdaLossInputs`."""
-    _check_scores(scores, loss_name)
+def check_lambdaloss_options(weighting_scheme, k, sigma, mu, eps, reduction_log, reduction, backend):
+    """`lambda_loss`'s options (no tensors) checked, and (k, sigma, mu, eps) resolved: k an int (0 for every
+    position), the others floats. The modules check them when they are built."""
     if weighting_scheme not in WEIGHTING_SCHEMES:
         raise ValueError(f"weighting_scheme must be one of {WEIGHTING_SCHEMES}, got {weighting_scheme!r}")
     k = _check_k(k)
@@ -268,7 +277,16 @@ def parse_lambdaloss_inputs(scores, labels, mask, lengths, weighting_scheme, k, 
     eps = _check_real_number("eps", eps, positive=True)
     if reduction_log not in REDUCTION_LOGS:
         raise ValueError(f"reduction_log must be one of {REDUCTION_LOGS}, got {reduction_log!r}")
-    _check_choices(reduction, backend)
+    check_choices(reduction, backend)
+    return k, sigma, mu, eps
+
+
+def parse_lambdaloss_inputs(scores, labels, mask, lengths, weighting_scheme, k, sigma, mu, eps, reduction_log,
+                            reduction, validate, backend, loss_name="lambda_loss") -> LambdaLossInputs:
+    """The public arguments of `lambda_loss` / `ranknet_loss` checked and resolved into one `LambdaLossInputs`."""
+    _check_scores(scores, loss_name)
+    k, sigma, mu, eps = check_lambdaloss_options(weighting_scheme, k, sigma, mu, eps, reduction_log, reduction,
+                                                 backend)
     checking_values = validate and not compiling()
     value_checks = []  # read together at the end: one host sync on CUDA
     _check_padding(scores, mask, lengths, checking_values, value_checks)
@@ -286,7 +304,7 @@ def parse_lambdaloss_inputs(scores, labels, mask, lengths, weighting_scheme, k, 
 def parse_listnet_inputs(scores, labels, mask, lengths, reduction, validate, backend) -> ListNetInputs:
     """The public arguments of `listnet_loss` checked and resolved into one `ListNetInputs`."""
     _check_scores(scores, "listnet_loss")
-    _check_choices(reduction, backend)
+    check_choices(reduction, backend)
     checking_values = validate and not compiling()
     value_checks = []
     _check_padding(scores, mask, lengths, checking_values, value_checks)

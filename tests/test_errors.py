@@ -8,7 +8,8 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from listmle_kernels import lambda_loss, listmle_loss, listnet_loss
+from listmle_kernels import (LambdaLoss, ListMLELoss, ListNetLoss, PListMLELoss, RankNetLoss, lambda_loss,
+                             listmle_loss, listnet_loss)
 from listmle_kernels.backends import triton_unavailable_reason
 from listmle_kernels.custom_op import listmle_rows
 from reference import listmle_reference
@@ -69,6 +70,34 @@ S = torch.zeros(2, 3)
 def test_bad_input_names_the_argument(args, kwargs, error, match):
     with pytest.raises(error, match=match):
         listmle_loss(*args, **kwargs)
+
+
+@pytest.mark.parametrize("module, kwargs, error, match", [
+    (ListMLELoss, dict(reduction="avg"), ValueError, r"reduction must be one of .*'avg'"),
+    (ListMLELoss, dict(backend="cuda"), ValueError, r"backend must be one of .*'cuda'"),
+    (ListMLELoss, dict(ties="shuffle"), ValueError, r"ties must be one of \('stable', 'random'\), got 'shuffle'"),
+    (ListMLELoss, dict(respect_input_order="False"), TypeError, r"respect_input_order must be a bool, got str"),
+    (ListMLELoss, dict(lambda_weight="ndcg"), ValueError, r"lambda_weight must be None, 'plistmle'.*'ndcg'"),
+    (ListMLELoss, dict(lambda_weight=3), TypeError, r"lambda_weight must be None, 'plistmle', a tensor or a callable"),
+    (ListMLELoss, dict(generator=42), TypeError, r"generator must be a torch.Generator or None, got int"),
+    (PListMLELoss, dict(reduction="avg"), ValueError, r"reduction must be one of .*'avg'"),
+    (PListMLELoss, dict(lambda_weight="p-listmle"), ValueError, r"lambda_weight must be None, 'plistmle'"),
+    (LambdaLoss, dict(weighting_scheme="ndcg"), ValueError, r"weighting_scheme must be one of .*'ndcg'"),
+    (LambdaLoss, dict(k=-1), ValueError, r"k must be None or an int >= 0, got -1"),
+    (LambdaLoss, dict(sigma=0.0), ValueError, r"sigma must be finite and > 0, got 0.0"),
+    (LambdaLoss, dict(mu=float("nan")), ValueError, r"mu must be finite and >= 0, got nan"),
+    (LambdaLoss, dict(eps=0.0), ValueError, r"eps must be finite and > 0, got 0.0"),
+    (LambdaLoss, dict(reduction_log="log2"), ValueError, r"reduction_log must be one of"),
+    (LambdaLoss, dict(reduction="avg"), ValueError, r"reduction must be one of .*'avg'"),
+    (RankNetLoss, dict(k=2.0), TypeError, r"k must be None or an int >= 0, got float 2.0"),
+    (RankNetLoss, dict(sigma="1"), TypeError, r"sigma must be a real number, got str '1'"),
+    (ListNetLoss, dict(reduction="avg"), ValueError, r"reduction must be one of .*'avg'"),
+    (ListNetLoss, dict(backend="cuda"), ValueError, r"backend must be one of .*'cuda'"),
+])
+def test_modules_name_a_bad_option_when_built(module, kwargs, error, match):
+    """Where the loss is configured, not at the first batch of a training run."""
+    with pytest.raises(error, match=match):
+        module(**kwargs)
 
 
 def test_nan_labels_at_padding_are_fine():
