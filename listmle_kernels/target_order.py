@@ -125,12 +125,13 @@ def _random_words(batch: int, length: int, seed: int, first_row: int):
     return stream.random_raw((batch * length + 1) // 2).view(np.uint32)[:batch * length].reshape(batch, length)
 
 
-def sort_rows_(values, in_runs: bool) -> None:
+def sort_rows_(values, in_runs: bool | None = None) -> None:
     """Sorts each row of a 2-D numpy array in place: by numpy's quicksort, or (in_runs) as runs of at most
     NETWORK_SORT_MAX values each sorted by a network, then merged by numpy's stable sort (a timsort, which takes
-    the sorted runs as they are and only merges them)."""
+    the sorted runs as they are and only merges them). in_runs None: whichever `sort_in_runs` found faster here
+    (asked only for rows longer than a network sorts)."""
     batch, length = values.shape
-    if in_runs and length > NETWORK_SORT_MAX:
+    if length > NETWORK_SORT_MAX and (sort_in_runs() if in_runs is None else in_runs):
         runs = -(-length // NETWORK_SORT_MAX)
         run = length // runs  # runs of equal length (a reshape), and fewer than `runs` values left over
         values[:, :runs * run].reshape(batch, runs, run).sort(axis=2)
@@ -165,7 +166,7 @@ def _wide_order(values, real, words, bits: int):
     if words is not None:  # the top 31 - bits bits of each word: random tie bits above the position
         low = (words >> 1) & np.uint32(2 ** KEY_SHIFT - 2 ** bits) | low
     packed |= low
-    sort_rows_(packed, values.shape[1] > NETWORK_SORT_MAX and sort_in_runs())
+    sort_rows_(packed)
     packed &= (1 << bits) - 1
     return packed
 

@@ -80,7 +80,7 @@ def _rank_weights(weight_kind, weights, holes, realf, acc):
     if holes is not None:
         rank = holes.cumsum(1) - 1  # a slot's rank counts the real slots before it
     else:
-        rank = torch.arange(length, device=realf.device).unsqueeze(0)  # real slots come first
+        rank = _positions(length, torch.int64, realf.device).unsqueeze(0)  # real slots come first
     if weight_kind == WEIGHTS_PLISTMLE:
         # as above, with each slot's own rank, and the sum in closed form: 1 - (n+1) 2^-n
         n = realf.sum(1, keepdim=True)
@@ -117,7 +117,7 @@ def _unary(x, by_numpy, numpy_ufunc, torch_fn):
     """torch_fn(x) as a new tensor; numpy's SIMD ufunc where `numpy_unary` chose it. On AVX-512 numpy's float32
     exp is 1.7x and its log 3x as fast as torch's (at most 2.52 / 3.83 ulp against torch's 1; float64: 1 ulp
     both): torch's took a quarter of the CPU path's time at 1024 x 1000, input order."""
-    if not by_numpy or x.requires_grad:
+    if not by_numpy:  # x never requires grad: torch_listmle detaches the scores or runs with grad off
         return torch_fn(x)
     out = torch.empty_like(x)
     numpy_ufunc(x.numpy(), out=out.numpy())

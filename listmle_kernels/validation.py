@@ -139,6 +139,7 @@ def check_listmle_options(lambda_weight, respect_input_order, ties, reduction, b
 
 
 def check_generator(generator):
+    """generator: None (torch's default generator) or a torch.Generator."""
     if generator is not None and not isinstance(generator, torch.Generator):
         raise TypeError(f"generator must be a torch.Generator or None, got {type(generator).__name__}")
 
