@@ -4,7 +4,8 @@ Layout: a program owns ROWS rows (ROWS > 1 packs short lists into one program) a
 in chunks of BLOCK "slots"; slot r is the r-th document of the target order:
 
   * input order:          slot r = position r, padding leaves holes (rank = real docs before it);
-  * sort in kernel:       one block: pack (label key, tie bits, position) into int64, tl.sort it;
+  * sort in kernel:       one block: count label groups, or tl.sort packed (label or group key, tie bits,
+                          position) keys, int32 where they fit (`_sorted_by_labels`);
   * order given:          rows too long to sort in one block get their order from target_order.py.
 
 Math (see torch_listmle.py for the same formulas in PyTorch): with the suffix log-sum-exp
@@ -190,6 +191,7 @@ def _label_groups(label, real, GROUPS: tl.constexpr, INTEGER_LABELS: tl.constexp
     descending is sorting by g ascending. Integer labels (compared as float32, as the sort does) are integral
     floats, so top - label is exact wherever the true difference is below 2^24 and >= 2^24 where it is not:
     the check is only g < GROUPS. NaN and infinite labels miss (their g is NaN or inf, clamped to GROUPS).
+    GROUPS <= 2^24: every group below it is an exact float32.
     """
     top = tl.max(tl.where(real, label, float("-inf")), axis=1)
     below = top[:, None] - label
@@ -278,16 +280,40 @@ def _sorted_positions(label, real, rows64, cols, L, seed, RANDOM_TIES: tl.conste
 
 
 @triton.jit
+def _sorted_groups(group, real, rows64, cols, L, seed, RANDOM_TIES: tl.constexpr, BLOCK: tl.constexpr,
+                   INDEX_BITS: tl.constexpr, GROUP_BITS: tl.constexpr):
+    """Positions in target order by a sort of int32 keys, for programs whose real labels all fall in groups
+    g < 2^GROUP_BITS (`_label_groups`): (2^GROUP_BITS - 1 - g, random tie bits, position) in the 31 bits below
+    the sign, sorted descending; padding has the sign bit set, so it sorts last, in input order. Half the
+    key bits of `_sorted_positions`, about half its instructions (tl.sort at 1024 slots: 186 against 417 SASS a
+    slot, python -m tools.sass_count), and the same order with stable ties. The tie bits are the top
+    31 - GROUP_BITS - INDEX_BITS bits of the same random word, so with random ties the two orders differ only
+    where two tied documents draw those alike (then input order decides here, the wide key's further bits
+    there)."""
+    TIE_BITS: tl.constexpr = 31 - GROUP_BITS - INDEX_BITS
+    key = ((1 << GROUP_BITS) - 1 - group) << (31 - GROUP_BITS)
+    if RANDOM_TIES:
+        rand = tl.randint(seed, rows64[:, None] * L + cols[None, :])  # the words _sorted_positions draws
+        key |= (rand >> (32 - TIE_BITS)).to(tl.int32, bitcast=True) << INDEX_BITS
+    key = tl.where(real, key, -2147483648) | (BLOCK - 1 - cols[None, :]).to(tl.int32)
+    packed = tl.sort(key, dim=1, descending=True)
+    return BLOCK - 1 - (packed & (BLOCK - 1))
+
+
+@triton.jit
 def _sorted_by_labels(rows64, row_ok, cols, L, seed, labels_ptr, stride_yb, stride_yl,
                       mask_ptr, stride_mb, stride_ml, lengths_ptr, grad_ptr, stride_gb, stride_gl,
                       REAL: tl.constexpr, RANDOM_TIES: tl.constexpr, BLOCK: tl.constexpr,
-                      INDEX_BITS: tl.constexpr, LABEL_GROUPS: tl.constexpr, STORE_GRAD: tl.constexpr):
+                      INDEX_BITS: tl.constexpr, LABEL_GROUPS: tl.constexpr, KEY_GROUP_BITS: tl.constexpr,
+                      STORE_GRAD: tl.constexpr):
     """Positions of the row in target order (labels descending) and the number of real documents.
 
-    Programs whose rows' labels all lie a whole number of steps, fewer than LABEL_GROUPS, below their row's top
-    label (graded relevance; LABEL_GROUPS = 0 with random ties) count the order (`_partitioned_by_labels`),
-    and zero the gradient's padding themselves where a mask leaves holes that the counted positions do not
-    reach; the others sort (`_sorted_positions`). Both give the same order with stable ties.
+    Three ways, the cheapest that the program's labels allow; all give the same order with stable ties. Programs
+    whose rows' labels all lie a whole number of steps, fewer than LABEL_GROUPS, below their row's top label
+    (graded relevance; LABEL_GROUPS = 0 with random ties) count the order (`_partitioned_by_labels`), and zero
+    the gradient's padding themselves where a mask leaves holes that the counted positions do not reach. Those
+    whose steps number fewer than 2^KEY_GROUP_BITS sort int32 keys of the steps (`_sorted_groups`); the others
+    int64 keys of the labels (`_sorted_positions`).
     """
     inside = row_ok[:, None] & (cols < L)[None, :]
     real = _is_real(rows64, row_ok, cols[None, :], inside, mask_ptr, stride_mb, stride_ml, lengths_ptr, REAL)
@@ -297,10 +323,11 @@ def _sorted_by_labels(rows64, row_ok, cols, L, seed, labels_ptr, stride_yb, stri
         fetch = inside & (((cols // 8) * 8)[None, :] < length[:, None])
     label = tl.load(labels_ptr + rows64[:, None] * stride_yb + cols[None, :] * stride_yl, mask=fetch,
                     other=0).to(tl.float32)
+    group, misses = _label_groups(label, real, 1 << KEY_GROUP_BITS, labels_ptr.dtype.element_ty.is_int())
     if LABEL_GROUPS > 0:
-        group, misses = _label_groups(label, real, LABEL_GROUPS, labels_ptr.dtype.element_ty.is_int())
         # one reduction for both: real documents in the low 16 bits (n <= BLOCK <= 2^15), misses above them
-        tally = tl.sum(real.to(tl.int32) + (misses.to(tl.int32) << 16), axis=1)
+        far = misses | (real & (group >= LABEL_GROUPS))  # too many steps below the top to count
+        tally = tl.sum(real.to(tl.int32) + (far.to(tl.int32) << 16), axis=1)
         n = tally & 0xFFFF
         counted = tl.max(tally, axis=0) < 65536
         if counted:
@@ -310,11 +337,21 @@ def _sorted_by_labels(rows64, row_ok, cols, L, seed, labels_ptr, stride_yb, stri
                 tl.store(grad_ptr + rows64[:, None] * stride_gb + cols[None, :] * stride_gl, 0,
                          mask=inside & ~real)
         else:
-            pos = _sorted_positions(label, real, rows64, cols, L, seed, RANDOM_TIES, BLOCK, INDEX_BITS)
+            narrow = tl.max(tl.max(misses.to(tl.int32), axis=1), axis=0) == 0
+            if narrow:
+                pos = _sorted_groups(group, real, rows64, cols, L, seed, RANDOM_TIES, BLOCK, INDEX_BITS,
+                                     KEY_GROUP_BITS)
+            else:
+                pos = _sorted_positions(label, real, rows64, cols, L, seed, RANDOM_TIES, BLOCK, INDEX_BITS)
     else:
-        n = tl.sum(real.to(tl.int32), axis=1)
-        pos = _sorted_positions(label, real, rows64, cols, L, seed, RANDOM_TIES, BLOCK, INDEX_BITS)
-    # Both ways meet with 32-bit positions (< BLOCK), widened after: with int64 ones ptxas took 128 registers and
+        tally = tl.sum(real.to(tl.int32) + (misses.to(tl.int32) << 16), axis=1)
+        n = tally & 0xFFFF
+        narrow = tl.max(tally, axis=0) < 65536
+        if narrow:
+            pos = _sorted_groups(group, real, rows64, cols, L, seed, RANDOM_TIES, BLOCK, INDEX_BITS, KEY_GROUP_BITS)
+        else:
+            pos = _sorted_positions(label, real, rows64, cols, L, seed, RANDOM_TIES, BLOCK, INDEX_BITS)
+    # All ways meet with 32-bit positions (< BLOCK), widened after: with int64 ones ptxas took 128 registers and
     # spilled 20 B at 2048 slots, 8 warps, unaligned rows (python tests/compile_for_gpu.py --resources)
     return pos.to(tl.int64), n
 
@@ -333,7 +370,8 @@ def _listmle_kernel(
     B, L, num_chunks, row_divisor, seed,
     REAL: tl.constexpr, ORDER: tl.constexpr, WEIGHTS: tl.constexpr, RANDOM_TIES: tl.constexpr,
     STORE_GRAD: tl.constexpr, ROWS: tl.constexpr, BLOCK: tl.constexpr, CHUNKS: tl.constexpr,
-    INDEX_BITS: tl.constexpr, LABEL_GROUPS: tl.constexpr, LINEAR_SPAN: tl.constexpr, FAST_MATH: tl.constexpr,
+    INDEX_BITS: tl.constexpr, LABEL_GROUPS: tl.constexpr, KEY_GROUP_BITS: tl.constexpr, LINEAR_SPAN: tl.constexpr,
+    FAST_MATH: tl.constexpr,
 ):
     acc = loss_ptr.dtype.element_ty  # float32, or float64 for float64 scores
     inv_divisor = 1.0 / tl.full([], row_divisor, acc)  # 1/B of reduction="mean", exact in float64 too
@@ -377,7 +415,8 @@ def _listmle_kernel(
         if ORDER == 1:  # one block: sort, then read scores in target order
             pos, n = _sorted_by_labels(rows64, row_ok, cols, L, seed, labels_ptr, stride_yb, stride_yl,
                                        mask_ptr, stride_mb, stride_ml, lengths_ptr, grad_ptr, stride_gb, stride_gl,
-                                       REAL, RANDOM_TIES, BLOCK, INDEX_BITS, LABEL_GROUPS, STORE_GRAD)
+                                       REAL, RANDOM_TIES, BLOCK, INDEX_BITS, LABEL_GROUPS, KEY_GROUP_BITS,
+                                       STORE_GRAD)
             real = cols[None, :] < n[:, None]
             s = tl.load(scores_ptr + rows64[:, None] * stride_sb + pos * stride_sl, mask=real,
                         other=float("-inf"))
@@ -505,6 +544,19 @@ def label_groups(block: int, random_ties: bool) -> int:
     return 0 if random_ties else 63 // max(1, block.bit_length() - 1)
 
 
+# Random tie bits of an int32 sort key (`_sorted_groups`): two tied documents draw the same with odds 1 in 65536,
+# and keep their input order then (the CPU path's 32-bit keys keep at least 12, target_order.COMPACT_TIE_BITS).
+KEY_TIE_BITS = 16
+
+
+def key_group_bits(block: int, random_ties: bool) -> int:
+    """Bits of label group that an int32 sort key of `block` slots holds below its sign bit, beside the position
+    and (random ties) KEY_TIE_BITS tie bits: at most 24, so that every group is an exact float32
+    (`_label_groups`). 21 at 1024 slots with stable ties, 5 with random ties (graded relevance needs 3)."""
+    index_bits = block.bit_length() - 1
+    return min(24, 31 - index_bits - (KEY_TIE_BITS if random_ties else 0))
+
+
 def launch_config(block: int, chunks: int, batch: int, sort_in_kernel: bool, sm_count: int = 0) -> tuple[int, int]:
     """(rows packed into one program, num_warps) for rows scanned in blocks of `block` slots.
 
@@ -580,7 +632,8 @@ def triton_listmle(inputs: ListMLEInputs, seed: int, row_divisor: int, need_grad
             batch, length, cdiv(length, block), row_divisor, seed,
             REAL=real_kind_code, ORDER=order_kind, WEIGHTS=inputs.weight_kind,
             RANDOM_TIES=inputs.random_ties, STORE_GRAD=need_grad, ROWS=rows, BLOCK=block, CHUNKS=chunks,
-            INDEX_BITS=block.bit_length() - 1, LABEL_GROUPS=groups, LINEAR_SPAN=KERNEL_LINEAR_SPAN[row_loss.dtype],
+            INDEX_BITS=block.bit_length() - 1, LABEL_GROUPS=groups,
+            KEY_GROUP_BITS=key_group_bits(block, inputs.random_ties), LINEAR_SPAN=KERNEL_LINEAR_SPAN[row_loss.dtype],
             FAST_MATH=FAST_MATH_FLOAT32 and scores.is_cuda and row_loss.dtype == torch.float32,
             num_warps=num_warps,
         )

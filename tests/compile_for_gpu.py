@@ -21,7 +21,7 @@ from triton.compiler import ASTSource
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from listmle_kernels.triton_listmle import (  # noqa: E402
-    FAST_MATH_FLOAT32, KERNEL_LINEAR_SPAN, _listmle_kernel, label_groups, launch_config)
+    FAST_MATH_FLOAT32, KERNEL_LINEAR_SPAN, _listmle_kernel, key_group_bits, label_groups, launch_config)
 from listmle_kernels.triton_listnet import _listnet_kernel, num_warps_for as listnet_num_warps  # noqa: E402
 from listmle_kernels.triton_scale import _scale_rows_kernel, tile_shape as scale_tile_shape  # noqa: E402
 from listmle_kernels import triton_lambdaloss  # noqa: E402
@@ -63,7 +63,9 @@ def launch_specialisation(score_type, constants, aligned=True, kernel=_listmle_k
     groups = label_groups(constants["BLOCK"], constants["RANDOM_TIES"]) if by_labels else 0
     launcher_picks = dict(INDEX_BITS=constants["BLOCK"].bit_length() - 1, LINEAR_SPAN=KERNEL_LINEAR_SPAN[accumulator],
                           FAST_MATH=FAST_MATH_FLOAT32 and accumulator == torch.float32,
-                          LABEL_GROUPS=groups)  # as triton_listmle() passes them
+                          LABEL_GROUPS=groups,
+                          KEY_GROUP_BITS=key_group_bits(constants["BLOCK"], constants.get("RANDOM_TIES", False)))
+    # as triton_listmle() passes them
     launcher_picks["FAST_LOG"] = launcher_picks["FAST_MATH"]  # its name in copies of the kernel before fast division
     names = {param.name for param in kernel.params}  # an older copy of the kernel may lack some
     if groups and not constants["STORE_GRAD"] and "LABEL_GROUPS" in names:

@@ -5,12 +5,13 @@ Compute, docs/performance-record.md). How many instructions a thread runs can be
 GPU: Triton's bundled ptxas compiles for sm_90 and cuobjdump disassembles the result.
 
 For each shape and variant (float32 scores, ragged lengths: ListMLE in input order, p-ListMLE in input
-order, and, where the launcher orders rows by labels in the kernel, ListMLE by labels three ways: counted, the
-path of graded labels; sorted, the path of any other labels with stable ties; and random ties, always sorted),
-at the configuration the launcher picks, this prints registers and the SASS count of the linear-sums path: the
-kernel compiled with its log-space branch cut out, and for the by-labels variants with the branch between
-counting and sorting cut to the one taken (the check that chooses stays: its result also gives the row's
-count). That path is straight-line code for one-chunk rows (checked: no backward branch), so its count is
+order, and, where the launcher orders rows by labels in the kernel, ListMLE by labels each way the kernel may
+take: with stable ties counted, the path of graded labels, or sorted with int32 keys (labels in more steps) or
+int64 keys (any others); with random ties sorted with int32 or int64 keys; `LABEL_CASES` below), at the
+configuration the launcher picks, this prints registers and the SASS count of the linear-sums path: the
+kernel compiled with its log-space branch cut out, and for the by-labels variants with the branches between
+those ways cut to the one taken (the checks that choose stay: their results also give the row's count).
+That path is straight-line code for one-chunk rows (checked: no backward branch), so its count is
 what every thread of a program on that path issues, for ROWS * BLOCK / (32 * warps) slots each: "a slot"
 below. Beside it: the ratio to the minimal kernel
 (tools/minimal_listmle.py, the simplest case's sums and nothing else) compiled at the same tile, the ratio to
@@ -53,44 +54,51 @@ from compile_for_gpu import compile_for_h100, compile_lambdaloss_for_h100, ptxas
 
 H100_SMS = 132
 LOG_SPACE_BRANCH = "        if linear:\n"  # the kernel's choice between its two ways to take the sums
-BY_LABELS_BRANCH = "        if counted:\n"  # its choice between counting label groups and sorting (_sorted_by_labels)
+# Its choices of how to order rows by labels (_sorted_by_labels): count label groups or sort, then int32 or int64 keys
+BY_LABELS_BRANCHES = ("counted", "narrow")
 SASS_LINE = re.compile(r"/\*([0-9a-f]{4,})\*/\s+(?:@!?U?P\w+\s+)?([A-Z][A-Z0-9_.]*)([^;]*);")
 MEMORY_OP = re.compile(r"^(LDG|STG)")
-# (name, constexprs over the launcher's, by-labels branch kept: True counts, False sorts, None input order); by
-# labels only where the launcher orders rows in the kernel
+# (name, constexprs over the launcher's, by-labels branches cut to the way taken: None in input order); by labels only
+# where the launcher orders rows in the kernel
 VARIANTS = (("ListMLE, input order", dict(ORDER=0, WEIGHTS=0), None),
             ("p-ListMLE, input order", dict(ORDER=0, WEIGHTS=1), None),
-            ("ListMLE, counted in kernel", dict(ORDER=1, WEIGHTS=0), True),
-            ("ListMLE, sorted in kernel", dict(ORDER=1, WEIGHTS=0), False),
-            ("ListMLE, random ties", dict(ORDER=1, WEIGHTS=0, RANDOM_TIES=True), False))
+            ("ListMLE, counted in kernel", dict(ORDER=1, WEIGHTS=0), (("counted", True),)),
+            ("ListMLE, sorted, int32 keys", dict(ORDER=1, WEIGHTS=0), (("counted", False), ("narrow", True))),
+            ("ListMLE, sorted, int64 keys", dict(ORDER=1, WEIGHTS=0), (("counted", False), ("narrow", False))),
+            ("random ties, int32 keys", dict(ORDER=1, WEIGHTS=0, RANDOM_TIES=True), (("narrow", True),)),
+            ("random ties, int64 keys", dict(ORDER=1, WEIGHTS=0, RANDOM_TIES=True), (("narrow", False),)))
 LABELS = "fp32"  # the bench's labels
 # Which labels take each by-labels variant's path
 LABEL_CASES = {
     "ListMLE, counted in kernel": "stable ties, every row's labels a whole number of steps, fewer than the "
                                   "launcher's label_groups(block), below its top (graded relevance 0..4)",
-    "ListMLE, sorted in kernel": "stable ties, labels that miss those groups in some row of the program (float "
-                                 "relevance, wide grades): the check, then tl.sort of int64 keys",
-    "ListMLE, random ties": "random ties, any labels: tl.sort of int64 keys with random tie bits, no check",
+    "ListMLE, sorted, int32 keys": "stable ties, labels in more steps than that, fewer than 2^key_group_bits(block) "
+                                   "(grades 0..100): the checks, then tl.sort of int32 keys",
+    "ListMLE, sorted, int64 keys": "stable ties, labels that miss those steps in some row of the program (float "
+                                   "relevance): the checks, then tl.sort of int64 keys",
+    "random ties, int32 keys": "random ties, labels in fewer than 2^key_group_bits(block) steps (graded "
+                               "relevance): the check, then tl.sort of int32 keys with random tie bits",
+    "random ties, int64 keys": "random ties, any other labels: the check, then tl.sort of int64 keys",
 }
 
 
-def linear_path_only(package_dir: Path, into: Path, counted: bool | None = None):
-    """A copy of the package in `package_dir` whose kernel always takes the linear sums, imported; `counted` True
-    or False: by labels, it also always counts label groups or always sorts. None where the package has no such
-    branch (it predates counting) and `counted` is True; with `counted` False such a package is only cut once."""
-    copy = into / f"linear_only_src_{counted}"
+def linear_path_only(package_dir: Path, into: Path, ways=None):
+    """A copy of the package in `package_dir` whose kernel always takes the linear sums, imported; `ways` (pairs of a
+    BY_LABELS_BRANCHES name and True or False): by labels, it also always takes those branches. None where the
+    package lacks a branch that a way takes (a copy that predates it); a branch it lacks that a way skips is left
+    as it is (the copy only ever took the other way)."""
+    copy = into / ("linear_only_src_" + "_".join(f"{name}_{taken}" for name, taken in ways or ()))
     shutil.copytree(package_dir, copy)
     source = copy / "triton_listmle.py"
     text = source.read_text()
     if text.count(LOG_SPACE_BRANCH) != 1:
         raise ValueError(f"{package_dir}/triton_listmle.py: expected one {LOG_SPACE_BRANCH.strip()!r} line to cut")
     text = text.replace(LOG_SPACE_BRANCH, "        if True:\n")
-    if counted is not None:
-        if text.count(BY_LABELS_BRANCH) > 1:
-            raise ValueError(f"{package_dir}/triton_listmle.py: more than one {BY_LABELS_BRANCH.strip()!r} line")
-        if counted and BY_LABELS_BRANCH not in text:
+    for name, taken in ways or ():
+        branch = re.compile(rf"^(\s+)if {name}:$", re.MULTILINE)
+        if taken and not branch.search(text):
             return None
-        text = text.replace(BY_LABELS_BRANCH, f"        if {counted}:\n")
+        text = branch.sub(rf"\g<1>if {taken}:", text)
     source.write_text(text)
     return import_package_at("linear-only", into, copy)
 
@@ -161,15 +169,16 @@ def count(package, shapes, label: str) -> list[dict]:
     results = []
     minimal, whole = {}, {}
     with tempfile.TemporaryDirectory() as tmp:
-        copies = {cut: linear_path_only(Path(package.__file__).parent, Path(tmp), cut) for cut in (None, True, False)}
+        copies = {ways: linear_path_only(Path(package.__file__).parent, Path(tmp), ways)
+                  for ways in dict.fromkeys(ways for _, _, ways in VARIANTS)}
         for batch, length in shapes:
             aligned = length % 16 == 0 and batch % 16 == 0
             input_order = None
-            for variant, change, cut in VARIANTS:
+            for variant, change, ways in VARIANTS:
                 config = launcher_config(package, batch, length, sort_by_labels=change["ORDER"] == 1)
-                if config is None or copies[cut] is None:
+                if config is None or copies[ways] is None:
                     continue
-                linear_only = copies[cut]
+                linear_only = copies[ways]
                 constants, warps = config
                 constants.update(change)
                 tile = (constants["ROWS"], constants["BLOCK"], warps)
@@ -196,7 +205,7 @@ def count(package, shapes, label: str) -> list[dict]:
                 row["over_input_order"] = row["linear"]["sass"] / input_order["linear"]["sass"]
                 results.append(row)
                 print(line(row), flush=True)
-                if change["ORDER"] == 1 and cut is False and not constants["RANDOM_TIES"]:
+                if variant == "ListMLE, sorted, int64 keys":
                     for keys in ("i64", "i32"):
                         alone = summary(compile_bare_sort(keys, constants["ROWS"], constants["BLOCK"], warps))
                         sort_row = dict(row, variant=f"tl.sort alone, {keys} keys", linear=alone, whole=alone,
@@ -262,7 +271,7 @@ def count_lambdaloss(tiles=LAMBDALOSS_TILES, schemes=LAMBDALOSS_SCHEMES) -> list
     return results
 
 
-HEADER = (f"{'package':>10s} {'shape':>11s} {'variant':26s} {'rows x block, warps':>19s} {'regs':>4s} "
+HEADER = (f"{'package':>10s} {'shape':>11s} {'variant':27s} {'rows x block, warps':>19s} {'regs':>4s} "
           f"{'SASS/thread':>11s} {'SASS/slot':>9s} {'x minimal':>9s} {'x input':>7s} | minimal: {'SASS':>4s} "
           f"{'/slot':>5s} {'regs':>4s} | whole kernel SASS, regs | loads and stores")
 
@@ -270,7 +279,7 @@ HEADER = (f"{'package':>10s} {'shape':>11s} {'variant':26s} {'rows x block, warp
 def line(row: dict) -> str:
     per_slot = row["linear_sass_per_slot"]
     linear, minimal = row["linear"], row["minimal"]
-    return (f"{row['package']:>10s} {row['shape']:>11s} {row['variant']:26s} "
+    return (f"{row['package']:>10s} {row['shape']:>11s} {row['variant']:27s} "
             f"{row['ROWS']:5d} x {row['BLOCK']:4d}, {row['warps']:2d} {linear['registers']:4d} "
             f"{linear['sass']:11d} {per_slot if per_slot else float('nan'):9.1f} {row['over_minimal']:9.2f} "
             f"{row['over_input_order']:7.2f} | minimal: {minimal['sass']:4d} "

@@ -58,22 +58,27 @@ def test_counts_each_variant_against_the_minimal_kernel():
     assert run.returncode == 0, run.stderr[-3000:]
     rows = json.loads(run.stdout.strip().splitlines()[-1])
     assert [row["variant"] for row in rows] == ["ListMLE, input order", "p-ListMLE, input order",
-                                                "ListMLE, counted in kernel", "ListMLE, sorted in kernel",
-                                                "tl.sort alone, i64 keys", "tl.sort alone, i32 keys",
-                                                "ListMLE, random ties"]
+                                                "ListMLE, counted in kernel", "ListMLE, sorted, int32 keys",
+                                                "ListMLE, sorted, int64 keys", "tl.sort alone, i64 keys",
+                                                "tl.sort alone, i32 keys", "random ties, int32 keys",
+                                                "random ties, int64 keys"]
     variants = {row["variant"]: row for row in rows}
-    listmle, counted, sort = rows[0], variants["ListMLE, counted in kernel"], variants["ListMLE, sorted in kernel"]
+    listmle, counted = rows[0], variants["ListMLE, counted in kernel"]
+    narrow, sort = variants["ListMLE, sorted, int32 keys"], variants["ListMLE, sorted, int64 keys"]
     sort_64, sort_32 = variants["tl.sort alone, i64 keys"], variants["tl.sort alone, i32 keys"]
-    random_ties = variants["ListMLE, random ties"]
-    # The kernel's sort does at least what sorting its int64 keys alone does; int32 keys cost less
+    random_narrow, random_ties = variants["random ties, int32 keys"], variants["random ties, int64 keys"]
+    # The kernel's sort does at least what sorting its keys alone does; int32 keys cost less
     assert sort_32["linear"]["sass"] < sort_64["linear"]["sass"] < sort["linear"]["sass"]
+    assert sort_32["linear"]["sass"] < narrow["linear"]["sass"] < sort["linear"]["sass"]
     assert sort_64["linear"]["sass"] < random_ties["linear"]["sass"]
-    # Counting label groups skips the sort: below sorting int64 keys alone, within 3x input order
-    assert counted["linear"]["sass"] < sort_64["linear"]["sass"] and counted["over_input_order"] <= 3
-    # Stable ties pay the check that picks counting or sorting; random ties do not check
-    assert random_ties["RANDOM_TIES"] and not sort["RANDOM_TIES"] and not counted["RANDOM_TIES"]
-    # The three by-labels variants are cut from one kernel, uncut the same with stable ties
-    assert counted["whole"] == sort["whole"] and counted["whole"]["sass"] > sort["linear"]["sass"]
+    assert narrow["linear"]["sass"] < random_narrow["linear"]["sass"] < random_ties["linear"]["sass"]
+    # Counting label groups skips the sort: below sorting int32 keys, within 3x input order
+    assert counted["linear"]["sass"] < narrow["linear"]["sass"] and counted["over_input_order"] <= 3
+    assert random_ties["RANDOM_TIES"] and random_narrow["RANDOM_TIES"]
+    assert not (sort["RANDOM_TIES"] or narrow["RANDOM_TIES"] or counted["RANDOM_TIES"])
+    # The by-labels variants are cut from one kernel, uncut the same for each tie policy
+    assert counted["whole"] == sort["whole"] == narrow["whole"] and counted["whole"]["sass"] > sort["linear"]["sass"]
+    assert random_ties["whole"] == random_narrow["whole"]
     assert "graded" in counted["labels"] and "random ties" in random_ties["labels"] and listmle["labels"] == "not read"
     for row in rows:
         assert row["shape"] == "64x128" and row["CHUNKS"] == 1
