@@ -263,6 +263,29 @@ def _as_integers(ptr):
 
 
 @triton.jit
+def _hash32(x):
+    """Wellons' lowbias32 of uint32 x: target_order._hash32, which the torch build computes in int64 ops."""
+    x ^= x >> 16
+    x *= tl.full([], 0x7FEB352D, tl.uint32)
+    x ^= x >> 15
+    x *= tl.full([], 0x846CA68B, tl.uint32)
+    return x ^ (x >> 16)
+
+
+@triton.jit
+def _tie_words(seed, rows64, cols, L):
+    """32 random bits a document, complemented: the bits of target_order.hashed_tie_bits, a hash of the seed and
+    the document's index row * L + column (64-bit: no repeats past 2^32 documents). Sorted descending, their
+    complements order ties as the torch build's ascending sort of those bits does, so on CUDA the kernel and the
+    pre-pass of rows too long for it draw the same order. About a third of tl.randint's cost: random ties took 21
+    SASS a slot over stable ones with these bits, 58 with Philox's (int32 keys, 1024 slots; python -m
+    tools.sass_count)."""
+    index = rows64[:, None] * L + cols[None, :]
+    word = _hash32((index & 0xFFFFFFFF).to(tl.uint32) ^ _hash32(seed.to(tl.uint32)))
+    return ~_hash32(word ^ (index >> 32).to(tl.uint32))
+
+
+@triton.jit
 def _sorted_positions(label, real, rows64, cols, L, seed, RANDOM_TIES: tl.constexpr, BLOCK: tl.constexpr,
                       INDEX_BITS: tl.constexpr):
     """Positions in target order by a sort: pack (label key, tie bits, position) into int64 and tl.sort it
@@ -272,9 +295,8 @@ def _sorted_positions(label, real, rows64, cols, L, seed, RANDOM_TIES: tl.conste
     key = bits ^ ((bits >> 31) & 0x7FFFFFFF)  # order-preserving: flip negative floats' magnitude bits
     key = tl.where(real, key, -2147483648)    # padding sorts last
     low = (BLOCK - 1 - cols[None, :]).to(tl.int64) + tl.zeros_like(key).to(tl.int64)
-    if RANDOM_TIES:
-        rand = tl.randint(seed, rows64[:, None] * L + cols[None, :])  # 64-bit offsets: no repeats past 2^32
-        low = low | ((rand >> INDEX_BITS).to(tl.int64) << INDEX_BITS)
+    if RANDOM_TIES:  # the top 31 - INDEX_BITS bits, as many as the torch build keeps
+        low = low | ((_tie_words(seed, rows64, cols, L) >> (INDEX_BITS + 1)).to(tl.int64) << INDEX_BITS)
     packed = tl.sort((key.to(tl.int64) << 32) | low, dim=1, descending=True)
     return (BLOCK - 1 - (packed & (BLOCK - 1))).to(tl.int32)
 
@@ -293,8 +315,7 @@ def _sorted_groups(group, real, rows64, cols, L, seed, RANDOM_TIES: tl.constexpr
     TIE_BITS: tl.constexpr = 31 - GROUP_BITS - INDEX_BITS
     key = ((1 << GROUP_BITS) - 1 - group) << (31 - GROUP_BITS)
     if RANDOM_TIES:
-        rand = tl.randint(seed, rows64[:, None] * L + cols[None, :])  # the words _sorted_positions draws
-        key |= (rand >> (32 - TIE_BITS)).to(tl.int32, bitcast=True) << INDEX_BITS
+        key |= (_tie_words(seed, rows64, cols, L) >> (32 - TIE_BITS)).to(tl.int32, bitcast=True) << INDEX_BITS
     key = tl.where(real, key, -2147483648) | (BLOCK - 1 - cols[None, :]).to(tl.int32)
     packed = tl.sort(key, dim=1, descending=True)
     return BLOCK - 1 - (packed & (BLOCK - 1))

@@ -18,7 +18,8 @@ from hypothesis import strategies as st
 
 import listmle_kernels.triton_listmle as triton_listmle
 from listmle_kernels import listmle_loss
-from listmle_kernels.target_order import target_order
+from listmle_kernels.target_order import target_order, torch_target_order
+from listmle_kernels.validation import draw_seed
 from reference import listmle_reference
 
 from cases import DEVICE, GRAD_TOL, LOSS_TOL, assert_close
@@ -69,10 +70,11 @@ def kernel_loss_and_grad(scores, labels, **kwargs):
     return loss.detach().cpu(), grad.cpu()
 
 
-def oracle_loss_and_grad(scores, labels, real):
-    """The float64 reference in target_order's order (stable ties): the scores gathered in that order, real
-    documents first, then the literal ListMLE in input order, its gradient carried back by autograd."""
-    order = target_order(labels, real, random_ties=False, seed=0)
+def oracle_loss_and_grad(scores, labels, real, order=None):
+    """The float64 reference in target_order's order (stable ties), or in `order`: the scores gathered in that
+    order, real documents first, then the literal ListMLE in input order, its gradient carried back by autograd."""
+    if order is None:
+        order = target_order(labels, real, random_ties=False, seed=0)
     leaf = scores.double().requires_grad_(True)
     loss = listmle_reference(leaf.gather(1, order), mask=real.gather(1, order), reduction="none")
     (grad,) = torch.autograd.grad(loss.sum(), leaf)
@@ -166,8 +168,8 @@ def test_int32_keys_hold_their_groups_and_one_more_step_takes_int64(ties, length
 @pytest.mark.parametrize("padding", ["none", "mask", "lengths"])
 def test_random_ties_draw_the_same_order_from_int32_and_int64_keys(seed, padding):
     """Graded labels with random ties sort int32 keys; with no group bits to spare (key_group_bits 0) the same rows
-    sort int64 keys. The int32 key keeps the top 16 of the tie bits the int64 one keeps 22-30 of, so the orders
-    agree unless two tied documents of a row draw the same 16 (odds about 1 in 100 for these rows; none for these
+    sort int64 keys. The int32 key keeps the top 16 of the tie bits the int64 one keeps 25 of, so the orders agree
+    unless two tied documents of a row draw the same 16 (odds about 1 in 100 for these rows; none for these
     seeds): the losses and gradients are equal, bit for bit."""
     generator = torch.Generator().manual_seed(seed)
     labels = torch.randint(0, 5, (6, 40), generator=generator)
@@ -186,6 +188,33 @@ def test_random_ties_draw_the_same_order_from_int32_and_int64_keys(seed, padding
             assert bool(narrow) == (group_bits is None) and bool(wide) == (group_bits == 0)
     for narrow_keys, wide_keys in zip(draws[None], draws[0]):
         torch.testing.assert_close(narrow_keys, wide_keys, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("labels_kind, seed", [("graded", 1), ("graded", 2), ("steps of 0.3", 1), ("steps of 0.3", 2)])
+@pytest.mark.parametrize("padding", ["none", "mask", "lengths"])
+def test_random_ties_are_the_torch_builds_order(labels_kind, seed, padding):
+    """The kernel's tie bits are target_order.hashed_tie_bits': its random order is torch_target_order's for the same
+    seed, as rows too long for the kernel take it on CUDA. Labels in steps of 0.3 (int64 keys) agree always; graded
+    ones (int32 keys, 16 of the tie bits) unless two tied documents of a row draw the same 16 (none here)."""
+    generator = torch.Generator().manual_seed(seed)
+    labels = torch.randint(0, 5, (6, 40), generator=generator).float()
+    if labels_kind != "graded":
+        labels = labels * 0.3 + 0.05
+    scores = torch.randn(6, 40, generator=generator)
+    kwargs = (dict(mask=torch.rand(6, 40, generator=generator) < 0.7) if padding == "mask" else
+              dict(lengths=torch.tensor([40, 0, 2, 17, 39, 23])) if padding == "lengths" else {})
+    real = real_of(scores, **kwargs)
+    order = torch_target_order(labels, real, True, draw_seed(torch.Generator().manual_seed(seed)))
+    with programs_calling("_sorted_groups") as narrow, programs_calling("_sorted_positions") as wide:
+        loss, grad = kernel_loss_and_grad(scores, labels, ties="random", generator=torch.Generator().manual_seed(seed),
+                                          **kwargs)
+    if INTERPRETED:
+        assert (bool(narrow), bool(wide)) == ((True, False) if labels_kind == "graded" else (False, True))
+    ref_loss, ref_grad = oracle_loss_and_grad(scores, labels, real, order)
+    assert_close(loss, ref_loss, scores.dtype, LOSS_TOL, scale=max(1.0, ref_loss.abs().max().item()))
+    assert_close(grad, ref_grad, scores.dtype, GRAD_TOL, scale=max(1.0, ref_grad.abs().max().item()))
+    stable_loss, _ = oracle_loss_and_grad(scores, labels, real)
+    assert not torch.allclose(loss.double(), stable_loss)  # the ties were shuffled
 
 
 # Full rows of 2, 8, 128 and 512 slots fill 63 bits with groups of log2(block) bits: the last document, of the lowest
