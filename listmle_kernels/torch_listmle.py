@@ -64,6 +64,25 @@ def _rank_halves(length, dtype, device):
     return torch.arange(-1, -length - 1, -1, dtype=dtype, device=device).exp2_()
 
 
+# Rows of at most this many slots read their p-ListMLE weights from `_plistmle_table`: (L + 1) x L values, 263 KB
+# in float32 at 256, so the cache's 64 tables stay under 34 MB even in float64.
+PLISTMLE_TABLE_MAX_LENGTH = 256
+
+
+@functools.lru_cache(maxsize=64)
+def _plistmle_table(length, dtype, device):
+    """(length + 1, length): row n holds the normalised p-ListMLE weights of a list of n real documents at ranks
+    0 .. length - 1 (0 past n-1, and everywhere for n <= 1), computed in float64 and rounded once to `dtype`: one
+    row gather a call instead of the eight ops of the closed form, whose fixed costs are the time at small shapes
+    (read only)."""
+    ranks = torch.arange(length, dtype=torch.float64)
+    real = torch.arange(length + 1, dtype=torch.float64)[:, None]
+    tail = torch.exp2(-real)
+    numerators = (torch.exp2(-(ranks + 1)) - tail) * (ranks < real)
+    total = 1 - (real + 1) * tail  # sum_{r < n} (2^-(r+1) - 2^-n)
+    return torch.where(total > 0, numerators / total.clamp_min(torch.finfo(torch.float64).tiny), 0).to(device, dtype)
+
+
 def _rank_weights(weight_kind, weights, holes, realf, acc):
     """(b, L) normalised lambda weight of each slot's rank (0 at padding). holes: the (b, L) bool mask when real
     slots need not come first (input order with a mask), else None (real slots come first)."""
@@ -71,9 +90,11 @@ def _rank_weights(weight_kind, weights, holes, realf, acc):
         return realf
     length = realf.shape[1]
     if weight_kind == WEIGHTS_PLISTMLE and holes is None:
+        # Slot r has rank r (real slots come first), so a row's weights depend on its count n alone
+        if length <= PLISTMLE_TABLE_MAX_LENGTH:
+            return _plistmle_table(length, acc, realf.device).index_select(0, realf.sum(1, dtype=torch.int64))
         # (2^(n-1-r) - 1) / sum, scaled by 2^-n so it never overflows: 2^-(r+1) - 2^-n over its row's sum.
-        # Slot r has rank r (real slots come first), so 2^-(r+1) is one row for all. n <= 1: every numerator
-        # is 0, and so are the weights (0 / tiny).
+        # n <= 1: every numerator is 0, and so are the weights (0 / tiny).
         tail = realf.sum(1, keepdim=True).neg_().exp2_()
         numerators = torch.sub(_rank_halves(length, acc, realf.device), tail).mul_(realf)
         return numerators.div_(numerators.sum(1, keepdim=True).clamp_min_(LEAST_NORMAL[acc]))

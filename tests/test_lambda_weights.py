@@ -105,6 +105,23 @@ def test_raw_plistmle_weights_in_float64(backend, n):
     assert_matches(got, loss_and_grad(scores, scores, backend, lambda_weight="plistmle"), torch.float32)
 
 
+@pytest.mark.parametrize("length", [255, 256, 257])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_plistmle_weights_either_side_of_the_cached_table(backend, length, dtype):
+    """The CPU path reads p-ListMLE's weights from a table up to PLISTMLE_TABLE_MAX_LENGTH slots and computes them
+    in closed form past it: both against the reference, with lengths (every count from 0 to L in the batch, the
+    table's first and last rows included), in input order and by labels."""
+    from listmle_kernels.torch_listmle import PLISTMLE_TABLE_MAX_LENGTH
+    assert PLISTMLE_TABLE_MAX_LENGTH == 256
+    gen = torch.Generator().manual_seed(length)
+    lengths = torch.tensor([0, 1, 2, 3, length // 2, length - 1, length])
+    scores = (torch.randn(len(lengths), length, generator=gen) * 3).to(dtype)
+    labels = torch.randint(0, 4, scores.shape, generator=gen)
+    for kwargs in (dict(lengths=lengths), dict(lengths=lengths, respect_input_order=False)):
+        got = loss_and_grad(scores, labels, backend, lambda_weight="plistmle", **kwargs)
+        assert_matches(got, reference(scores, labels, lambda_weight="plistmle", **kwargs), dtype)
+
+
 def test_float32_weights_whose_sum_overflows(backend):
     """Each weight finite, their sum not: equal weights are equal weights."""
     scores = torch.randn(3, 7, generator=torch.Generator().manual_seed(1))
