@@ -31,8 +31,8 @@ batches under SMALL_ORDER_MAX_ELEMENTS documents with stable ties take one torch
 (`small_stable_order`). Random tie bits: numpy's seeded PCG64; the torch build hashes (seed, document index)
 with plain integer ops instead of drawing from a torch.Generator, because a CUDA graph cannot capture a draw
 from a generator it does not own (the seed, a host integer, is captured, and replays repeat the captured
-order, as in the kernel). The kernel hashes the same bits, so on CUDA it and the pre-pass of its longer rows
-draw one order. The random order differs between the numpy and torch builds; each is reproducible from the
+order, as in the kernel). The kernel hashes the same bits, so on CUDA its int64 keys and the pre-pass of its
+longer rows draw one order (its int32 keys keep 16 of the bits). The random order differs between the numpy and torch builds; each is reproducible from the
 seed.
 """
 

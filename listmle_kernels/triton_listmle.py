@@ -228,7 +228,8 @@ def _partitioned_by_labels(group, real, n, rows64, cols, inside, L, scratch_ptr,
     caller zeroes the padding.
     """
     ABOVE: tl.constexpr = ((1 << (GROUPS * FIELD_BITS)) - 1) // ((1 << FIELD_BITS) - 1) - 1  # sum_{k>=1} 2^(k F)
-    shift = (group * FIELD_BITS).to(tl.int64)
+    # Padding's group may lie far past GROUPS (its label is not read): clamped, no shift reaches 64 bits
+    shift = (tl.minimum(group, GROUPS) * FIELD_BITS).to(tl.int64)
     one = tl.where(real, tl.full(group.shape, 1, tl.int64) << shift, 0)
     above = tl.sum(one, axis=1) * ABOVE
     field = ((above[:, None] + tl.cumsum(one, axis=1)) >> shift).to(tl.int32)
@@ -276,8 +277,9 @@ def _hash32(x):
 def _tie_words(seed, rows64, cols, L):
     """32 random bits a document, complemented: the bits of target_order.hashed_tie_bits, a hash of the seed and
     the document's index row * L + column (64-bit: no repeats past 2^32 documents). Sorted descending, their
-    complements order ties as the torch build's ascending sort of those bits does, so on CUDA the kernel and the
-    pre-pass of rows too long for it draw the same order. About a third of tl.randint's cost: random ties took 21
+    complements order ties as the torch build's ascending sort of those bits does, so on CUDA the kernel's int64
+    keys and the pre-pass of rows too long for them draw the same order (its int32 keys keep the top 16 of the
+    bits: the same order but where two tied documents share those). About a third of tl.randint's cost: random ties took 21
     SASS a slot over stable ones with these bits, 58 with Philox's (int32 keys, 1024 slots; python -m
     tools.sass_count)."""
     index = rows64[:, None] * L + cols[None, :]
@@ -333,8 +335,8 @@ def _sorted_by_labels(rows64, row_ok, cols, L, seed, labels_ptr, stride_yb, stri
     whose rows' labels all lie a whole number of steps, fewer than LABEL_GROUPS, below their row's top label
     (graded relevance; LABEL_GROUPS = 0 with random ties) count the order (`_partitioned_by_labels`), and zero
     the gradient's padding themselves where a mask leaves holes that the counted positions do not reach. Those
-    whose steps number fewer than 2^KEY_GROUP_BITS sort int32 keys of the steps (`_sorted_groups`); the others
-    int64 keys of the labels (`_sorted_positions`).
+    whose labels all lie fewer than 2^KEY_GROUP_BITS whole steps below their row's top sort int32 keys of the
+    steps (`_sorted_groups`); the others int64 keys of the labels (`_sorted_positions`).
     """
     inside = row_ok[:, None] & (cols < L)[None, :]
     real = _is_real(rows64, row_ok, cols[None, :], inside, mask_ptr, stride_mb, stride_ml, lengths_ptr, REAL)
@@ -346,8 +348,9 @@ def _sorted_by_labels(rows64, row_ok, cols, L, seed, labels_ptr, stride_yb, stri
                     other=0).to(tl.float32)
     group, misses = _label_groups(label, real, 1 << KEY_GROUP_BITS, labels_ptr.dtype.element_ty.is_int())
     if LABEL_GROUPS > 0:
-        # one reduction for both: real documents in the low 16 bits (n <= BLOCK <= 2^15), misses above them
-        far = misses | (real & (group >= LABEL_GROUPS))  # too many steps below the top to count
+        # one reduction for both: real documents in the low 16 bits (n <= BLOCK <= 2^15), above them those that
+        # miss the groups or lie too many steps below the top to count
+        far = misses | (real & (group >= LABEL_GROUPS))
         tally = tl.sum(real.to(tl.int32) + (far.to(tl.int32) << 16), axis=1)
         n = tally & 0xFFFF
         counted = tl.max(tally, axis=0) < 65536
@@ -364,7 +367,7 @@ def _sorted_by_labels(rows64, row_ok, cols, L, seed, labels_ptr, stride_yb, stri
                                      KEY_GROUP_BITS)
             else:
                 pos = _sorted_positions(label, real, rows64, cols, L, seed, RANDOM_TIES, BLOCK, INDEX_BITS)
-    else:
+    else:  # the same tally, of the documents that miss the int32 keys' groups
         tally = tl.sum(real.to(tl.int32) + (misses.to(tl.int32) << 16), axis=1)
         n = tally & 0xFFFF
         narrow = tl.max(tally, axis=0) < 65536
@@ -565,8 +568,9 @@ def label_groups(block: int, random_ties: bool) -> int:
     return 0 if random_ties else 63 // max(1, block.bit_length() - 1)
 
 
-# Random tie bits of an int32 sort key (`_sorted_groups`): two tied documents draw the same with odds 1 in 65536,
-# and keep their input order then (the CPU path's 32-bit keys keep at least 12, target_order.COMPACT_TIE_BITS).
+# Random tie bits of an int32 sort key (`_sorted_groups`): each pair of tied documents draws the same with odds 1 in
+# 65536, and keeps its input order then (the CPU path's 32-bit keys keep at least 12, target_order.COMPACT_TIE_BITS).
+# In a row of a thousand tied documents some pair usually does: such rows' order differs from the int64 keys' there.
 KEY_TIE_BITS = 16
 
 

@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 
 import listmle_kernels.triton_listmle as triton_listmle
 from listmle_kernels import listmle_loss
-from listmle_kernels.target_order import target_order, torch_target_order
+from listmle_kernels.target_order import hashed_tie_bits, target_order, torch_target_order
 from listmle_kernels.validation import draw_seed
 from reference import listmle_reference
 
@@ -89,14 +89,15 @@ def real_of(scores, mask=None, lengths=None):
     return torch.ones(scores.shape, dtype=torch.bool)
 
 
-def assert_matches_oracle(scores, labels, mask=None, lengths=None, counted=None, narrow=None, wide=None, **kwargs):
-    """The kernel against the oracle; `counted`, `narrow`, `wide`: how many programs must have counted their
-    order, sorted int32 keys, sorted int64 keys."""
+def assert_matches_oracle(scores, labels, mask=None, lengths=None, counted=None, narrow=None, wide=None, order=None,
+                          **kwargs):
+    """The kernel against the oracle (in `order`, default the stable one); `counted`, `narrow`, `wide`: how many
+    programs must have counted their order, sorted int32 keys, sorted int64 keys."""
     padding = {} if mask is None and lengths is None else dict(mask=mask) if mask is not None else dict(lengths=lengths)
     with counted_programs() as counts, programs_calling("_sorted_groups") as narrow_sorts, \
             programs_calling("_sorted_positions") as wide_sorts:
         loss, grad = kernel_loss_and_grad(scores, labels, **padding, **kwargs)
-    ref_loss, ref_grad = oracle_loss_and_grad(scores, labels, real_of(scores, mask, lengths))
+    ref_loss, ref_grad = oracle_loss_and_grad(scores, labels, real_of(scores, mask, lengths), order)
     assert_close(loss, ref_loss, scores.dtype, LOSS_TOL, scale=max(1.0, ref_loss.abs().max().item()))
     assert_close(grad, ref_grad, scores.dtype, GRAD_TOL, scale=max(1.0, ref_grad.abs().max().item()))
     assert (grad[~real_of(scores, mask, lengths)] == 0).all()  # padding: written, and 0
@@ -215,6 +216,26 @@ def test_random_ties_are_the_torch_builds_order(labels_kind, seed, padding):
     assert_close(grad, ref_grad, scores.dtype, GRAD_TOL, scale=max(1.0, ref_grad.abs().max().item()))
     stable_loss, _ = oracle_loss_and_grad(scores, labels, real)
     assert not torch.allclose(loss.double(), stable_loss)  # the ties were shuffled
+
+
+def test_tied_documents_that_share_16_tie_bits_keep_input_order_on_int32_keys():
+    """int32 keys keep the top 16 of the tie bits: two tied documents that draw the same 16 keep their input order,
+    where the int64 keys and the torch build order them by their further bits. Seed 2859, 16 documents: 9 and 11
+    collide, and the torch build puts 11 first; the kernel's order is the torch build's with 9 back before 11."""
+    generator_seed, length = 2859, 16
+    seed = draw_seed(torch.Generator().manual_seed(generator_seed))
+    top_bits = hashed_tie_bits(1, length, seed, 16, "cpu")[0]
+    assert top_bits[9] == top_bits[11]  # the collision this case is about
+    labels = torch.zeros(1, length, dtype=torch.int64)
+    labels[0, 0] = 1  # two groups: the int32 keys' path, not a single group
+    scores = torch.randn(1, length, generator=torch.Generator().manual_seed(12))
+    real = torch.ones(1, length, dtype=torch.bool)
+    torch_order = torch_target_order(labels, real, True, seed)[0].tolist()
+    first, second = torch_order.index(11), torch_order.index(9)
+    assert first < second
+    torch_order[first], torch_order[second] = 9, 11
+    assert_matches_oracle(scores, labels, counted=0, narrow=1, wide=0, order=torch.tensor([torch_order]),
+                          ties="random", generator=torch.Generator().manual_seed(generator_seed))
 
 
 # Full rows of 2, 8, 128 and 512 slots fill 63 bits with groups of log2(block) bits: the last document, of the lowest
