@@ -32,8 +32,8 @@ batches under SMALL_ORDER_MAX_ELEMENTS documents with stable ties take one torch
 with plain integer ops instead of drawing from a torch.Generator, because a CUDA graph cannot capture a draw
 from a generator it does not own (the seed, a host integer, is captured, and replays repeat the captured
 order, as in the kernel). The kernel hashes the same bits, so on CUDA its int64 keys and the pre-pass of its
-longer rows draw one order (its int32 keys keep 16 of the bits). The random order differs between the numpy and torch builds; each is reproducible from the
-seed.
+longer rows draw one order (its int32 keys keep 16 of the bits). The random order differs between the numpy
+and torch builds; each is reproducible from the seed.
 """
 
 import functools

@@ -279,8 +279,8 @@ def _tie_words(seed, rows64, cols, L):
     the document's index row * L + column (64-bit: no repeats past 2^32 documents). Sorted descending, their
     complements order ties as the torch build's ascending sort of those bits does, so on CUDA the kernel's int64
     keys and the pre-pass of rows too long for them draw the same order (its int32 keys keep the top 16 of the
-    bits: the same order but where two tied documents share those). About a third of tl.randint's cost: random ties took 21
-    SASS a slot over stable ones with these bits, 58 with Philox's (int32 keys, 1024 slots; python -m
+    bits: the same order but where two tied documents share those). About a third of tl.randint's cost: random
+    ties took 21 SASS a slot over stable ones with these bits, 58 with Philox's (int32 keys, 1024 slots; python -m
     tools.sass_count)."""
     index = rows64[:, None] * L + cols[None, :]
     word = _hash32((index & 0xFFFFFFFF).to(tl.uint32) ^ _hash32(seed.to(tl.uint32)))
