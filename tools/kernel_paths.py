@@ -1,7 +1,7 @@
 """python -m tools.kernel_paths: run every Triton code path once, small, and check it against float64.
 
 Meant for `compute-sanitizer --tool memcheck python3 -m tools.kernel_paths` on a GPU machine (every path
-launched: masks, lengths (strided too), weights, in-kernel sort, the chunked scan, the sort pre-pass, packed
+launched: masks, lengths (strided too), weights, the in-kernel order's three ways, the chunked scan, the sort pre-pass, packed
 short rows, each dtype, the in-place backward; then LambdaLoss's: one kernel, sort and tiles, host sort and
 tiles; ListNet's: one block, chunked rows), and as a quick smoke test of a fresh GPU. Prints one line a path;
 exit status 1 if any path disagrees with the float64 PyTorch path (LambdaLoss and ListNet: with their float64
@@ -19,8 +19,15 @@ PATHS = [  # (name, batch, length, dtype, keyword arguments of listmle_loss)
     ("input order, mask", 8, 100, torch.float32, {"mask": "random"}),
     ("input order, lengths, p-ListMLE", 8, 100, torch.bfloat16, {"lengths": "random", "lambda_weight": "plistmle"}),
     ("weights tensor, float16", 5, 60, torch.float16, {"lambda_weight": "tensor"}),
-    ("sort in kernel, stable", 8, 300, torch.float32, {"respect_input_order": False}),
-    ("sort in kernel, random ties, mask", 4, 4096, torch.bfloat16,  # distinct labels: one target order
+    ("order counted in kernel", 8, 300, torch.float32, {"respect_input_order": False}),
+    ("order sorted in kernel, int32 keys", 8, 300, torch.float32, {"respect_input_order": False, "labels": "wide"}),
+    ("order sorted in kernel, int64 keys", 8, 300, torch.float32, {"respect_input_order": False, "labels": "distinct"}),
+    # Random ties over labels with no ties: one target order, whichever build draws the tie bits
+    ("random ties in kernel, int32 keys", 6, 100, torch.float16,
+     {"respect_input_order": False, "ties": "random", "mask": "random", "labels": "permutation"}),
+    ("random ties in kernel, int64 keys", 4, 300, torch.bfloat16,
+     {"respect_input_order": False, "ties": "random", "mask": "random", "labels": "distinct"}),
+    ("random ties, sort pre-pass, mask", 4, 4096, torch.bfloat16,
      {"respect_input_order": False, "ties": "random", "mask": "random", "labels": "distinct"}),
     ("packed short rows, float64", 300, 7, torch.float64, {"lengths": "random"}),
     ("strided lengths", 8, 100, torch.float32, {"lengths": "strided"}),
@@ -47,8 +54,13 @@ def make_problem(batch, length, options, device, seed):
     gen = torch.Generator().manual_seed(seed)
     scores = torch.randn(batch, length, generator=gen)
     kwargs = dict(options)
-    labels = (torch.randn(batch, length, generator=gen) if kwargs.pop("labels", None) == "distinct"
-              else torch.randint(0, 5, (batch, length), generator=gen))
+    kind = kwargs.pop("labels", "graded")
+    if kind == "distinct":  # continuous: the int64 keys' path
+        labels = torch.randn(batch, length, generator=gen)
+    elif kind == "permutation":  # whole steps, none tied
+        labels = torch.stack([torch.randperm(length, generator=gen) for _ in range(batch)])
+    else:  # grades 0-4, counted; or 0-99, too many to count: the int32 keys' path
+        labels = torch.randint(0, 100 if kind == "wide" else 5, (batch, length), generator=gen)
     if kwargs.get("mask") == "random":
         kwargs["mask"] = torch.rand(batch, length, generator=gen) < 0.7
     if kwargs.get("lengths") == "random":
