@@ -61,11 +61,10 @@ def launch_specialisation(score_type, constants, aligned=True, kernel=_listmle_k
     accumulator = torch.float64 if acc == "fp64" else torch.float32
     by_labels = constants.get("ORDER") == 1  # ListMLE sorting in the kernel (ListNet has no ORDER)
     groups = label_groups(constants["BLOCK"], constants["RANDOM_TIES"]) if by_labels else 0
-    launcher_picks = dict(INDEX_BITS=constants["BLOCK"].bit_length() - 1, LINEAR_SPAN=KERNEL_LINEAR_SPAN[accumulator],
-                          FAST_MATH=FAST_MATH_FLOAT32 and accumulator == torch.float32,
-                          LABEL_GROUPS=groups,
-                          KEY_GROUP_BITS=key_group_bits(constants["BLOCK"], constants.get("RANDOM_TIES", False)))
     # as triton_listmle() passes them
+    launcher_picks = dict(INDEX_BITS=constants["BLOCK"].bit_length() - 1, LINEAR_SPAN=KERNEL_LINEAR_SPAN[accumulator],
+                          FAST_MATH=FAST_MATH_FLOAT32 and accumulator == torch.float32, LABEL_GROUPS=groups,
+                          KEY_GROUP_BITS=key_group_bits(constants["BLOCK"], constants.get("RANDOM_TIES", False)))
     launcher_picks["FAST_LOG"] = launcher_picks["FAST_MATH"]  # its name in copies of the kernel before fast division
     names = {param.name for param in kernel.params}  # an older copy of the kernel may lack some
     if groups and not constants["STORE_GRAD"] and "LABEL_GROUPS" in names:

@@ -5,7 +5,8 @@ Programs whose real labels all lie a whole number of steps, fewer than `label_gr
 label count the target order; those with fewer than 2^key_group_bits(block) steps sort int32 keys; the others int64
 keys. Every way the order must be target_order's (labels compared as float32, descending, stable ties): each case is
 checked against the oracle taken in that order, and, where the interpreter runs the kernel, against the path each
-program was expected to take. With random ties the two sorts must draw the same order from the same seed.
+program was expected to take. With random ties the two sorts draw the same order from the same seed, the torch
+build's, but where two tied documents share the top 16 tie bits that int32 keys keep.
 """
 
 import contextlib

@@ -1,9 +1,10 @@
 """python -m tools.kernel_paths: run every Triton code path once, small, and check it against float64.
 
 Meant for `compute-sanitizer --tool memcheck python3 -m tools.kernel_paths` on a GPU machine (every path
-launched: masks, lengths (strided too), weights, the in-kernel order's three ways, the chunked scan, the sort pre-pass, packed
-short rows, each dtype, the in-place backward; then LambdaLoss's: one kernel, sort and tiles, host sort and
-tiles; ListNet's: one block, chunked rows), and as a quick smoke test of a fresh GPU. Prints one line a path;
+launched: masks, lengths (strided too), weights, the in-kernel order's three ways with both tie policies, the
+chunked scan, the sort pre-pass, packed short rows, each dtype, the in-place backward; then LambdaLoss's: one
+kernel, sort and tiles, host sort and tiles; ListNet's: one block, chunked rows), and as a quick smoke test of a
+fresh GPU. Prints one line a path;
 exit status 1 if any path disagrees with the float64 PyTorch path (LambdaLoss and ListNet: with their float64
 oracles, so their rows are short).
 Without CUDA it runs the Triton interpreter on the CPU (TRITON_INTERPRET=1 is set for it).

@@ -95,6 +95,8 @@ def linear_path_only(package_dir: Path, into: Path, ways=None):
         raise ValueError(f"{package_dir}/triton_listmle.py: expected one {LOG_SPACE_BRANCH.strip()!r} line to cut")
     text = text.replace(LOG_SPACE_BRANCH, "        if True:\n")
     for name, taken in ways or ():
+        if name not in BY_LABELS_BRANCHES:
+            raise ValueError(f"no by-labels branch {name!r}: the kernel's are {BY_LABELS_BRANCHES}")
         branch = re.compile(rf"^(\s+)if {name}:$", re.MULTILINE)
         if taken and not branch.search(text):
             return None
