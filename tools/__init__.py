@@ -9,5 +9,6 @@
   minimal_listmle.py  the simplest case's sums as one small kernel: the floor sass_count compares with
   sort_timing.py      where the CPU sort-by-labels time goes
   tune.py             the launch-configuration sweep on a GPU
-  gpu_check.sh        the GPU check: native kernel tests, memcheck, a compact benchmark grid, in one command
+  gpu_check.sh        the GPU check: native kernel tests, memcheck, a compact benchmark grid, the pairwise
+                      family, the by-labels order against an older package, in one command
 """

@@ -7,9 +7,11 @@
 #   1. device and versions (nvidia-smi, torch, triton, commit)                        gpu.txt
 #   2. the kernel tests natively, Triton compiled (train tests left out), <= 150 s      pytest.log, pytest.xml
 #   3. compute-sanitizer memcheck over every kernel path (tools.kernel_paths), <= 60 s  memcheck.log
-#   4. a compact benchmark grid (python -m bench), cases cut at 110 s, <= 180 s in all  bench/*.json|csv|png
+#   4. a compact benchmark grid (python -m bench), cases cut at 80 s, <= 140 s in all   bench/*.json|csv|png
 #   5. the pairwise family on CUDA (python -m bench.pairwise --device cuda --quick), <= 60 s
 #                                                                                      bench-pairwise/*.json|csv
+#   6. the in-kernel order by labels against an older copy of the package (OLD_PACKAGE), <= 70 s
+#                                                                                      compare.log, compare/*.json
 #
 # Each stage has its own timeout, so a hung stage costs its cap, not the rest of the run; a failed stage is reported and
 # the next one runs. The static cost model (python -m tools.sass_count) needs no GPU: run it beside, on any
@@ -59,8 +61,8 @@ fi
 #    at the recipe's two shapes and the largest; cases run in priority order until the budget is spent.
 t=$SECONDS
 train_step=$("$py" -c 'import torch; print("" if torch.cuda.is_available() else "--no-train-step")' 2>/dev/null)
-timeout 180 "$py" -m bench $train_step --B 16,64,256,4096,16384,65536 --L 10,100,1024,4096 --max-elements $((1 << 26)) \
-    --sweep 16x10,64x100,16384x4096 --dtypes float32 --time-budget-s 110 --out "$out/bench" > "$out/bench.log" 2>&1
+timeout 140 "$py" -m bench $train_step --B 16,64,256,4096,16384,65536 --L 10,100,1024,4096 --max-elements $((1 << 26)) \
+    --sweep 16x10,64x100,16384x4096 --dtypes float32 --time-budget-s 80 --out "$out/bench" > "$out/bench.log" 2>&1
 rc=$?
 status bench "$([ $rc = 0 ] && echo ok || echo "rc=$rc")" $((SECONDS - t)) "$(ls "$out"/bench/*.json 2>/dev/null | head -1)"
 
@@ -77,6 +79,22 @@ elif grep -q 'torch sees no CUDA device' "$out/bench-pairwise.log"; then
     status pairwise skipped $((SECONDS - t)) "$(tail -1 "$out/bench-pairwise.log")"
 else
     status pairwise "rc=$rc" $((SECONDS - t)) "$(tail -1 "$out/bench-pairwise.log")"
+fi
+
+# 6. Graded labels with random ties, the in-kernel order whose keys and tie bits the static model prices most
+#    differently between versions, timed against an older copy of the package: OLD_PACKAGE, a folder that
+#    `git archive REV listmle_kernels | tar -x -C DIR` filled, carried to the machine (it has no git history).
+#    BY_LABELS_SHAPES narrows the shapes for a rehearsal on a CPU.
+t=$SECONDS
+if [ -n "${OLD_PACKAGE:-}" ]; then
+    timeout 70 "$py" -m tools.compare_commits "$(basename "$OLD_PACKAGE")" --package-dir "$OLD_PACKAGE" \
+        --shape "${BY_LABELS_SHAPES:-16384x1024}" --orders labels --labels graded --ties random --rounds 3 \
+        --seconds 1 --out "$out/compare" > "$out/compare.log" 2>&1
+    rc=$?
+    status by-labels "$([ $rc = 0 ] && echo ok || echo "rc=$rc")" $((SECONDS - t)) \
+        "$(grep -m1 'random-ties' "$out/compare.log" | cut -c1-100)"
+else
+    status by-labels skipped 0 "OLD_PACKAGE not set"
 fi
 
 echo "== gpu check: $((SECONDS - start)) s; files under $out"
@@ -96,3 +114,5 @@ run = json.load(open(sys.argv[1]))
 labels = {r["impl"]: r["label"] for r in run["results"]}
 print(format_table(run["results"], labels, run["meta"]["device_type"]))' "$(ls "$out"/bench-pairwise/*.json | tail -1)"
 fi
+# The by-labels comparison's table, where it ran
+[ -s "$out/compare.log" ] && grep -E 'random-ties|wrote' "$out/compare.log"
