@@ -28,15 +28,16 @@ Two builds of the same keys: numpy for CPU tensors, torch for the rest. numpy's 
 ~0.1 ms at 256 x 100 here against ~1 ms for torch.sort's values and indices; but in the smallest batches a
 call's time is its count of ops, and a dozen numpy calls among torch's cost more than four torch ops, so CPU
 batches under SMALL_ORDER_MAX_ELEMENTS documents with stable ties take one torch sort of float64 keys
-(`small_stable_order`). Random tie bits: numpy's seeded PCG64; the torch build hashes (seed, document index)
-with plain integer ops instead of drawing from a torch.Generator, because a CUDA graph cannot capture a draw
-from a generator it does not own (the seed, a host integer, is captured, and replays repeat the captured
-order, as in the kernel). The kernel hashes the same bits, so on CUDA its int64 keys and the pre-pass of its
+(`small_stable_order`). Random tie bits: numpy's PCG64, at a state drawn from the seed; the torch build hashes
+(seed, document index) with plain integer ops instead of drawing from a torch.Generator, because a CUDA graph
+cannot capture a draw from a generator it does not own (the seed, a host integer, is captured, and replays
+repeat the captured order, as in the kernel). The kernel hashes the same bits, so on CUDA its int64 keys and the pre-pass of its
 longer rows draw one order (its int32 keys keep 16 of the bits). The random order differs between the numpy
 and torch builds; each is reproducible from the seed.
 """
 
 import functools
+import threading
 import time
 
 import numpy as np
@@ -119,10 +120,36 @@ def torch_target_order(labels, real, random_ties: bool, seed: int, first_row: in
     return torch.sort(packed, dim=1).values.bitwise_and_((1 << bits) - 1)
 
 
+_THREAD_STREAMS = threading.local()
+_MASK64 = (1 << 64) - 1
+
+
+def _splitmix64(x: int) -> int:
+    """Steele, Lea and Flood's SplitMix64 finaliser of x + the golden gamma, on Python integers."""
+    x = (x + 0x9E3779B97F4A7C15) & _MASK64
+    x = ((x ^ (x >> 30)) * 0xBF58476D1CE4E5B9) & _MASK64
+    x = ((x ^ (x >> 27)) * 0x94D049BB133111EB) & _MASK64
+    return x ^ (x >> 31)
+
+
+def _seeded_stream(seed: int):
+    """This thread's PCG64 set to a state drawn from seed by SplitMix64. np.random.PCG64(seed) hashes its seed
+    through a SeedSequence, ~8 us with warm caches and ~30 inside a loss call: more than drawing a small batch's
+    bits. One generator a thread, so concurrent calls never share a state."""
+    stream = getattr(_THREAD_STREAMS, "pcg64", None)
+    if stream is None:
+        stream = _THREAD_STREAMS.pcg64 = np.random.PCG64(0)
+    low = _splitmix64(seed)
+    high = _splitmix64(low)
+    stream.state = {"bit_generator": "PCG64", "state": {"state": high << 64 | low, "inc": _splitmix64(high) | 1},
+                    "has_uint32": 0, "uinteger": 0}
+    return stream
+
+
 def _random_words(batch: int, length: int, seed: int, first_row: int):
     """(B, L) uint32: the raw stream of a seeded PCG64, 32 bits a document, from document first_row * L on
     (numpy's ranged integers cost twice as much)."""
-    stream = np.random.PCG64(seed).advance(first_row * length // 2)  # two documents a 64-bit draw
+    stream = _seeded_stream(seed).advance(first_row * length // 2)  # two documents a 64-bit draw
     return stream.random_raw((batch * length + 1) // 2).view(np.uint32)[:batch * length].reshape(batch, length)
 
 

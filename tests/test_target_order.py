@@ -3,6 +3,8 @@
 Both builds run here: numpy's (CPU tensors) and torch's (CUDA tensors; run on the CPU too).
 """
 
+import concurrent.futures
+import threading
 from unittest import mock
 
 import numpy as np
@@ -90,6 +92,26 @@ def test_random_ties_are_uniform(build):
     labels, real = torch.zeros(1200, 3), torch.ones(1200, 3, dtype=torch.bool)
     counts = torch.unique(BUILDS[build](labels, real, True, 5), dim=0, return_counts=True)[1]
     assert len(counts) == 6 and ((counts - 200.0) ** 2 / 200).sum() < 35
+
+
+def test_numpy_tie_bits_depend_on_the_seed_alone(monkeypatch):
+    """The numpy build's generator is set from the seed at each call, one generator a thread: calls with other
+    seeds before it, or in another thread between its seeding and its draw, change no order."""
+    labels, real = torch.zeros(8, 300), torch.ones(8, 300, dtype=torch.bool)
+    alone = [numpy_target_order(labels, real, True, seed) for seed in range(4)]
+    assert len({tuple(order.flatten().tolist()) for order in alone}) == 4
+    assert torch.equal(numpy_target_order(labels, real, True, 0), alone[0])
+    seeded, both_seeded = target_order_module._seeded_stream, threading.Barrier(2)
+
+    def seeded_then_wait(seed):  # both threads set their state before either draws
+        stream = seeded(seed)
+        both_seeded.wait(timeout=30)
+        return stream
+
+    monkeypatch.setattr(target_order_module, "_seeded_stream", seeded_then_wait)
+    with concurrent.futures.ThreadPoolExecutor(2) as pool:
+        orders = list(pool.map(lambda seed: numpy_target_order(labels, real, True, seed), [1, 2]))
+    assert torch.equal(orders[0], alone[1]) and torch.equal(orders[1], alone[2])
 
 
 def test_torch_build_draws_from_no_generator(monkeypatch):
