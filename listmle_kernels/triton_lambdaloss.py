@@ -69,7 +69,7 @@ from triton.runtime.interpreter import InterpretedFunction
 from ._launch import cdiv, next_power_of_2, on_device_of
 from .inputs import LambdaLossInputs, real_mask
 from .numerics import GAIN_EXPONENT_LIMIT as GAIN_LIMIT, accumulator_dtype, gain_shift, shifted_gains
-from .triton_common import fast_divide, real_kind
+from .triton_common import COMPILE_OPTIONS, fast_divide, real_kind
 
 # Positions a side of a tile of cells. 32 x 32 at 8 cells a thread (4 warps) for float32: no spills for any scheme
 # and 72-126 registers, at the SASS a pair of 64 x 64 at 16 cells a thread (136-187 registers); 32 a thread spills
@@ -477,7 +477,7 @@ def triton_lambdaloss(inputs: LambdaLossInputs, need_grad: bool, *, tile: int = 
                 length, k, *floats["sigma"], *floats["mu"], *floats["eps"], *floats["scale"],
                 REAL=real_kind(inputs.mask, inputs.lengths), SCHEME=inputs.scheme, TOP_K=inputs.k > 0, FUSED=fused,
                 STORE_GRAD=need_grad, BLOCK=block, FAST_MATH=fast_math,
-                num_warps=_warps(block * block, acc) if fused else max(1, min(8, block // 256)),
+                num_warps=_warps(block * block, acc) if fused else max(1, min(8, block // 256)), **COMPILE_OPTIONS,
             )
             if fused:
                 return row_loss, row_pairs, grad
@@ -491,7 +491,7 @@ def triton_lambdaloss(inputs: LambdaLossInputs, need_grad: bool, *, tile: int = 
             *scratch, tables, block, partial_loss, partial_pairs, grad if grad is not None else row_loss,
             length, tiles, k, *floats["sigma"], *floats["mu"], *floats["scale"],
             SCHEME=inputs.scheme, TOP_K=inputs.k > 0, STORE_GRAD=need_grad, TILE=tile, FAST_MATH=fast_math,
-            num_warps=_warps(tile * tile, acc),
+            num_warps=_warps(tile * tile, acc), **COMPILE_OPTIONS,
         )
     if not one_tile:  # per-program partials, summed once: deterministic
         torch.sum(partial_loss, dim=1, out=row_loss)

@@ -45,7 +45,7 @@ from triton.runtime.interpreter import InterpretedFunction
 from .inputs import WEIGHTS_TENSOR, ListMLEInputs, real_count, real_mask
 from ._launch import cdiv, next_power_of_2, on_device_of
 from .numerics import LINEAR_SPAN, accumulator_dtype, normalised_rank_weights
-from .triton_common import fast_divide, finite_or_zero, real_kind
+from .triton_common import COMPILE_OPTIONS, fast_divide, finite_or_zero, real_kind
 from .target_order import target_order
 
 MAX_BLOCK = 4096        # slots per chunk; longer rows are scanned in chunks
@@ -660,6 +660,6 @@ def triton_listmle(inputs: ListMLEInputs, seed: int, row_divisor: int, need_grad
             INDEX_BITS=block.bit_length() - 1, LABEL_GROUPS=groups,
             KEY_GROUP_BITS=key_group_bits(block, inputs.random_ties), LINEAR_SPAN=KERNEL_LINEAR_SPAN[row_loss.dtype],
             FAST_MATH=FAST_MATH_FLOAT32 and scores.is_cuda and row_loss.dtype == torch.float32,
-            num_warps=num_warps,
+            num_warps=num_warps, **COMPILE_OPTIONS,
         )
     return row_loss, grad

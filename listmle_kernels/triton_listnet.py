@@ -29,7 +29,7 @@ import triton.language as tl
 from ._launch import cdiv, next_power_of_2, on_device_of
 from .inputs import ListNetInputs
 from .numerics import accumulator_dtype
-from .triton_common import finite_or_zero, real_kind
+from .triton_common import COMPILE_OPTIONS, finite_or_zero, real_kind
 
 MAX_BLOCK = 4096  # slots per chunk; longer rows are walked in chunks (any length)
 
@@ -190,6 +190,6 @@ def triton_listnet(inputs: ListNetInputs, row_divisor: int, need_grad: bool, max
             row_loss, *(_strides(grad) if grad is not None else dummy),
             length, chunks, row_divisor,
             REAL=real_kind(mask, lengths), STORE_GRAD=need_grad, BLOCK=block, ONE_CHUNK=chunks == 1,
-            num_warps=num_warps_for(block),
+            num_warps=num_warps_for(block), **COMPILE_OPTIONS,
         )
     return row_loss, grad

@@ -12,6 +12,7 @@ import triton
 import triton.language as tl
 
 from ._launch import cdiv, next_power_of_2, on_device_of
+from .triton_common import COMPILE_OPTIONS
 
 TILE = 4096  # gradient elements per program: ROWS rows x COLS columns
 
@@ -56,6 +57,6 @@ def scale_rows_(grad: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
     with on_device_of(grad):
         _scale_rows_kernel[(cdiv(batch, rows), cdiv(length, cols))](
             grad, scale, scale.stride(0) if per_row else 0, batch, length,
-            PER_ROW=per_row, ROWS=rows, COLS=cols, num_warps=8,
+            PER_ROW=per_row, ROWS=rows, COLS=cols, num_warps=8, **COMPILE_OPTIONS,
         )
     return grad

@@ -25,6 +25,7 @@ from listmle_kernels.triton_listmle import (  # noqa: E402
 from listmle_kernels.triton_listnet import _listnet_kernel, num_warps_for as listnet_num_warps  # noqa: E402
 from listmle_kernels.triton_scale import _scale_rows_kernel, tile_shape as scale_tile_shape  # noqa: E402
 from listmle_kernels import triton_lambdaloss  # noqa: E402
+from listmle_kernels.triton_common import COMPILE_OPTIONS  # noqa: E402
 
 CONFIGS = [  # (score type, constexprs): the heaviest sort, the chunked scan, packed short rows, float64
     ("bf16", dict(REAL=1, ORDER=1, WEIGHTS=1, RANDOM_TIES=True, STORE_GRAD=True, ROWS=1, BLOCK=4096, CHUNKS=1)),
@@ -89,7 +90,7 @@ def compile_for_h100(score_type, constants, num_warps=None, aligned=True, kernel
     if num_warps is None:  # what the launcher picks
         num_warps = launch_config(constants["BLOCK"], constants["CHUNKS"], constants["ROWS"],
                                   constants["ORDER"] == 1)[1]
-    return triton.compile(source, target=GPUTarget("cuda", 90, 32), options={"num_warps": num_warps})
+    return triton.compile(source, target=GPUTarget("cuda", 90, 32), options={"num_warps": num_warps, **COMPILE_OPTIONS})
 
 
 def compile_listnet_for_h100(score_type, constants):
@@ -130,7 +131,7 @@ def compile_lambdaloss_for_h100(kernel_name, score_type, constants, num_warps, k
         else:
             sig[name] = "fp32" if name.endswith(("_hi", "_lo")) else "i32"
     source = ASTSource(fn=kernel, signature=sig, constexprs=constexprs, attrs=attrs)
-    return triton.compile(source, target=GPUTarget("cuda", 90, 32), options={"num_warps": num_warps})
+    return triton.compile(source, target=GPUTarget("cuda", 90, 32), options={"num_warps": num_warps, **COMPILE_OPTIONS})
 
 
 def compile_scale_for_h100(grad_type, per_row):
@@ -139,7 +140,7 @@ def compile_scale_for_h100(grad_type, per_row):
                PER_ROW="constexpr", ROWS="constexpr", COLS="constexpr")
     rows, cols = scale_tile_shape(64, 100)  # short rows, several to a program
     source = ASTSource(fn=_scale_rows_kernel, signature=sig, constexprs=dict(PER_ROW=per_row, ROWS=rows, COLS=cols))
-    return triton.compile(source, target=GPUTarget("cuda", 90, 32), options={"num_warps": 8})
+    return triton.compile(source, target=GPUTarget("cuda", 90, 32), options={"num_warps": 8, **COMPILE_OPTIONS})
 
 
 def ptxas_resources(compiled) -> str:

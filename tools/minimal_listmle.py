@@ -14,6 +14,8 @@ import triton
 import triton.language as tl
 from triton.language.extra import libdevice
 
+from listmle_kernels.triton_common import COMPILE_OPTIONS
+
 
 @triton.jit(do_not_specialize=["row_divisor"])
 def minimal_listmle_kernel(scores_ptr, lengths_ptr, loss_ptr, grad_ptr, B, L, row_divisor,
@@ -48,7 +50,7 @@ def minimal_listmle(scores: torch.Tensor, lengths: torch.Tensor, row_divisor: in
     grad = torch.empty_like(scores)
     minimal_listmle_kernel[(-(-batch // rows),)](
         scores, lengths, loss, grad, batch, length, row_divisor,
-        ROWS=rows, BLOCK=1 << max(0, length - 1).bit_length(), FAST=scores.is_cuda)
+        ROWS=rows, BLOCK=1 << max(0, length - 1).bit_length(), FAST=scores.is_cuda, **COMPILE_OPTIONS)
     return loss, grad
 
 

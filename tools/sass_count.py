@@ -52,6 +52,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 from compile_for_gpu import compile_for_h100, compile_lambdaloss_for_h100, ptxas_resources  # noqa: E402
 
+from listmle_kernels.triton_common import COMPILE_OPTIONS  # noqa: E402
+
 H100_SMS = 132
 LOG_SPACE_BRANCH = "        if linear:\n"  # the kernel's choice between its two ways to take the sums
 # Its choices of how to order rows by labels (_sorted_by_labels): count label groups or sort, then int32 or int64 keys
@@ -155,7 +157,7 @@ def compile_minimal(rows: int, block: int, warps: int, aligned: bool):
     attrs = {(list(signature).index(name),): [["tt.divisibility", 16]] for name in divisible}
     source = ASTSource(fn=minimal_listmle_kernel, signature=signature,
                        constexprs=dict(ROWS=rows, BLOCK=block, FAST=True), attrs=attrs)
-    return triton.compile(source, target=GPUTarget("cuda", 90, 32), options={"num_warps": warps})
+    return triton.compile(source, target=GPUTarget("cuda", 90, 32), options={"num_warps": warps, **COMPILE_OPTIONS})
 
 
 def compile_bare_sort(keys: str, rows: int, block: int, warps: int):
@@ -164,7 +166,7 @@ def compile_bare_sort(keys: str, rows: int, block: int, warps: int):
                                                            BLOCK="constexpr"),
                        constexprs=dict(ROWS=rows, BLOCK=block), attrs={(0,): [["tt.divisibility", 16]],
                                                                        (1,): [["tt.divisibility", 16]]})
-    return triton.compile(source, target=GPUTarget("cuda", 90, 32), options={"num_warps": warps})
+    return triton.compile(source, target=GPUTarget("cuda", 90, 32), options={"num_warps": warps, **COMPILE_OPTIONS})
 
 
 def count(package, shapes, label: str) -> list[dict]:
