@@ -161,7 +161,8 @@ def listnet_loss(scores, labels, *, mask=None, lengths=None, reduction="mean", v
 
     Args:
         scores, labels, mask, lengths, validate, backend: as in `lambda_loss`.
-        reduction: "mean" (over the B rows, as sentence-transformers), "sum" or "none" ((B,)).
+        reduction: "mean" (over the B rows, as sentence-transformers; NaN for B = 0, as torch's mean), "sum" or
+            "none" ((B,)).
 
     Returns the loss in float32 (float64 for float64 scores); the gradient softmax(s) - p (over the reduction's
     divisor) has the scores' dtype and is 0 at padding.

@@ -76,6 +76,21 @@ def test_padding_kinds_and_empty_rows(backend, dtype):
             check_against_reference(*to_device(scores, labels, kwargs), backend, grad_output.to(DEVICE))
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+def test_empty_batch_matches_reference(backend, reduction):
+    """A batch of no rows: "mean" is the mean of no row losses, NaN as in torch (and ListMLE, and
+    sentence-transformers' cross-entropy); "sum" 0; "none" (0,). The gradient is (0, L)."""
+    scores = torch.zeros(0, 5, device=DEVICE, requires_grad=True)
+    labels = torch.zeros(0, 5, device=DEVICE)
+    loss = listnet_loss(scores, labels, reduction=reduction, backend=backend)
+    ref = listnet_reference(scores.detach().double(), labels.double(), reduction=reduction)
+    assert loss.dtype == torch.float32 and loss.shape == ref.shape
+    torch.testing.assert_close(loss.detach().double().cpu(), ref.cpu(), rtol=0, atol=0, equal_nan=True)
+    assert torch.isnan(loss).all() if reduction == "mean" else (loss == 0).all()
+    loss.sum().backward()
+    assert scores.grad.shape == (0, 5)
+
 @pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
 def test_gradcheck(reduction):
     gen = torch.Generator().manual_seed(0)
