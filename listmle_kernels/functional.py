@@ -77,7 +77,8 @@ def compiled_listmle_rows(scores, labels, mask, lengths, lambda_weight, respect_
 def _eager_scores(scores, what_is_zero):
     """scores for an eager call: a warning for lists of one document (a cross-encoder's flattened logits, most
     likely), and detached under no_grad / inference_mode (no graph, so no gradient to compute)."""
-    if isinstance(scores, torch.Tensor) and scores.dim() == 2 and scores.shape[1] == 1 and scores.shape[0] > 1:
+    if (isinstance(scores, torch.Tensor) and not scores.is_nested  # a nested tensor has no shape to read
+            and scores.dim() == 2 and scores.shape[1] == 1 and scores.shape[0] > 1):
         warnings.warn(f"scores has shape {tuple(scores.shape)}: every list holds one document, whose {what_is_zero}. "
                       "A cross-encoder's flattened (B * L, 1) logits must be reshaped to (B, L).", stacklevel=3)
     if isinstance(scores, torch.Tensor) and not torch.is_grad_enabled():
@@ -160,7 +161,8 @@ def listnet_loss(scores, labels, *, mask=None, lengths=None, reduction="mean", v
 
     Args:
         scores, labels, mask, lengths, validate, backend: as in `lambda_loss`.
-        reduction: "mean" (over the B rows, as sentence-transformers), "sum" or "none" ((B,)).
+        reduction: "mean" (over the B rows, as sentence-transformers; NaN for B = 0, as torch's mean), "sum" or
+            "none" ((B,)).
 
     Returns the loss in float32 (float64 for float64 scores); the gradient softmax(s) - p (over the reduction's
     divisor) has the scores' dtype and is 0 at padding.

@@ -158,8 +158,9 @@ def _linear_sums(s, realf, w, need_grad, row_divisor, by_numpy, grad_out=None):
 
     Few full-size ops and few fresh buffers, on purpose (this is the CPU hot path, and at small shapes each op's
     fixed cost is the time): z = s - row max over all slots, and where every slot, padding included, lies within
-    the linear span below its row's max (one reduction and one host read say so) that is all; otherwise one
-    `where` removes padding (which may hold NaN) and z is clamped so exp never takes its slow underflow path.
+    the linear span below its row's max (one reduction and one host read say so) that is all; otherwise, in the
+    rows where some slot does not (each row's shift depends on that row alone), one `where` removes padding (which
+    may hold NaN) and z is clamped so exp never takes its slow underflow path.
     Padding is zeroed by a multiply, so it drops out of every sum. Later steps reuse earlier buffers in place, and the
     gradient, divided by row_divisor, is built in `grad_out` (a (b, L) buffer, or None for a fresh one). The
     rows too wide get finite values here, which the caller replaces. by_numpy: exp and log from numpy (`numpy_unary`).
@@ -168,9 +169,13 @@ def _linear_sums(s, realf, w, need_grad, row_divisor, by_numpy, grad_out=None):
     z = s - torch.amax(s, 1, True)
     wide = None
     if not float(z.amin()) >= -span:  # NaN (a NaN or +inf score) and -inf fail too
-        z = torch.where(realf.bool(), s, float("-inf"))
-        z.sub_(z.amax(1, keepdim=True).clamp_min_(LEAST_FINITE[s.dtype]))  # empty rows: no -inf - -inf
-        z.clamp_min_(-(span + 4))  # exp stays normal: no slow underflow path
+        # A row whose slots all lie within the span keeps the shift by its max over every slot, the one it gets
+        # in a block without such rows: a row's bits must not depend on its neighbours (blocks of rows)
+        near = z.amin(1, keepdim=True) >= -span
+        masked = torch.where(realf.bool(), s, float("-inf"))
+        masked.sub_(masked.amax(1, keepdim=True).clamp_min_(LEAST_FINITE[s.dtype]))  # empty rows: no -inf - -inf
+        z = torch.where(near, z, masked.clamp_min_(-(span + 4)))  # exp stays normal: no slow underflow path
+        del masked
         real_z = torch.mul(z, realf)
         wide = (real_z.amin(1) < -span) if float(real_z.amin()) < -span else None  # per row only when needed
         del real_z

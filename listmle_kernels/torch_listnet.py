@@ -65,7 +65,9 @@ def torch_listnet(inputs: ListNetInputs, row_divisor: int, need_grad: bool):
     scores, labels = inputs.scores, inputs.labels  # read only: the ops below build no graph in the callers
     dtype = scores.dtype
     acc = accumulator_dtype(dtype)
-    real = _real_mask(scores, inputs.mask, inputs.lengths)
+    # int64: torch neither compares uint16/32/64 with the int64 positions nor takes their min (a no-op for int64)
+    lengths = inputs.lengths.long() if inputs.lengths is not None else None
+    real = _real_mask(scores, inputs.mask, lengths)
     if real is not None:
         scores, labels = torch.where(real, scores, MINUS_INF), torch.where(real, labels, MINUS_INF)
     log_prob = torch.log_softmax(scores, 1, dtype=acc)
@@ -81,6 +83,6 @@ def torch_listnet(inputs: ListNetInputs, row_divisor: int, need_grad: bool):
     grad = torch.softmax(scores, 1, dtype=acc).sub_(target)  # 0 at padding: 0 - 0
     if row_divisor != 1:
         grad.div_(_scalar(row_divisor, acc))
-    if real is not None and _padding_may_be_nan(real, inputs.lengths, row_loss):
+    if real is not None and _padding_may_be_nan(real, lengths, row_loss):
         grad = torch.where(real, grad, ZERO)
     return row_loss, grad if dtype == acc else grad.to(dtype)

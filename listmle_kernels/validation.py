@@ -22,9 +22,21 @@ FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 FLOAT_NAMES = "float16, bfloat16, float32 or float64"
 
 
-def _check_like_scores(name, tensor, scores):
+def _check_dense(name, tensor):
+    """A torch.Tensor with strided (dense) storage: sparse and nested tensors have no strides for the kernels nor
+    the ops of the PyTorch path (which would fail deep inside torch, naming no argument)."""
     if not isinstance(tensor, torch.Tensor):
         raise TypeError(f"{name} must be a torch.Tensor, got {type(tensor).__name__}")
+    if tensor.layout != torch.strided or tensor.is_nested:
+        if tensor.is_nested:
+            raise TypeError(f"{name} must be a dense (strided) tensor, got a nested one: pad it to (B, L) with "
+                            ".to_padded_tensor() and mark the padding with mask or lengths")
+        raise TypeError(f"{name} must be a dense (strided) tensor, got layout {tensor.layout}: convert it with "
+                        ".to_dense()")
+
+
+def _check_like_scores(name, tensor, scores):
+    _check_dense(name, tensor)
     if tensor.shape != scores.shape:
         raise ValueError(f"{name} must have the shape of scores {tuple(scores.shape)}, got {tuple(tensor.shape)}")
     if tensor.device != scores.device:
@@ -75,9 +87,8 @@ def compiling() -> bool:
 
 
 def _check_scores(scores, loss_name):
-    """scores: a 2-D tensor of one of FLOAT_DTYPES on a CPU or CUDA device."""
-    if not isinstance(scores, torch.Tensor):
-        raise TypeError(f"scores must be a torch.Tensor, got {type(scores).__name__}")
+    """scores: a dense 2-D tensor of one of FLOAT_DTYPES on a CPU or CUDA device."""
+    _check_dense("scores", scores)
     if scores.dim() != 2:
         trailing_one = scores.dim() == 3 and scores.shape[-1] == 1
         hint = " (a model's (B, L, 1) logits: pass scores.squeeze(-1))" if trailing_one else ""
@@ -105,8 +116,7 @@ def _check_padding(scores, mask, lengths, checking_values, value_checks):
         if mask.dtype != torch.bool:
             raise TypeError(f"mask must be a bool tensor (True = real document), got dtype {mask.dtype}")
     if lengths is not None:
-        if not isinstance(lengths, torch.Tensor):
-            raise TypeError(f"lengths must be a torch.Tensor, got {type(lengths).__name__}")
+        _check_dense("lengths", lengths)
         if lengths.shape != (batch,):
             raise ValueError(f"lengths must have shape ({batch},), got {tuple(lengths.shape)}")
         if lengths.is_floating_point() or lengths.is_complex() or lengths.dtype == torch.bool:

@@ -114,7 +114,8 @@ def listnet_reference(scores, labels, mask=None, lengths=None, reduction="mean")
     one whose real labels are all -inf has no target distribution (its NaN target gives no defined result
     here, and the package rejects it).
 
-    reduction: "mean" (sentence-transformers: over the B rows), "sum", or "none" ((B,)).
+    reduction: "mean" (sentence-transformers: over the B rows; NaN for a batch of no rows, the mean of nothing, as
+    torch's and sentence-transformers' cross-entropy give), "sum", or "none" ((B,)).
     """
     real = _real_mask(scores, mask, lengths)
     losses = []
@@ -131,4 +132,4 @@ def listnet_reference(scores, labels, mask=None, lengths=None, reduction="mean")
         return losses
     if reduction == "sum":
         return losses.sum()
-    return losses.sum() / max(scores.shape[0], 1)
+    return losses.sum() / scores.shape[0]

@@ -66,6 +66,18 @@ S = torch.zeros(2, 3)
     ((S,), dict(ties="shuffle"), ValueError, r"ties must be one of \('stable', 'random'\), got 'shuffle'"),
     ((S,), dict(reduction="avg"), ValueError, r"reduction must be one of .*'avg'"),
     ((S,), dict(backend="cuda"), ValueError, r"backend must be one of .*'cuda'"),
+    ((S.to_sparse(),), {}, TypeError, r"scores must be a dense \(strided\) tensor, got layout torch.sparse_coo"),
+    ((S.to_sparse_csr(),), {}, TypeError, r"scores must be a dense \(strided\) tensor, got layout torch.sparse_csr"),
+    ((torch.nested.nested_tensor([torch.zeros(3), torch.zeros(2)]),), {}, TypeError,
+     r"scores must be a dense \(strided\) tensor, got a nested one"),
+    ((S, S.to_sparse()), dict(respect_input_order=False), TypeError, r"labels must be a dense \(strided\) tensor"),
+    ((S,), dict(mask=torch.ones(2, 3, dtype=torch.bool).to_sparse()), TypeError,
+     r"mask must be a dense \(strided\) tensor"),
+    ((S,), dict(lengths=torch.tensor([1, 2]).to_sparse()), TypeError, r"lengths must be a dense \(strided\) tensor"),
+    ((S,), dict(lambda_weight=torch.ones(2, 3).to_sparse()), TypeError,
+     r"lambda_weight must be a dense \(strided\) tensor"),
+    ((S,), dict(lambda_weight=lambda m: m.float().to_sparse()), TypeError,
+     r"lambda_weight\(rank_mask\) must be a dense \(strided\) tensor"),
 ])
 def test_bad_input_names_the_argument(args, kwargs, error, match):
     with pytest.raises(error, match=match):
@@ -317,6 +329,12 @@ def test_lambda_loss_bad_arguments_are_named(kwargs, error, match):
      r"labels contain \+inf at a real document \(or a value past float32's range"),
     ((S, LABELS3), dict(mask=torch.ones(2, 3, dtype=torch.bool), lengths=torch.tensor([1, 2])), ValueError,
      r"either mask or lengths"),
+    ((S.to_sparse(), LABELS3), {}, TypeError, r"scores must be a dense \(strided\) tensor, got layout"),
+    ((S, LABELS3.to_sparse()), {}, TypeError, r"labels must be a dense \(strided\) tensor, got layout"),
+    ((S, LABELS3), dict(mask=torch.ones(2, 3, dtype=torch.bool).to_sparse()), TypeError,
+     r"mask must be a dense \(strided\) tensor"),
+    ((S, LABELS3), dict(lengths=torch.tensor([1, 2]).to_sparse()), TypeError,
+     r"lengths must be a dense \(strided\) tensor"),
 ])
 def test_pairwise_and_listnet_bad_inputs_are_named(loss, args, kwargs, error, match):
     import listmle_kernels

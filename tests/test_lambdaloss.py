@@ -118,6 +118,24 @@ def large_label_problem(dtype):
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("lengths_dtype", [torch.int8, torch.uint8, torch.int16, torch.uint16, torch.int32,
+                                           torch.uint32, torch.int64, torch.uint64])
+def test_lengths_of_every_integer_dtype(backend, lengths_dtype):
+    """lengths may be any integer tensor, the unsigned 16-64-bit ones too (which torch will not promote against
+    int64): loss and gradient as the oracle's with int64 lengths."""
+    gen = torch.Generator().manual_seed(9)
+    scores = torch.randn(3, 7, generator=gen).to(DEVICE)
+    labels = torch.randint(0, 4, (3, 7), generator=gen).to(DEVICE)
+    lengths = torch.tensor([7, 3, 0], device=DEVICE)
+    loss, grad = loss_and_grad(lambda s: lambda_loss(s, labels, lengths=lengths.to(lengths_dtype), reduction="none",
+                                                     backend=backend), scores)
+    ref_loss, ref_grad = loss_and_grad(lambda s: lambdaloss_reference(s, labels, lengths=lengths, reduction="none"),
+                                       scores.double())
+    assert_close(loss, ref_loss, torch.float32, LOSS_TOL, scale=max(1.0, ref_loss.abs().max().item()))
+    assert_close(grad, ref_grad, torch.float32, LOSS_TOL, scale=max(1.0, ref_grad.abs().max().item()))
+    assert loss[2] == 0 and (grad[1, 3:] == 0).all() and (grad[2] == 0).all()
+
+@pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("scheme", WEIGHTING_SCHEMES)
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 def test_large_labels_match_reference(backend, scheme, dtype):

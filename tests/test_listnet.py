@@ -8,7 +8,8 @@ from hypothesis import strategies as st
 from listmle_kernels import ListNetFunction, ListNetLoss, listnet_loss
 from reference import listnet_reference
 
-from cases import BACKENDS, DEVICE, assert_close, assert_matches_oracle, pairwise_problems, to_device
+from cases import (BACKENDS, DEVICE, GRAD_TOL, LOSS_TOL, assert_close, assert_matches_oracle, loss_and_grad,
+                   pairwise_problems, to_device)
 
 
 def check_against_reference(scores, labels, kwargs, backend, grad_output):
@@ -75,6 +76,42 @@ def test_padding_kinds_and_empty_rows(backend, dtype):
             grad_output = torch.rand((4,) if reduction == "none" else (), generator=gen, dtype=torch.float64) + 0.5
             check_against_reference(*to_device(scores, labels, kwargs), backend, grad_output.to(DEVICE))
 
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+def test_empty_batch_matches_reference(backend, reduction):
+    """A batch of no rows: "mean" is the mean of no row losses, NaN as in torch (and ListMLE, and
+    sentence-transformers' cross-entropy); "sum" 0; "none" (0,). The gradient is (0, L)."""
+    scores = torch.zeros(0, 5, device=DEVICE, requires_grad=True)
+    labels = torch.zeros(0, 5, device=DEVICE)
+    loss = listnet_loss(scores, labels, reduction=reduction, backend=backend)
+    ref = listnet_reference(scores.detach().double(), labels.double(), reduction=reduction)
+    assert loss.dtype == torch.float32 and loss.shape == ref.shape
+    torch.testing.assert_close(loss.detach().double().cpu(), ref.cpu(), rtol=0, atol=0, equal_nan=True)
+    assert torch.isnan(loss).all() if reduction == "mean" else (loss == 0).all()
+    loss.sum().backward()
+    assert scores.grad.shape == (0, 5)
+
+INTEGER_DTYPES = [torch.int8, torch.uint8, torch.int16, torch.uint16, torch.int32, torch.uint32, torch.int64,
+                  torch.uint64]
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("lengths_dtype", INTEGER_DTYPES)
+def test_lengths_of_every_integer_dtype(backend, lengths_dtype):
+    """lengths may be any integer tensor, the unsigned 16-64-bit ones too (which torch will not promote against
+    int64 positions): loss and gradient as the oracle's, the empty row's 0."""
+    gen = torch.Generator().manual_seed(9)
+    scores = torch.randn(3, 7, generator=gen, device=DEVICE)
+    labels = torch.randn(3, 7, generator=gen).to(DEVICE)
+    lengths = torch.tensor([7, 3, 0], device=DEVICE)
+    loss, grad = loss_and_grad(lambda s: listnet_loss(s, labels, lengths=lengths.to(lengths_dtype),
+                                                      reduction="none", backend=backend), scores)
+    ref_loss, ref_grad = loss_and_grad(lambda s: listnet_reference(s, labels, lengths=lengths, reduction="none"),
+                                       scores.double())
+    assert_close(loss, ref_loss, torch.float32, LOSS_TOL, scale=max(1.0, ref_loss.abs().max().item()))
+    assert_close(grad, ref_grad, torch.float32, GRAD_TOL, scale=max(1.0, ref_grad.abs().max().item()))
+    assert loss[2] == 0 and (grad[1, 3:] == 0).all() and (grad[2] == 0).all()
 
 @pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
 def test_gradcheck(reduction):

@@ -155,6 +155,36 @@ def test_row_blocks_change_no_bit_where_numpy_takes_exp_and_log(threads, respect
         torch.testing.assert_close(got, expected, rtol=0, atol=0)
 
 
+
+@pytest.mark.parametrize("padding", ["mask", "lengths"])
+@pytest.mark.parametrize("respect_input_order", [True, False])
+def test_torch_row_blocks_change_no_bit_beside_a_wide_row(padding, respect_input_order, monkeypatch):
+    """A row whose every slot, padding included, lies within the linear span of its max is shifted by that max
+    whether or not a row of its block spans past it (which sends the block through the masked shift): in blocks
+    of two rows, the rows beside no wide row get the bits they get in the whole batch, which has one."""
+    from listmle_kernels import torch_listmle
+
+    gen = torch.Generator().manual_seed(1)
+    scores = torch.randn(4, 8, generator=gen) * 3
+    scores[0, 0] += 200.0  # row 0 spans past the linear sums' reach: the whole batch takes the masked shift
+    lengths = torch.tensor([8, 8, 5, 5])
+    scores[2:, 5:] += 7.0  # padding above the real scores of rows 2 and 3, within the linear span
+    labels = torch.randn(4, 8, generator=gen)
+    kwargs = dict(respect_input_order=respect_input_order, reduction="none")
+    if padding == "mask":
+        kwargs["mask"] = torch.arange(8)[None, :] < lengths[:, None]
+    else:
+        kwargs["lengths"] = lengths
+
+    def run():
+        return loss_and_grad(lambda s: listmle_loss(s, labels, backend="torch", **kwargs), scores)
+
+    whole = run()
+    monkeypatch.setattr(torch_listmle, "CPU_BLOCK_ELEMENTS", 16)  # blocks of rows (0, 1) and (2, 3)
+    blocked = run()
+    for got, expected in zip(blocked, whole):
+        torch.testing.assert_close(got, expected, rtol=0, atol=0)
+
 @given(problem=listmle_problems())
 def test_torch_exp_and_log_by_numpy_match_reference(problem):
     """CPU blocks that torch would take on one thread get their exp and log from numpy (a few ulp, against torch's

@@ -268,7 +268,8 @@ def test_label_dtypes(backend):
                                listmle_loss(scores, binary.float(), respect_input_order=False, backend=backend))
 
 
-@pytest.mark.parametrize("dtype", [torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64])
+@pytest.mark.parametrize("dtype", [torch.uint8, torch.int8, torch.int16, torch.uint16, torch.int32, torch.uint32,
+                                   torch.int64, torch.uint64])
 def test_lengths_dtypes_up_to_their_largest_value(backend, dtype):
     """Near the top of a narrow integer type nothing may wrap: not the kernel's reads (in groups of 8 slots up to
     the length), nor the check against L, which the type may not hold (uint8 lengths, L = 300)."""
