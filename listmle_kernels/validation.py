@@ -131,11 +131,21 @@ def _check_padding(scores, mask, lengths, checking_values, value_checks):
             value_checks.append(((wide.clamp(0, length) != wide).any(), raise_bad_lengths))
 
 
+def check_flag(name, value):
+    """A switch must be a bool: a "False" string from a config would be truthy."""
+    if not isinstance(value, bool):
+        raise TypeError(f"{name} must be a bool, got {type(value).__name__} {value!r}")
+
+
+def _checking_values(validate) -> bool:
+    """Whether the value checks run: `validate` (a bool), and never inside torch.compile."""
+    check_flag("validate", validate)
+    return validate and not compiling()
+
+
 def check_listmle_options(lambda_weight, respect_input_order, ties, reduction, backend):
     """`listmle_loss`'s options that need no tensor to check (the modules check them when they are built)."""
-    if not isinstance(respect_input_order, bool):  # a "False" string from a config would be truthy
-        raise TypeError(f"respect_input_order must be a bool, got {type(respect_input_order).__name__} "
-                        f"{respect_input_order!r}")
+    check_flag("respect_input_order", respect_input_order)
     check_choices(reduction, backend)
     if ties not in TIES:
         raise ValueError(f"ties must be one of {TIES}, got {ties!r}")
@@ -159,7 +169,7 @@ def parse_inputs(scores, labels, mask, lengths, lambda_weight, respect_input_ord
     """The public arguments (`listmle_loss`'s) checked and resolved into one `ListMLEInputs`."""
     _check_scores(scores, "listmle_loss")
     check_listmle_options(lambda_weight, respect_input_order, ties, reduction, backend)
-    checking_values = validate and not compiling()
+    checking_values = _checking_values(validate)
     value_checks = []  # read together at the end: one host sync on CUDA
     _check_padding(scores, mask, lengths, checking_values, value_checks)
 
@@ -298,7 +308,7 @@ def parse_lambdaloss_inputs(scores, labels, mask, lengths, weighting_scheme, k, 
     _check_scores(scores, loss_name)
     k, sigma, mu, eps = check_lambdaloss_options(weighting_scheme, k, sigma, mu, eps, reduction_log, reduction,
                                                  backend)
-    checking_values = validate and not compiling()
+    checking_values = _checking_values(validate)
     value_checks = []  # read together at the end: one host sync on CUDA
     _check_padding(scores, mask, lengths, checking_values, value_checks)
     # RankNet has no gains: what +inf breaks there is the labels' order itself
@@ -316,7 +326,7 @@ def parse_listnet_inputs(scores, labels, mask, lengths, reduction, validate, bac
     """The public arguments of `listnet_loss` checked and resolved into one `ListNetInputs`."""
     _check_scores(scores, "listnet_loss")
     check_choices(reduction, backend)
-    checking_values = validate and not compiling()
+    checking_values = _checking_values(validate)
     value_checks = []
     _check_padding(scores, mask, lengths, checking_values, value_checks)
     graded = _graded_labels(labels, scores, mask, lengths, checking_values, value_checks,
