@@ -27,10 +27,10 @@ def _check_dense(name, tensor):
     the ops of the PyTorch path (which would fail deep inside torch, naming no argument)."""
     if not isinstance(tensor, torch.Tensor):
         raise TypeError(f"{name} must be a torch.Tensor, got {type(tensor).__name__}")
-    if tensor.layout != torch.strided or tensor.is_nested:
-        if tensor.is_nested:
-            raise TypeError(f"{name} must be a dense (strided) tensor, got a nested one: pad it to (B, L) with "
-                            ".to_padded_tensor() and mark the padding with mask or lengths")
+    if tensor.is_nested:
+        raise TypeError(f"{name} must be a dense (strided) tensor, got a nested one: pad it to (B, L) with "
+                        ".to_padded_tensor() and mark the padding with mask or lengths")
+    if tensor.layout != torch.strided:
         raise TypeError(f"{name} must be a dense (strided) tensor, got layout {tensor.layout}: convert it with "
                         ".to_dense()")
 
