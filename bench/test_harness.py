@@ -46,6 +46,14 @@ def test_compare_flags_a_wrong_gradient():
     loss, grad = check.reference_result(case, inputs)
     assert check.compare(case, (loss, grad), (loss, grad), inputs.valid_mask()).ok
     assert not check.compare(case, (loss, grad * 1.01), (loss, grad), inputs.valid_mask()).ok
+    # Padding must get exactly zero gradient, whatever the tolerance: 1e-30 there is far below it
+    ragged = Case(4, 8, direction="fwd+bwd", ragged=True)
+    inputs = make_inputs(ragged, "cpu", seed=0)
+    valid = inputs.valid_mask()
+    loss, grad = check.reference_result(ragged, inputs)
+    assert (~valid).any() and check.compare(ragged, (loss, grad), (loss, grad), valid).ok
+    leaked = check.compare(ragged, (loss, grad.masked_fill(~valid, 1e-30)), (loss, grad), valid)
+    assert not leaked.ok and "nonzero gradient on padding" in leaked.message
 
 
 def test_minimal_bytes_counts_inputs_and_gradient():

@@ -274,3 +274,41 @@ def test_grid_arithmetic_matches_tritons():
         assert next_power_of_2(n) == triton.next_power_of_2(n), n
         for d in (1, 2, 3, 16, 1024, 4096):
             assert cdiv(n, d) == triton.cdiv(n, d), (n, d)
+
+
+def documented_signatures(document):
+    """{name: [(parameter, keyword-only, default)]} of the calls a document writes out with their defaults (the
+    `.apply` lines, positional lists, aside)."""
+    import ast
+    import pathlib
+    import re
+    text = (pathlib.Path(__file__).resolve().parent.parent / document).read_text(encoding="utf-8")
+    signatures = {}
+    for block in re.findall(r"```python\n(.*?)```", text, flags=re.S):
+        code = re.sub(r"#.*", "", block)
+        for name, args in re.findall(r"^(\w+)\((.*?)\)\s*$", code, flags=re.S | re.M):
+            arguments = ast.parse(f"def f({args}): pass").body[0].args
+            positional = [a.arg for a in arguments.args]
+            defaults = [None] * (len(positional) - len(arguments.defaults)) + arguments.defaults
+            signatures[name] = (
+                [(p, False, None if d is None else ast.literal_eval(d)) for p, d in zip(positional, defaults)]
+                + [(a.arg, True, None if d is None else ast.literal_eval(d))
+                   for a, d in zip(arguments.kwonlyargs, arguments.kw_defaults)])
+    return signatures
+
+
+@pytest.mark.parametrize("document, names", [
+    ("docs/semantics.md", {"listmle_loss", "ListMLELoss", "PListMLELoss", "lambda_loss", "ranknet_loss",
+                           "listnet_loss", "LambdaLoss"}),
+    ("README.md", {"listmle_loss", "ListMLELoss", "PListMLELoss", "auto_backend"})])
+def test_signatures_are_the_documented_ones(document, names):
+    """Every parameter the document lists, in its order, keyword-only where it says, with its default; the modules
+    may take more after them (generator, backend)."""
+    import inspect
+    documented = documented_signatures(document)
+    assert names <= set(documented)
+    for name, params in documented.items():
+        actual = [(p.name, p.kind is p.KEYWORD_ONLY, None if p.default is p.empty else p.default)
+                  for p in inspect.signature(getattr(listmle_kernels, name)).parameters.values()]
+        assert actual[:len(params)] == params, name
+        assert name[0].isupper() or len(actual) == len(params), name  # functions: nothing undocumented

@@ -4,6 +4,7 @@ import pytest
 import torch
 from hypothesis import example, given
 from hypothesis import strategies as st
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from listmle_kernels import listmle_loss
 
@@ -49,6 +50,34 @@ def test_a_retained_graph_keeps_the_saved_gradient(backend, reduction, backward_
     (last,) = torch.autograd.grad(loss, scores, grad_output_for(reduction, 4, 1.0))
     torch.testing.assert_close(first, 2 * second)
     torch.testing.assert_close(first, 3 * last)
+
+
+class GradientOps(TorchDispatchMode):
+    """The aten ops run under it that take a tensor of `shape` (a view's bookkeeping, detach, aside)."""
+
+    def __init__(self, shape):
+        super().__init__()
+        self.shape, self.ops = tuple(shape), []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        if func is not torch.ops.aten.detach.default and any(
+                isinstance(a, torch.Tensor) and tuple(a.shape) == self.shape for a in args):
+            self.ops.append(func)
+        return func(*args, **(kwargs or {}))
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("reduction", ["mean", "sum"])
+def test_a_grad_output_of_one_skips_the_multiply_on_the_host(backend, reduction):
+    """CPU tensors: `loss.backward()` of a scalar loss hands on the saved gradient untouched (the 1 is read on the
+    host); any other grad_output is one in-place multiply of it."""
+    for value, expected in ((1.0, []), (2.5, [torch.ops.aten.mul_.Tensor])):
+        scores = torch.randn(5, 9, requires_grad=True)
+        loss = listmle_loss(scores, reduction=reduction, backend=backend)
+        grad_output = torch.tensor(value)
+        with GradientOps(scores.shape) as ops:
+            loss.backward(grad_output)
+        assert ops.ops == expected, (value, ops.ops)
 
 
 @pytest.mark.parametrize("reduction", ["mean", "none"])

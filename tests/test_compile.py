@@ -96,6 +96,35 @@ def test_fullgraph_compile_names_the_generator_it_cannot_trace():
         compiled(scores)
 
 
+def test_fullgraph_compile_skips_the_value_checks():
+    """validate=True reads no values inside torch.compile (they need data): a NaN label at a real document, which
+    eagerly is a ValueError, compiles and runs unchecked."""
+    torch._dynamo.reset()
+    scores, labels, _ = sample()
+    labels = labels.float()
+    labels[1, 2] = float("nan")
+
+    def loss(s):
+        return listmle_loss(s, labels, respect_input_order=False, reduction="none", backend="torch")
+
+    with pytest.raises(ValueError, match="labels contain NaN at a real document"):
+        loss(scores)
+    assert torch.compile(loss, fullgraph=True, backend="aot_eager")(scores).shape == (4,)
+
+
+def test_a_second_derivative_inside_compile_reads_as_unused():
+    """Compiled, the gradient is declared non-differentiable: differentiating it again is an error from
+    torch.autograd.grad (the scores appear unused) and zeros from torch.autograd.functional.hessian."""
+    torch._dynamo.reset()
+    scores = sample()[0].double().requires_grad_(True)
+    compiled = torch.compile(lambda s: listmle_loss(s, reduction="sum", backend="torch"), fullgraph=True,
+                             backend="aot_eager")
+    (grad,) = torch.autograd.grad(compiled(scores), scores, create_graph=True)
+    with pytest.raises(RuntimeError, match="appears to not have been used in the graph"):
+        torch.autograd.grad(grad.sum(), scores)
+    assert (torch.autograd.functional.hessian(compiled, scores) == 0).all()
+
+
 def test_pairwise_operator_names_and_schemas_are_the_public_ones():
     assert str(torch.ops.listmle_kernels.lambdaloss_rows.default._schema) == (
         "listmle_kernels::lambdaloss_rows(Tensor scores, Tensor labels, Tensor? mask, Tensor? lengths, SymInt scheme, "

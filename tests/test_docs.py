@@ -49,3 +49,29 @@ def test_relative_links_resolve():
             if not ((ROOT / md).parent / target).exists():
                 broken.append(f"{md}: {target}")
     assert not broken, broken
+
+
+def python_blocks(section):
+    """The ```python blocks of a `## section` of the README, in order."""
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    body = text.split(f"\n## {section}\n", 1)[1].split("\n## ", 1)[0]
+    return re.findall(r"```python\n(.*?)```", body, flags=re.S)
+
+
+def test_readme_examples_run():
+    """The Quick start, the plain-PyTorch and allRank lines of "Drop it in" and the pairwise losses' example run as
+    written, on CPU tensors (the sentence-transformers lines need a model and have their own tests)."""
+    import torch
+    namespace = {}
+    (quick_start,) = python_blocks("Quick start")
+    exec(quick_start, namespace)
+    assert namespace["scores"].grad is not None and torch.isfinite(namespace["loss"])
+    namespace.update(torch=torch, mask=torch.arange(10)[None, :] < namespace["lengths"][:, None],
+                     y_pred=torch.randn(4, 6), y_true=torch.tensor([[2.0, 1.0, 0.0, -1.0, -1.0, -1.0]] * 4))
+    plain, allrank = [block for block in python_blocks("Drop it in") if "integrations" not in block]
+    for block in (plain, allrank):
+        exec(block, namespace)
+        assert torch.isfinite(namespace["loss"])
+    pairwise = python_blocks("LambdaLoss, RankNet and ListNet")[0]
+    exec(pairwise, namespace)
+    assert torch.isfinite(namespace["loss"])

@@ -123,6 +123,21 @@ def test_nan_labels_at_padding_are_fine():
         listmle_loss(torch.zeros(1, 3), labels, mask=torch.tensor([[True, True, False]]), respect_input_order=False)
 
 
+@pytest.mark.parametrize("backend", ["torch", "triton"])
+def test_labels_are_not_read_in_input_order(backend):
+    """respect_input_order=True ignores the labels' values: NaN and infinities at real documents are not checked
+    (validate=True) and change nothing."""
+    scores = torch.randn(3, 5, generator=torch.Generator().manual_seed(0), requires_grad=True)
+    labels = torch.tensor([[float("nan"), 1.0, float("inf"), 0.0, float("-inf")]] * 3)
+    loss = listmle_loss(scores, labels, lambda_weight="plistmle", reduction="none", backend=backend)
+    (grad,) = torch.autograd.grad(loss.sum(), scores)
+    expected = listmle_reference(scores.detach().double(), lambda_weight="plistmle", reduction="none")
+    torch.testing.assert_close(loss.detach().double(), expected, rtol=2e-5, atol=2e-5)
+    unlabelled = listmle_loss(scores, lambda_weight="plistmle", reduction="none", backend=backend)
+    assert torch.equal(loss, unlabelled)
+    assert torch.equal(grad, torch.autograd.grad(unlabelled.sum(), scores)[0])
+
+
 def test_one_document_lists_warn_that_the_loss_is_zero():
     """A cross-encoder's flattened (B * L, 1) logits make B * L one-document lists: a loss of 0 that trains nothing."""
     scores = torch.randn(6, 1, requires_grad=True)
@@ -130,6 +145,9 @@ def test_one_document_lists_warn_that_the_loss_is_zero():
         loss = listmle_loss(scores, torch.arange(6.0)[:, None], respect_input_order=False)
     loss.backward()
     assert loss == 0 and (scores.grad == 0).all()
+    with warnings.catch_warnings():  # one (1, 1) list is no flattened batch: no warning
+        warnings.simplefilter("error")
+        assert listmle_loss(torch.randn(1, 1)) == 0
 
 
 def test_validate_false_skips_the_value_checks():

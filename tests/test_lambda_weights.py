@@ -129,3 +129,15 @@ def test_float32_weights_whose_sum_overflows(backend):
     got = loss_and_grad(scores, scores, backend, lambda_weight=huge)
     plain = listmle_reference(scores.double(), reduction="none") / 7
     torch.testing.assert_close(got[0].double(), plain, rtol=2e-5, atol=2e-5)
+
+
+def test_a_callable_receives_the_rank_mask(backend):
+    """rank_mask[b, r] = r < n_b, n_b the row's real documents (a bool (B, L) tensor, as sentence-transformers passes
+    it): with holes in the mask the real ranks are still the first n_b columns, not the real slots."""
+    mask = torch.tensor([[False, True, False, True, True], [True, False, False, False, False],
+                         [False] * 5], device=DEVICE)
+    seen = []
+    listmle_loss(torch.zeros(3, 5, device=DEVICE), mask=mask, backend=backend,
+                 lambda_weight=lambda rank_mask: seen.append(rank_mask) or rank_mask.float())
+    expected = torch.tensor([[True, True, True, False, False], [True] + [False] * 4, [False] * 5], device=DEVICE)
+    assert len(seen) == 1 and seen[0].dtype == torch.bool and torch.equal(seen[0], expected)

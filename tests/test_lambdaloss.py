@@ -167,6 +167,21 @@ def test_gains_of_huge_labels_are_ratios(backend):
                                               backend=backend))
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("scheme", ["ndcgloss2pp", "ndcgloss1"])
+def test_k_of_zero_counts_every_pair_as_none_does(backend, scheme):
+    """k=0 means what k=None means (every pair), not "no pair": against the oracle without k."""
+    gen = torch.Generator().manual_seed(5)
+    scores = torch.randn(3, 8, generator=gen).to(DEVICE)
+    labels = torch.randint(0, 4, (3, 8), generator=gen).to(DEVICE)
+    kwargs = dict(lengths=torch.tensor([8, 5, 2], device=DEVICE), weighting_scheme=scheme, reduction="none")
+    loss, grad = loss_and_grad(lambda s: lambda_loss(s, labels, k=0, backend=backend, **kwargs), scores)
+    ref_loss, ref_grad = loss_and_grad(lambda s: lambdaloss_reference(s, labels, k=None, **kwargs), scores.double())
+    assert (ref_loss > 0).all()
+    assert_close(loss, ref_loss, torch.float32, LOSS_TOL, scale=ref_loss.abs().max().item())
+    torch.testing.assert_close(grad.double(), ref_grad, rtol=2e-5, atol=2e-5 * ref_grad.abs().max().item())
+
+
 def test_ranknet_is_lambdaloss_without_weights():
     gen = torch.Generator().manual_seed(3)
     scores, labels = torch.randn(3, 9, generator=gen), torch.randint(0, 3, (3, 9), generator=gen)
@@ -194,11 +209,11 @@ def test_gradcheck(scheme, reduction):
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
-@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.float16])
 def test_backward_scales_the_saved_gradient_once(backend, dtype):
-    """"mean" divides by the batch's pair count in backward's one multiply; a float32 gradient is the saved buffer
-    itself (no second (B, L) allocation), a float16 one is rounded from the float32 product; a retained graph
-    keeps the saved gradient for a second backward."""
+    """"mean" divides by the batch's pair count in backward's one multiply; a float32 or float64 gradient is the
+    saved buffer itself (no second (B, L) allocation), a float16 one is rounded from the float32 product; a
+    retained graph keeps the saved gradient for a second backward."""
     scores = torch.randn(5, 9, device=DEVICE).to(dtype).requires_grad_(True)
     labels = torch.randint(0, 4, (5, 9), device=DEVICE)
     saved = []
@@ -207,7 +222,7 @@ def test_backward_scales_the_saved_gradient_once(backend, dtype):
     (first,) = torch.autograd.grad(loss, scores, torch.tensor(3.0, device=DEVICE), retain_graph=True)
     assert first.data_ptr() not in saved
     loss.backward(torch.tensor(1.5, device=DEVICE))
-    assert (scores.grad.data_ptr() in saved) == (dtype == torch.float32)
+    assert (scores.grad.data_ptr() in saved) == (dtype != torch.float16)
     rows = lambda_loss(scores, labels, backend=backend, reduction="none")
     pairs = lambda_loss(scores, labels, backend=backend, reduction="sum") / loss
     (by_rows,) = torch.autograd.grad(rows, scores, torch.full((5,), 1.5 / pairs.item(), device=DEVICE))

@@ -138,3 +138,14 @@ def test_plistmle_float32_ranks_past_the_least_normal_weight(real, sort):
     elif real == "mask":
         kwargs["mask"] = (torch.rand(batch, length, generator=gen) < 0.8).to(DEVICE)
     assert_kernel_matches_reference(scores, labels, kwargs)
+
+
+def test_block_sizes_are_the_documented_ones():
+    """The README's numbers: rows past one block of 4096 slots are scanned in chunks (65,536 documents: 16 of them,
+    as test_long_rows_match_reference runs); sorting by labels happens in the kernel up to 2048 documents, by the
+    PyTorch pre-pass beyond."""
+    assert triton_listmle.row_geometry(4096, False) == (False, 4096, 1)
+    assert triton_listmle.row_geometry(4097, False) == (False, 4096, 2)
+    assert triton_listmle.row_geometry(65536, False) == (False, 4096, 16)
+    assert triton_listmle.row_geometry(2048, True) == (True, 2048, 1)
+    assert triton_listmle.row_geometry(2049, True)[0] is False

@@ -37,6 +37,7 @@ def test_wheel_metadata_and_license(wheel):
     assert metadata["Name"] == "listmle-kernels"
     assert metadata["Version"] == listmle_kernels.__version__
     assert metadata["License-Expression"] == "Apache-2.0"
+    assert metadata["Requires-Python"] == ">=3.10"  # the README's "Python >= 3.10, torch >= 2.4"
     license_text = (ROOT / "LICENSE").read_text()
     assert "Apache License" in license_text and "Version 2.0, January 2004" in license_text
     assert any(n.endswith("licenses/LICENSE") for n in wheel.namelist())
@@ -44,6 +45,13 @@ def test_wheel_metadata_and_license(wheel):
     # Hard requirements: torch and numpy only; triton is an extra.
     assert sorted(r for r in requires if "extra ==" not in r) == ["numpy", "torch>=2.4"]
     assert any(r.startswith("triton") and 'extra == "triton"' in r for r in requires)
+
+
+def test_the_package_parses_as_python_3_10():
+    """Requires-Python says 3.10: no later syntax in the package (its modules parsed with 3.10's grammar)."""
+    import ast
+    for path in sorted((ROOT / "listmle_kernels").rglob("*.py")):
+        ast.parse(path.read_text(), filename=str(path), feature_version=(3, 10))
 
 
 def test_extras_install_only_what_their_code_needs():
