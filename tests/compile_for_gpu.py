@@ -83,6 +83,11 @@ def launch_specialisation(score_type, constants, aligned=True, kernel=_listmle_k
     return sig, constexprs, attrs
 
 
+def compile_sm90(source, num_warps):
+    """`source` compiled for an H100 (sm_90) with `num_warps` and the options every launch passes."""
+    return triton.compile(source, target=GPUTarget("cuda", 90, 32), options={"num_warps": num_warps, **COMPILE_OPTIONS})
+
+
 def compile_for_h100(score_type, constants, num_warps=None, aligned=True, kernel=_listmle_kernel, pointers=None):
     """`kernel`: _listmle_kernel, or a copy of it with the same parameters (tools/sass_count.py)."""
     sig, constexprs, attrs = launch_specialisation(score_type, constants, aligned, kernel, pointers)
@@ -90,7 +95,7 @@ def compile_for_h100(score_type, constants, num_warps=None, aligned=True, kernel
     if num_warps is None:  # what the launcher picks
         num_warps = launch_config(constants["BLOCK"], constants["CHUNKS"], constants["ROWS"],
                                   constants["ORDER"] == 1)[1]
-    return triton.compile(source, target=GPUTarget("cuda", 90, 32), options={"num_warps": num_warps, **COMPILE_OPTIONS})
+    return compile_sm90(source, num_warps)
 
 
 def compile_listnet_for_h100(score_type, constants):
@@ -131,7 +136,7 @@ def compile_lambdaloss_for_h100(kernel_name, score_type, constants, num_warps, k
         else:
             sig[name] = "fp32" if name.endswith(("_hi", "_lo")) else "i32"
     source = ASTSource(fn=kernel, signature=sig, constexprs=constexprs, attrs=attrs)
-    return triton.compile(source, target=GPUTarget("cuda", 90, 32), options={"num_warps": num_warps, **COMPILE_OPTIONS})
+    return compile_sm90(source, num_warps)
 
 
 def compile_scale_for_h100(grad_type, per_row):
@@ -140,7 +145,7 @@ def compile_scale_for_h100(grad_type, per_row):
                PER_ROW="constexpr", ROWS="constexpr", COLS="constexpr")
     rows, cols = scale_tile_shape(64, 100)  # short rows, several to a program
     source = ASTSource(fn=_scale_rows_kernel, signature=sig, constexprs=dict(PER_ROW=per_row, ROWS=rows, COLS=cols))
-    return triton.compile(source, target=GPUTarget("cuda", 90, 32), options={"num_warps": 8, **COMPILE_OPTIONS})
+    return compile_sm90(source, 8)
 
 
 def ptxas_resources(compiled) -> str:

@@ -41,7 +41,6 @@ import tempfile
 from pathlib import Path
 
 import triton
-from triton.backends.compiler import GPUTarget
 from triton.compiler import ASTSource
 
 from bench import cases as cases_mod
@@ -50,9 +49,7 @@ from tools.minimal_listmle import bare_sort_kernel, minimal_listmle_kernel
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
-from compile_for_gpu import compile_for_h100, compile_lambdaloss_for_h100, ptxas_resources  # noqa: E402
-
-from listmle_kernels.triton_common import COMPILE_OPTIONS  # noqa: E402
+from compile_for_gpu import compile_for_h100, compile_lambdaloss_for_h100, compile_sm90, ptxas_resources  # noqa: E402
 
 H100_SMS = 132
 LOG_SPACE_BRANCH = "        if linear:\n"  # the kernel's choice between its two ways to take the sums
@@ -157,7 +154,7 @@ def compile_minimal(rows: int, block: int, warps: int, aligned: bool):
     attrs = {(list(signature).index(name),): [["tt.divisibility", 16]] for name in divisible}
     source = ASTSource(fn=minimal_listmle_kernel, signature=signature,
                        constexprs=dict(ROWS=rows, BLOCK=block, FAST=True), attrs=attrs)
-    return triton.compile(source, target=GPUTarget("cuda", 90, 32), options={"num_warps": warps, **COMPILE_OPTIONS})
+    return compile_sm90(source, warps)
 
 
 def compile_bare_sort(keys: str, rows: int, block: int, warps: int):
@@ -166,7 +163,7 @@ def compile_bare_sort(keys: str, rows: int, block: int, warps: int):
                                                            BLOCK="constexpr"),
                        constexprs=dict(ROWS=rows, BLOCK=block), attrs={(0,): [["tt.divisibility", 16]],
                                                                        (1,): [["tt.divisibility", 16]]})
-    return triton.compile(source, target=GPUTarget("cuda", 90, 32), options={"num_warps": warps, **COMPILE_OPTIONS})
+    return compile_sm90(source, warps)
 
 
 def count(package, shapes, label: str) -> list[dict]:
